@@ -1,0 +1,455 @@
+//! The Crossbar request pipeline for the Groups resource, in the stage order of
+//! groups-contract §0, which decides which error a client sees when several apply.
+pub mod groups;
+pub mod limiter;
+pub mod listing;
+pub mod path;
+pub mod reply;
+
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine;
+use futures::StreamExt;
+use md5::{Digest, Md5};
+use serde_json::{Map, Value};
+
+use crate::auth::{Authenticator, Identity, TokenCheck};
+use crate::config::Config;
+use crate::domain::clock;
+use crate::domain::ids::{random_hex, AccountId, AccountIdError, DocId};
+use crate::envelope::{RequestEnvelope, Tail};
+use crate::error::ApiError;
+use crate::notices::ChangeNotifier;
+use crate::store::couch::CouchClient;
+use crate::store::views::ViewInstaller;
+use crate::validation::GroupValidator;
+use limiter::RateLimiter;
+use path::{GroupsPath, Route, Target};
+use reply::{Outcome, ReplyContext, GLOBAL_METHODS};
+
+/// Everything a request needs, built once at start.
+pub struct AppState {
+    pub couch: CouchClient,
+    pub views: ViewInstaller,
+    pub validator: GroupValidator,
+    pub auth: Authenticator,
+    pub limiter: RateLimiter,
+    pub notifier: Box<dyn ChangeNotifier>,
+    pub page_size: usize,
+    pub max_upload_bytes: usize,
+    /// base64url(md5(node name)), the envelope's `node`.
+    pub node: String,
+    pub version: String,
+}
+
+impl AppState {
+    pub fn node_id(node_name: &str) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Md5::digest(node_name.as_bytes()))
+    }
+
+    pub fn from_parts(
+        config: &Config,
+        couch: CouchClient,
+        views: ViewInstaller,
+        validator: GroupValidator,
+        notifier: Box<dyn ChangeNotifier>,
+    ) -> Self {
+        Self {
+            auth: Authenticator::new(couch.clone()),
+            couch,
+            views,
+            validator,
+            limiter: RateLimiter::default(),
+            notifier,
+            page_size: config.page_size,
+            max_upload_bytes: config.max_upload_bytes,
+            node: Self::node_id(&config.node_name),
+            version: config.version.clone(),
+        }
+    }
+}
+
+const KNOWN_METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS"];
+
+/// The single entry point of every `/vN/...` request.
+pub async fn crossbar(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let mut cx = ReplyContext {
+        tail: Tail {
+            request_id: header(&req, "x-request-id")
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+                .unwrap_or_else(|| random_hex(16)),
+            node: state.node.clone(),
+            timestamp: clock::iso8601_now(),
+            tokens_consumed: 1,
+            tokens_remaining: 0,
+            ..Default::default()
+        },
+        pretty: header(&req, "x-pretty-print") == Some("true"),
+        cors_request: [
+            "origin",
+            "access-control-request-method",
+            "access-control-request-headers",
+        ]
+        .iter()
+        .any(|h| req.headers().contains_key(*h)),
+        allowed_methods: GLOBAL_METHODS.to_vec(),
+        requested_method: header(&req, "access-control-request-method").map(str::to_owned),
+        negotiated: false,
+        language: header(&req, "accept-language")
+            .and_then(|l| l.split([',', ';']).next())
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .unwrap_or("en")
+            .to_owned(),
+    };
+    let outcome = pipeline(&req, payload, &state, &mut cx).await;
+    cx.render(outcome)
+}
+
+fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| ApiError::Bare(400))?;
+        if body.len() + chunk.len() > limit {
+            // §3.6: the size error is rendered as a 400 validation error.
+            return Err(ApiError::validation(
+                "file",
+                "maxSize",
+                serde_json::json!({
+                    "message": format!("Payload or Files must not be more than {limit} bytes"),
+                    "target": limit,
+                }),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Where the token came from (auth-contract §1.7 step 1).
+fn find_token(req: &HttpRequest, env: &RequestEnvelope) -> Option<String> {
+    if let Some(token) = header(req, "x-auth-token").filter(|t| !t.is_empty()) {
+        return Some(token.to_owned());
+    }
+    if let Some(Value::String(token)) = env.req_value("auth_token") {
+        if !token.is_empty() {
+            return Some(token);
+        }
+    }
+    // `Authorization: Bearer|Basic ...` is never a Kazoo JWT here: it is kept only to be echoed
+    // and is refused as a credential.
+    header(req, "authorization").map(str::to_owned)
+}
+
+async fn pipeline(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    cx: &mut ReplyContext,
+) -> Result<Outcome, ApiError> {
+    // Stage 1: version, then the body, before any authentication.
+    let route = path::parse(req.path());
+    if route == Route::Gone {
+        return Err(ApiError::Gone);
+    }
+    let body = read_body(payload, state.max_upload_bytes).await?;
+    let env = RequestEnvelope::parse(header(req, "content-type"), &body, req.query_string())?;
+    if env.req_flag("pretty_print") == Some(true) {
+        cx.pretty = true;
+    }
+    let token = find_token(req, &env);
+    let is_jwt = header(req, "x-auth-token").is_some_and(|t| !t.is_empty())
+        || matches!(env.req_value("auth_token"), Some(Value::String(ref t)) if !t.is_empty());
+    cx.tail.auth_token = token.clone();
+
+    // Stage 2: known methods.
+    let method = req.method().as_str().to_owned();
+    if !KNOWN_METHODS.contains(&method.as_str()) {
+        return Err(ApiError::Bare(501));
+    }
+
+    // Stage 3a: the early token check; only an expired (or trial-expired) token stops here.
+    let check = match (&token, is_jwt) {
+        (Some(token), true) => {
+            let account_header = header(req, "x-auth-account-id");
+            state.auth.check(token, account_header).await?
+        }
+        _ => TokenCheck::Invalid,
+    };
+    match &check {
+        TokenCheck::Expired => return Err(ApiError::TokenExpired),
+        TokenCheck::TrialExpired(ts) => {
+            return Err(ApiError::validation(
+                "account",
+                "expired",
+                serde_json::json!({"message": "account expired", "cause": ts}),
+            ))
+        }
+        _ => {}
+    }
+    let identity = match check {
+        TokenCheck::Valid(identity) => Some(identity),
+        _ => None,
+    };
+
+    // Stage 3b: the path shape, verb tunnelling and the allowed methods.
+    let groups_path = match route {
+        Route::Groups(p) => p,
+        Route::NoAccount => {
+            let allowed = identity
+                .as_ref()
+                .is_some_and(Identity::may_access_without_account);
+            mark_authenticated(cx, state, identity.as_ref(), req, None);
+            return Err(if allowed {
+                ApiError::NotFound
+            } else {
+                ApiError::Forbidden
+            });
+        }
+        Route::NotServed | Route::Unknown | Route::Gone => return Err(ApiError::NotFound),
+    };
+    let verb = tunnelled_verb(&env).unwrap_or_else(|| method.clone());
+    let mut allowed: Vec<&'static str> = groups_path.allowed_methods().to_vec();
+    if method == "POST" && verb != "POST" {
+        if allowed.contains(&verb.as_str()) {
+            allowed.push("POST");
+        } else {
+            allowed.retain(|m| *m != "POST");
+        }
+    }
+    cx.allowed_methods = allowed.clone();
+    if method == "OPTIONS" {
+        return if cx.cors_request {
+            Ok(Outcome::Preflight)
+        } else {
+            Err(ApiError::InvalidMethod)
+        };
+    }
+    if !allowed.contains(&method.as_str()) {
+        return Err(ApiError::InvalidMethod);
+    }
+
+    // Stage 4: the account id and the account document.
+    let account = match AccountId::parse(&groups_path.account) {
+        Ok(id) => id,
+        Err(AccountIdError::Missing) => {
+            return Err(ApiError::MalformedAccountId("missing account_id".into()))
+        }
+        Err(AccountIdError::Malformed(raw)) => {
+            return Err(ApiError::MalformedAccountId(format!(
+                "invalid account_id '{raw}'"
+            )))
+        }
+        Err(AccountIdError::NoSuchAccount(raw)) => return Err(ApiError::BadIdentifier(raw)),
+    };
+    let account_doc = match state
+        .couch
+        .get_doc(&account.db(), &DocId::from(account.clone()))
+        .await
+    {
+        Ok(Some(Value::Object(doc))) => doc,
+        Ok(_) => return Err(ApiError::BadIdentifier(account.to_string())),
+        Err(e) => {
+            log::warn!("account {account}: {e}");
+            return Err(ApiError::DatastoreFatal);
+        }
+    };
+
+    // Stage 5: a credential must be present and valid.
+    mark_authenticated(cx, state, identity.as_ref(), req, Some(&account));
+    let Some(identity) = identity else {
+        if token.is_none() {
+            let key = bucket_key(req, Some(&account));
+            match state.limiter.take(&key, 1.0) {
+                Ok(remaining) => cx.tail.tokens_remaining = remaining,
+                Err(remaining) => {
+                    cx.tail.tokens_remaining = remaining;
+                    return Err(ApiError::TooManyRequests);
+                }
+            }
+        }
+        return Err(ApiError::InvalidCredentials);
+    };
+
+    // Stage 6: authorisation.
+    if !identity.may_access(&account, &account_doc) {
+        return Err(ApiError::Forbidden);
+    }
+
+    // Stage 7: content negotiation.
+    cx.negotiated = true;
+    if !accepts_json(header(req, "accept")) {
+        return Err(ApiError::Bare(406));
+    }
+
+    // Stages 8-11 belong to the resource.
+    let request = groups::GroupRequest {
+        state,
+        account,
+        user: groups_path.user.clone(),
+        target: groups_path.target.clone(),
+        method,
+        verb,
+        env,
+        request_id: cx.tail.request_id.clone(),
+        author: identity.author.clone(),
+        path: req.path().trim_end_matches('/').to_owned(),
+        conditions: groups::Conditions {
+            if_match: header(req, "if-match").map(str::to_owned),
+            if_none_match: header(req, "if-none-match").map(str::to_owned),
+            content_type_ok: content_type_accepted(header(req, "content-type")),
+        },
+    };
+    groups::handle(request, &cx.tail).await
+}
+
+fn tunnelled_verb(env: &RequestEnvelope) -> Option<String> {
+    let from_data = env.data.get("verb").cloned();
+    let from_query = env.query_value("verb");
+    let from_envelope = env.envelope.get("verb").cloned();
+    [from_data, from_query, from_envelope]
+        .into_iter()
+        .flatten()
+        .find_map(|v| v.as_str().map(str::to_ascii_uppercase))
+}
+
+fn bucket_key(req: &HttpRequest, account: Option<&AccountId>) -> String {
+    let ip = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    match account {
+        Some(a) => format!("{ip}/{a}"),
+        None => format!("{ip}/no_account"),
+    }
+}
+
+fn mark_authenticated(
+    cx: &mut ReplyContext,
+    state: &AppState,
+    identity: Option<&Identity>,
+    req: &HttpRequest,
+    account: Option<&AccountId>,
+) {
+    cx.tail.tokens_remaining = state.limiter.remaining(&bucket_key(req, account));
+    if identity.is_some() {
+        cx.tail.version = Some(state.version.clone());
+    }
+}
+
+/// Stage 7: JSON must be acceptable (`Accept` absent, `*/*`, `application/*`, or a JSON type).
+fn accepts_json(accept: Option<&str>) -> bool {
+    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
+        return true;
+    };
+    accept.split(',').any(|item| {
+        let mut parts = item.split(';');
+        let mime = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let refused = parts.any(|p| {
+            let p = p.trim();
+            p.strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                == Some(0.0)
+        });
+        !refused
+            && matches!(
+                mime.as_str(),
+                "*/*" | "application/*" | "application/json" | "application/x-json"
+            )
+    })
+}
+
+/// Stage 10: the request content types Crossbar accepts for writes.
+fn content_type_accepted(content_type: Option<&str>) -> bool {
+    let Some(ct) = content_type else {
+        return true;
+    };
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    matches!(
+        mime.as_str(),
+        "" | "application/json" | "application/x-json" | "application/x-www-form-urlencoded"
+    ) || mime.starts_with("multipart/")
+}
+
+/// Turns a target into a parsed group id, or the 404 Crossbar gives for a group it cannot load.
+pub fn parse_group_id(target: &Target) -> Option<Result<DocId, ApiError>> {
+    match target {
+        Target::Collection => None,
+        Target::Entity(raw) => {
+            Some(DocId::parse(raw).ok_or_else(|| ApiError::BadIdentifier(raw.clone())))
+        }
+    }
+}
+
+/// A JSON object as a map (anything else is an empty map).
+pub fn as_map(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_method_type(_: &Method) {}
+
+#[allow(dead_code)]
+fn _assert_path_type(_: &GroupsPath) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_negotiation() {
+        assert!(accepts_json(None));
+        assert!(accepts_json(Some("application/json")));
+        assert!(accepts_json(Some("text/html, */*;q=0.8")));
+        assert!(!accepts_json(Some("text/html")));
+        assert!(!accepts_json(Some("application/json;q=0")));
+    }
+
+    #[test]
+    fn write_content_types() {
+        assert!(content_type_accepted(None));
+        assert!(content_type_accepted(Some(
+            "application/json; charset=utf-8"
+        )));
+        assert!(content_type_accepted(Some(
+            "application/x-www-form-urlencoded"
+        )));
+        assert!(!content_type_accepted(Some("text/plain")));
+    }
+
+    #[test]
+    fn node_is_22_chars_of_base64url() {
+        let node = AppState::node_id("kz_groups@host");
+        assert_eq!(node.len(), 22);
+        assert!(node
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    }
+
+    #[test]
+    fn verb_comes_from_data_then_query_then_envelope() {
+        let env =
+            RequestEnvelope::parse(None, br#"{"data":{},"verb":"put"}"#, "verb=patch").unwrap();
+        assert_eq!(tunnelled_verb(&env).as_deref(), Some("PATCH"));
+        let env =
+            RequestEnvelope::parse(None, br#"{"data":{"verb":"delete"}}"#, "verb=patch").unwrap();
+        assert_eq!(tunnelled_verb(&env).as_deref(), Some("DELETE"));
+    }
+}

@@ -1,0 +1,408 @@
+//! Verification of Kazoo-issued tokens against the material Kazoo keeps in CouchDB
+//! (auth-contract §1.7, §2.3) and the authorisation rule of §5.1. Nothing here ever writes:
+//! unknown kids, missing secrets and missing identity docs are plain rejections (§1.8).
+pub mod identity;
+pub mod jwt;
+pub mod keys;
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use rsa::RsaPublicKey;
+use serde_json::{Map, Value};
+
+use crate::domain::clock;
+use crate::domain::group::{truthy, Author};
+use crate::domain::ids::{AccountId, DbName, DocId};
+use crate::store::couch::{CouchClient, CouchResult};
+use jwt::{Jwt, JwtError};
+
+/// How long the server half of the identity HMAC key is trusted before it is read again.
+const SERVER_SECRET_TTL: Duration = Duration::from_secs(30);
+/// A signature failure re-reads a cached key's doc at most this often per kid (§2.2 rotation).
+const KEY_RECHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The outcome of checking one token.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenCheck {
+    Valid(Identity),
+    /// Signature good, `exp` passed: 401 variant B at the early stage.
+    Expired,
+    /// The token's account trial has expired: 400 at the early stage (§1.7 step 9).
+    TrialExpired(Value),
+    /// Anything else: 401 variant A.
+    Invalid,
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    /// The account the request acts as: the token's `account_id`, or the `as` account.
+    pub account_id: AccountId,
+    pub owner_id: Option<String>,
+    /// That account's doc from its own database, when it exists (for the superduper rule).
+    pub account_doc: Option<Map<String, Value>>,
+    pub author: Author,
+}
+
+impl Identity {
+    fn is_superduper(&self) -> bool {
+        self.account_doc
+            .as_ref()
+            .and_then(|d| d.get("pvt_superduper_admin"))
+            .is_some_and(truthy)
+    }
+
+    /// §5.1: same account, an ancestor in the target's `pvt_tree`, or a superduper admin.
+    pub fn may_access(&self, target: &AccountId, target_doc: &Map<String, Value>) -> bool {
+        if &self.account_id == target || self.is_superduper() {
+            return true;
+        }
+        target_doc
+            .get("pvt_tree")
+            .and_then(Value::as_array)
+            .is_some_and(|tree| {
+                tree.iter()
+                    .any(|id| id.as_str() == Some(self.account_id.as_str()))
+            })
+    }
+
+    /// §7.3: a URL without an account is for superduper admins only.
+    pub fn may_access_without_account(&self) -> bool {
+        self.is_superduper()
+    }
+}
+
+struct CachedKey {
+    rev: String,
+    key: RsaPublicKey,
+    checked: Instant,
+}
+
+pub struct Authenticator {
+    couch: CouchClient,
+    keys: RwLock<HashMap<String, CachedKey>>,
+    server_secret: RwLock<Option<(String, Instant)>>,
+}
+
+fn field<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    map.get(key).and_then(Value::as_str)
+}
+
+impl Authenticator {
+    pub fn new(couch: CouchClient) -> Self {
+        Self {
+            couch,
+            keys: RwLock::new(HashMap::new()),
+            server_secret: RwLock::new(None),
+        }
+    }
+
+    /// §1.7 steps 2–11. `account_header` is `X-Auth-Account-Id`. CouchDB failures surface as
+    /// errors (503), never as a rejection.
+    pub async fn check(
+        &self,
+        token: &str,
+        account_header: Option<&str>,
+    ) -> CouchResult<TokenCheck> {
+        let Ok(jwt) = Jwt::parse(token) else {
+            return Ok(TokenCheck::Invalid);
+        };
+        let claims = jwt.claims();
+        // §1.8: only Kazoo's own issuer is accepted.
+        if field(claims, "iss") != Some("kazoo") || jwt.alg().is_err() {
+            return Ok(TokenCheck::Invalid);
+        }
+        let Some(kid) = jwt.kid().and_then(DocId::parse) else {
+            return Ok(TokenCheck::Invalid);
+        };
+        if !self.signature_ok(&jwt, &kid).await? {
+            return Ok(TokenCheck::Invalid);
+        }
+        match jwt.check_expiry(clock::unix_now()) {
+            Ok(()) => {}
+            Err(JwtError::Expired) => return Ok(TokenCheck::Expired),
+            Err(_) => return Ok(TokenCheck::Invalid),
+        }
+        let Some(account_id) = field(claims, "account_id").and_then(|s| AccountId::parse(s).ok())
+        else {
+            return Ok(TokenCheck::Invalid);
+        };
+        if claims.contains_key("identity_sig") && !self.identity_ok(claims, &account_id).await? {
+            return Ok(TokenCheck::Invalid);
+        }
+        if account_header.is_some_and(|h| h != account_id.as_str()) {
+            return Ok(TokenCheck::Invalid);
+        }
+        let account_doc = self.account_doc(&account_id).await?;
+        if let Some(expires) = account_doc
+            .as_ref()
+            .and_then(|d| d.get("pvt_trial_expires"))
+        {
+            if expires
+                .as_i64()
+                .is_some_and(|ts| ts <= clock::gregorian_now())
+            {
+                return Ok(TokenCheck::TrialExpired(expires.clone()));
+            }
+        }
+        let owner_id = field(claims, "owner_id").map(str::to_owned);
+        let mut identity = Identity {
+            account_id: account_id.clone(),
+            owner_id: owner_id.clone(),
+            account_doc,
+            author: Author {
+                account_id: Some(account_id.to_string()),
+                owner_id,
+                original_account_id: field(claims, "original_account_id").map(str::to_owned),
+                original_owner_id: field(claims, "original_owner_id").map(str::to_owned),
+            },
+        };
+        if let Some(masquerade) = claims.get("as").and_then(Value::as_object) {
+            if let (Some(as_account), Some(as_owner)) = (
+                field(masquerade, "account_id"),
+                field(masquerade, "owner_id"),
+            ) {
+                match self.masquerade(&account_id, as_account).await? {
+                    Some((as_id, as_doc)) => {
+                        identity.account_id = as_id.clone();
+                        identity.owner_id = Some(as_owner.to_owned());
+                        identity.account_doc = Some(as_doc);
+                        identity.author.account_id = Some(as_id.to_string());
+                        identity.author.owner_id = Some(as_owner.to_owned());
+                    }
+                    None => return Ok(TokenCheck::Invalid),
+                }
+            }
+        }
+        Ok(TokenCheck::Valid(identity))
+    }
+
+    async fn account_doc(&self, id: &AccountId) -> CouchResult<Option<Map<String, Value>>> {
+        let doc = self
+            .couch
+            .get_doc(&id.db(), &DocId::from(id.clone()))
+            .await?;
+        Ok(doc.and_then(|d| match d {
+            Value::Object(m) => Some(m),
+            _ => None,
+        }))
+    }
+
+    /// §1.7 step 10: `as` must name a strict descendant, i.e. an account whose `pvt_tree`
+    /// holds the token's account.
+    async fn masquerade(
+        &self,
+        token_account: &AccountId,
+        as_account: &str,
+    ) -> CouchResult<Option<(AccountId, Map<String, Value>)>> {
+        let Ok(as_id) = AccountId::parse(as_account) else {
+            return Ok(None);
+        };
+        if &as_id == token_account {
+            return Ok(None);
+        }
+        let Some(doc) = self.account_doc(&as_id).await? else {
+            return Ok(None);
+        };
+        let descends = doc
+            .get("pvt_tree")
+            .and_then(Value::as_array)
+            .is_some_and(|tree| {
+                tree.iter()
+                    .any(|t| t.as_str() == Some(token_account.as_str()))
+            });
+        Ok(descends.then_some((as_id, doc)))
+    }
+
+    async fn signature_ok(&self, jwt: &Jwt, kid: &DocId) -> CouchResult<bool> {
+        let cached = {
+            let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+            keys.get(kid.as_str())
+                .map(|k| (k.key.clone(), k.rev.clone(), k.checked))
+        };
+        if let Some((key, rev, checked)) = cached {
+            if jwt.verify_signature(&key).is_ok() {
+                return Ok(true);
+            }
+            // A rotated key keeps its kid (§2.2): re-read the doc before rejecting.
+            if checked.elapsed() < KEY_RECHECK_INTERVAL {
+                return Ok(false);
+            }
+            let fresh = self.load_key(kid).await?;
+            return Ok(match fresh {
+                Some((new_rev, new_key)) if new_rev != rev => {
+                    jwt.verify_signature(&new_key).is_ok()
+                }
+                _ => false,
+            });
+        }
+        Ok(match self.load_key(kid).await? {
+            Some((_, key)) => jwt.verify_signature(&key).is_ok(),
+            None => false,
+        })
+    }
+
+    /// Reads `system_auth/<kid>` and its `private_key.pem` (§2.3) and caches (n, e) with the
+    /// doc's revision. A missing or foreign doc is `None`; nothing is ever created.
+    async fn load_key(&self, kid: &DocId) -> CouchResult<Option<(String, RsaPublicKey)>> {
+        let db = DbName::system(DbName::SYSTEM_AUTH);
+        let forget = || {
+            let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+            keys.remove(kid.as_str());
+        };
+        let Some(doc) = self.couch.get_doc(&db, kid).await? else {
+            forget();
+            return Ok(None);
+        };
+        let has_pem = doc
+            .get("_attachments")
+            .and_then(|a| a.get("private_key.pem"))
+            .is_some();
+        let rev = doc
+            .get("_rev")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        if doc.get("pvt_type").and_then(Value::as_str) != Some("system_key") || !has_pem {
+            forget();
+            return Ok(None);
+        }
+        let Some(pem) = self
+            .couch
+            .get_attachment(&db, kid, "private_key.pem")
+            .await?
+        else {
+            forget();
+            return Ok(None);
+        };
+        let key = match keys::public_key_from_private_pem(&String::from_utf8_lossy(&pem)) {
+            Ok(key) => key,
+            Err(e) => {
+                log::warn!("system_auth/{kid}: unusable private_key.pem: {e}");
+                forget();
+                return Ok(None);
+            }
+        };
+        let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        keys.insert(
+            kid.as_str().to_owned(),
+            CachedKey {
+                rev: rev.clone(),
+                key: key.clone(),
+                checked: Instant::now(),
+            },
+        );
+        Ok(Some((rev, key)))
+    }
+
+    /// §1.6: HMAC over the identity with the identity's secret and the server secret, both read
+    /// fresh enough that a reset revokes promptly.
+    async fn identity_ok(
+        &self,
+        claims: &Map<String, Value>,
+        account: &AccountId,
+    ) -> CouchResult<bool> {
+        let Some(received) = field(claims, "identity_sig").filter(|s| !s.is_empty()) else {
+            return Ok(false);
+        };
+        let identity = ["device_id", "owner_id", "account_id"]
+            .iter()
+            .find_map(|k| claims.get(*k))
+            .and_then(Value::as_str)
+            .and_then(DocId::parse);
+        let Some(identity) = identity else {
+            return Ok(false);
+        };
+        let Some(doc) = self.couch.get_doc(&account.db(), &identity).await? else {
+            return Ok(false);
+        };
+        let Some(secret) = doc.get("pvt_signature_secret").and_then(Value::as_str) else {
+            return Ok(false);
+        };
+        let Some(server_secret) = self.server_secret().await? else {
+            return Ok(false);
+        };
+        Ok(identity::verify_identity_sig(
+            secret,
+            &server_secret,
+            identity.as_str(),
+            received,
+        ))
+    }
+
+    async fn server_secret(&self) -> CouchResult<Option<String>> {
+        {
+            let cached = self.server_secret.read().unwrap_or_else(|p| p.into_inner());
+            if let Some((secret, at)) = cached.as_ref() {
+                if at.elapsed() < SERVER_SECRET_TTL {
+                    return Ok(Some(secret.clone()));
+                }
+            }
+        }
+        let db = DbName::system(DbName::SYSTEM_CONFIG);
+        let id = DocId::parse("auth").expect("static id");
+        let doc = self.couch.get_doc(&db, &id).await?;
+        let secret = doc
+            .as_ref()
+            .and_then(|d| d.pointer("/default/secret_for_user_signature"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let mut cached = self
+            .server_secret
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        *cached = secret.clone().map(|s| (s, Instant::now()));
+        Ok(secret)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn id(s: &str) -> AccountId {
+        AccountId::parse(s).unwrap()
+    }
+
+    fn identity(account: &str, doc: Value) -> Identity {
+        Identity {
+            account_id: id(account),
+            owner_id: None,
+            account_doc: doc.as_object().cloned(),
+            author: Author::default(),
+        }
+    }
+
+    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const P: &str = "pppppppppppppppppppppppppppppppp";
+    const S: &str = "ssssssssssssssssssssssssssssssss";
+
+    #[test]
+    fn same_account_and_ancestors_may_access() {
+        let a_doc = json!({"pvt_tree": [P]});
+        let a_doc = a_doc.as_object().unwrap();
+        assert!(identity(A, json!({})).may_access(&id(A), a_doc));
+        assert!(identity(P, json!({})).may_access(&id(A), a_doc));
+    }
+
+    #[test]
+    fn children_and_siblings_may_not() {
+        let p_doc = json!({"pvt_tree": []});
+        assert!(!identity(A, json!({})).may_access(&id(P), p_doc.as_object().unwrap()));
+        let a_doc = json!({"pvt_tree": [P]});
+        assert!(!identity(S, json!({})).may_access(&id(A), a_doc.as_object().unwrap()));
+    }
+
+    #[test]
+    fn superduper_admins_may_access_anything() {
+        for flag in [json!(true), json!("true")] {
+            let me = identity(S, json!({ "pvt_superduper_admin": flag }));
+            assert!(me.may_access(&id(A), json!({}).as_object().unwrap()));
+            assert!(me.may_access_without_account());
+        }
+        assert!(!identity(S, json!({"pvt_superduper_admin": false})).may_access_without_account());
+    }
+}

@@ -1,0 +1,104 @@
+//! Configuration from the environment: typed, with defaults, and errors that name the variable.
+use std::time::Duration;
+
+use crate::envelope::DEFAULT_MAX_UPLOAD_BYTES;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `COUCHDB_URL`, credentials included.
+    pub couchdb_url: String,
+    /// `KZ_GROUPS_LISTEN`; port 0 picks a free port.
+    pub listen: String,
+    /// `KZ_GROUPS_COUCH_TIMEOUT_MS`: every CouchDB call, connect included.
+    pub couch_timeout: Duration,
+    /// `KZ_GROUPS_PAGE_SIZE`: Crossbar's `pagination_page_size`.
+    pub page_size: usize,
+    /// `KZ_GROUPS_MAX_UPLOAD_BYTES`: Crossbar's `max_upload_size`.
+    pub max_upload_bytes: usize,
+    /// `KZ_GROUPS_NODE`: the name hashed into the envelope's `node`.
+    pub node_name: String,
+    /// `KZ_GROUPS_VERSION`: the `version` reported to authenticated clients.
+    pub version: String,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, String> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the variables through `lookup`, so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let couchdb_url = lookup("COUCHDB_URL")
+            .filter(|s| !s.trim().is_empty())
+            .ok_or("COUCHDB_URL is not set: give the CouchDB base URL, e.g. http://admin:secret@127.0.0.1:5984")?;
+        let number = |name: &str, default: u64| -> Result<u64, String> {
+            match lookup(name) {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("{name} must be a positive integer, got {v:?}")),
+            }
+        };
+        Ok(Self {
+            couchdb_url,
+            listen: lookup("KZ_GROUPS_LISTEN").unwrap_or_else(|| "127.0.0.1:8000".into()),
+            couch_timeout: Duration::from_millis(number("KZ_GROUPS_COUCH_TIMEOUT_MS", 5000)?),
+            page_size: number("KZ_GROUPS_PAGE_SIZE", 50)? as usize,
+            max_upload_bytes: number(
+                "KZ_GROUPS_MAX_UPLOAD_BYTES",
+                DEFAULT_MAX_UPLOAD_BYTES as u64,
+            )? as usize,
+            node_name: lookup("KZ_GROUPS_NODE").unwrap_or_else(default_node_name),
+            version: lookup("KZ_GROUPS_VERSION").unwrap_or_else(|| "4.3.0".into()),
+        })
+    }
+}
+
+fn default_node_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("kz_groups@{host}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, String> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = config(&[("COUCHDB_URL", "http://127.0.0.1:5984")]).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8000");
+        assert_eq!(c.page_size, 50);
+        assert_eq!(c.max_upload_bytes, 8_000_000);
+        assert_eq!(c.couch_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        assert!(config(&[]).unwrap_err().contains("COUCHDB_URL"));
+        let e =
+            config(&[("COUCHDB_URL", "http://x"), ("KZ_GROUPS_PAGE_SIZE", "zero")]).unwrap_err();
+        assert!(e.contains("KZ_GROUPS_PAGE_SIZE"), "{e}");
+        let e = config(&[
+            ("COUCHDB_URL", "http://x"),
+            ("KZ_GROUPS_COUCH_TIMEOUT_MS", "0"),
+        ])
+        .unwrap_err();
+        assert!(e.contains("KZ_GROUPS_COUCH_TIMEOUT_MS"), "{e}");
+    }
+}

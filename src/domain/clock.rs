@@ -1,0 +1,46 @@
+//! Wall-clock helpers in the two clocks Kazoo uses: Unix seconds (JWT `exp`) and Gregorian
+//! seconds (every `pvt_created`/`pvt_modified`), see auth-contract preamble.
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Seconds between 0000-01-01 and 1970-01-01 in Erlang's calendar.
+pub const GREGORIAN_OFFSET: i64 = 62_167_219_200;
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+pub fn gregorian_now() -> i64 {
+    unix_now() + GREGORIAN_OFFSET
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ`, the envelope `timestamp` (groups-contract §3.1).
+pub fn iso8601_now() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    now.format(&format).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gregorian_is_unix_plus_offset() {
+        let g = gregorian_now();
+        assert!(g > 63_000_000_000);
+        assert!((g - GREGORIAN_OFFSET - unix_now()).abs() <= 1);
+    }
+
+    #[test]
+    fn timestamp_is_iso8601_utc() {
+        let ts = iso8601_now();
+        assert_eq!(ts.len(), 20);
+        assert!(ts.ends_with('Z'));
+        assert_eq!(&ts[4..5], "-");
+        assert_eq!(&ts[10..11], "T");
+    }
+}

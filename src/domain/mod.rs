@@ -1,0 +1,7 @@
+//! Domain types and rules of the Groups resource, free of HTTP and storage concerns.
+pub mod clock;
+pub mod filters;
+pub mod group;
+pub mod ids;
+pub mod merge;
+pub mod start_key;

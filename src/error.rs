@@ -1,0 +1,173 @@
+//! The one error type of the HTTP edge: each variant is a Kazoo error envelope (status, `message`,
+//! `data`) from groups-contract §3.5/§3.6, or one of cowboy's bare, body-less answers.
+use serde_json::{json, Map, Value};
+
+use crate::store::couch::CouchError;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiError {
+    /// 400 `validation error` with the nested errors (schema, envelope, JSON syntax, size).
+    Validation(Map<String, Value>),
+    /// 404 `bad_identifier`: missing account, user or group.
+    BadIdentifier(String),
+    /// 404 `bad identifier` (with a space): a malformed account id.
+    MalformedAccountId(String),
+    /// 404 `not_found`: a path shape the groups resource does not serve.
+    NotFound,
+    /// 404 `faulty_request`: bad paging parameters.
+    FaultyRequest(&'static str),
+    /// 405 `invalid_method`.
+    InvalidMethod,
+    /// 409 `datastore_conflict`.
+    Conflict,
+    /// 410 `gone`: API version 1.
+    Gone,
+    /// 401 variant A: no usable credentials.
+    InvalidCredentials,
+    /// 401 variant B: a validly signed token whose `exp` has passed.
+    TokenExpired,
+    /// 403 `forbidden`.
+    Forbidden,
+    /// 429 `too_many_requests`.
+    TooManyRequests,
+    /// 500 `datastore_fault`: an unexpected CouchDB answer; `cause` is CouchDB's error name.
+    DatastoreFault(String),
+    /// 503 `datastore_unreachable`.
+    DatastoreUnreachable,
+    /// 503 `datastore missing view`.
+    DatastoreMissingView,
+    /// 503 `datastore fatal error`.
+    DatastoreFatal,
+    /// cowboy's answers without a body: 304, 404 (tunnelled GET), 406, 412, 415, 501.
+    Bare(u16),
+}
+
+impl ApiError {
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Validation(_) => 400,
+            Self::BadIdentifier(_)
+            | Self::MalformedAccountId(_)
+            | Self::NotFound
+            | Self::FaultyRequest(_) => 404,
+            Self::InvalidMethod => 405,
+            Self::Conflict => 409,
+            Self::Gone => 410,
+            Self::InvalidCredentials | Self::TokenExpired => 401,
+            Self::Forbidden => 403,
+            Self::TooManyRequests => 429,
+            Self::DatastoreFault(_) => 500,
+            Self::DatastoreUnreachable | Self::DatastoreMissingView | Self::DatastoreFatal => 503,
+            Self::Bare(status) => *status,
+        }
+    }
+
+    /// The envelope's `message` and `data`, or `None` for a bare answer.
+    pub fn message_and_data(&self) -> Option<(&'static str, Value)> {
+        let msg = |m: &str| json!({ "message": m });
+        Some(match self {
+            Self::Validation(errors) => ("validation error", Value::Object(errors.clone())),
+            Self::BadIdentifier(cause) => (
+                "bad_identifier",
+                json!({ "cause": cause, "message": "bad identifier" }),
+            ),
+            Self::MalformedAccountId(detail) => ("bad identifier", msg(detail)),
+            Self::NotFound => ("not_found", msg("not found")),
+            Self::FaultyRequest(detail) => ("faulty_request", msg(detail)),
+            Self::InvalidMethod => ("invalid_method", msg("method not allowed")),
+            Self::Conflict => ("datastore_conflict", msg("conflicting documents")),
+            Self::Gone => (
+                "gone",
+                msg("API version 1 is not supported. Please upgrade your code to use version 2."),
+            ),
+            Self::InvalidCredentials => ("invalid_credentials", msg("invalid credentials")),
+            Self::TokenExpired => ("invalid credentials", json!({})),
+            Self::Forbidden => ("forbidden", msg("forbidden")),
+            Self::TooManyRequests => ("too_many_requests", msg("too many requests")),
+            Self::DatastoreFault(cause) => (
+                "datastore_fault",
+                json!({ "cause": cause, "message": "unknown failure" }),
+            ),
+            Self::DatastoreUnreachable => ("datastore_unreachable", msg("datastore timeout")),
+            Self::DatastoreMissingView => ("datastore missing view", json!({})),
+            Self::DatastoreFatal => ("datastore fatal error", json!({})),
+            Self::Bare(_) => return None,
+        })
+    }
+
+    /// A single validation error `{"<path>":{"<keyword>":{...}}}`.
+    pub fn validation(path: &str, keyword: &str, detail: Value) -> Self {
+        let mut inner = Map::new();
+        inner.insert(keyword.to_owned(), detail);
+        let mut errors = Map::new();
+        errors.insert(path.to_owned(), Value::Object(inner));
+        Self::Validation(errors)
+    }
+}
+
+impl From<CouchError> for ApiError {
+    fn from(e: CouchError) -> Self {
+        match e {
+            CouchError::Unreachable(reason) => {
+                log::warn!("couchdb unreachable: {reason}");
+                Self::DatastoreUnreachable
+            }
+            CouchError::Conflict => Self::Conflict,
+            CouchError::NotFound => Self::DatastoreFault("not_found".into()),
+            CouchError::Other {
+                status,
+                error,
+                reason,
+            } => {
+                log::error!("couchdb answered {status}: {error}: {reason}");
+                Self::DatastoreFault(if error.is_empty() {
+                    "unknown".into()
+                } else {
+                    error
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_strings_are_kazoos() {
+        let (m, d) = ApiError::BadIdentifier("G".into())
+            .message_and_data()
+            .unwrap();
+        assert_eq!(m, "bad_identifier");
+        assert_eq!(d, json!({"cause": "G", "message": "bad identifier"}));
+        let (m, d) = ApiError::MalformedAccountId("invalid account_id 'abc'".into())
+            .message_and_data()
+            .unwrap();
+        assert_eq!(m, "bad identifier");
+        assert_eq!(d, json!({"message": "invalid account_id 'abc'"}));
+        assert_eq!(
+            ApiError::TokenExpired.message_and_data().unwrap().1,
+            json!({})
+        );
+        assert_eq!(ApiError::Bare(412).message_and_data(), None);
+        assert_eq!(ApiError::DatastoreUnreachable.status(), 503);
+    }
+
+    #[test]
+    fn couch_failures_map_to_503_409_500() {
+        assert_eq!(
+            ApiError::from(CouchError::Unreachable("refused".into())),
+            ApiError::DatastoreUnreachable
+        );
+        assert_eq!(ApiError::from(CouchError::Conflict), ApiError::Conflict);
+        assert_eq!(
+            ApiError::from(CouchError::Other {
+                status: 400,
+                error: "bad_request".into(),
+                reason: "secret detail".into()
+            }),
+            ApiError::DatastoreFault("bad_request".into())
+        );
+    }
+}

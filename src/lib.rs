@@ -1,0 +1,12 @@
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod envelope;
+pub mod error;
+pub mod notices;
+pub mod routes;
+pub mod startup;
+pub mod store;
+pub mod validation;

@@ -1,0 +1,436 @@
+//! The CouchDB client: one pooled HTTP client, the base URL and credentials, a timeout, and one
+//! method per remote call. It speaks only what CouchDB 3 documents.
+use std::time::Duration;
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use reqwest::{Method, StatusCode, Url};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::domain::ids::{DbName, DocId};
+
+/// Everything but the unreserved characters is escaped in a path segment, `/` included.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+#[derive(Debug, thiserror::Error)]
+pub enum CouchError {
+    /// Connection refused, reset or timed out: CouchDB is not there (503).
+    #[error("couchdb unreachable: {0}")]
+    Unreachable(String),
+    #[error("not found")]
+    NotFound,
+    #[error("conflict")]
+    Conflict,
+    /// Any other answer: the status and CouchDB's `error`/`reason`.
+    #[error("couchdb answered {status}: {error}: {reason}")]
+    Other {
+        status: u16,
+        error: String,
+        reason: String,
+    },
+}
+
+pub type CouchResult<T> = Result<T, CouchError>;
+
+#[derive(Clone)]
+pub struct CouchClient {
+    http: reqwest::Client,
+    base: Url,
+    user: Option<(String, Option<String>)>,
+}
+
+/// A view query, as CouchDB's query parameters.
+#[derive(Debug, Clone, Default)]
+pub struct ViewQuery {
+    pub key: Option<Value>,
+    pub startkey: Option<Value>,
+    pub endkey: Option<Value>,
+    pub startkey_docid: Option<String>,
+    pub descending: bool,
+    pub limit: Option<usize>,
+    pub skip: usize,
+    pub include_docs: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ViewRow {
+    pub id: String,
+    pub key: Value,
+    #[serde(default)]
+    pub value: Value,
+    #[serde(default)]
+    pub doc: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct ViewResponse {
+    rows: Vec<ViewRow>,
+}
+
+#[derive(Deserialize)]
+struct WriteResponse {
+    rev: String,
+}
+
+impl CouchClient {
+    /// `url` carries the credentials (`http://user:pass@host:5984`); they are sent as Basic auth
+    /// and never logged.
+    pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
+        let mut base = Url::parse(url).map_err(|e| format!("COUCHDB_URL is not a URL: {e}"))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err("COUCHDB_URL must be an http or https URL".into());
+        }
+        let user = (!base.username().is_empty()).then(|| {
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (decode(base.username()), base.password().map(decode))
+        });
+        let _ = base.set_username("");
+        let _ = base.set_password(None);
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Self { http, base, user })
+    }
+
+    /// The base URL without credentials, for logs.
+    pub fn display_url(&self) -> &str {
+        self.base.as_str()
+    }
+
+    fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
+        let path: Vec<String> = segments
+            .iter()
+            .map(|s| utf8_percent_encode(s, SEGMENT).to_string())
+            .collect();
+        // Joined by hand: Url::join and path_segments_mut would re-interpret `%2F` and dots.
+        let mut url = self.base.clone();
+        url.set_path(&format!("{}{}", self.base.path(), path.join("/")));
+        if !query.is_empty() {
+            url.query_pairs_mut()
+                .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        url
+    }
+
+    fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
+        let builder = self.http.request(method, url);
+        match &self.user {
+            Some((user, pass)) => builder.basic_auth(user, pass.as_deref()),
+            None => builder,
+        }
+    }
+
+    async fn send(&self, builder: reqwest::RequestBuilder) -> CouchResult<reqwest::Response> {
+        let response = builder.send().await.map_err(transport_error)?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        match status {
+            StatusCode::NOT_FOUND => Err(CouchError::NotFound),
+            StatusCode::CONFLICT => Err(CouchError::Conflict),
+            _ => {
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                let field = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+                let (error, reason) = (field("error"), field("reason"));
+                // Overloaded or restarting nodes are "unreachable" for the caller (503).
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    return Err(CouchError::Unreachable(format!("{error}: {reason}")));
+                }
+                Err(CouchError::Other {
+                    status: status.as_u16(),
+                    error,
+                    reason,
+                })
+            }
+        }
+    }
+
+    async fn json(&self, builder: reqwest::RequestBuilder) -> CouchResult<Value> {
+        self.send(builder)
+            .await?
+            .json()
+            .await
+            .map_err(transport_error)
+    }
+
+    /// GET / : the server answers (pouchdb-server has no `/_up`).
+    pub async fn ping(&self) -> CouchResult<()> {
+        self.json(self.request(Method::GET, self.base.clone()))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn all_dbs(&self) -> CouchResult<Vec<String>> {
+        let body = self
+            .json(self.request(Method::GET, self.url(&["_all_dbs"], &[])))
+            .await?;
+        serde_json::from_value(body).map_err(|e| CouchError::Other {
+            status: 200,
+            error: "bad_answer".into(),
+            reason: format!("unexpected _all_dbs answer: {e}"),
+        })
+    }
+
+    /// A document, or `None` when CouchDB says 404 (missing doc or missing database, which
+    /// Kazoo treats alike).
+    pub async fn get_doc(&self, db: &DbName, id: &DocId) -> CouchResult<Option<Value>> {
+        self.get_raw(db, id.as_str()).await
+    }
+
+    /// A design document by its full id (`_design/groups`).
+    pub async fn get_design(&self, db: &DbName, name: &str) -> CouchResult<Option<Value>> {
+        self.get_raw(db, &format!("_design/{name}")).await
+    }
+
+    async fn get_raw(&self, db: &DbName, id: &str) -> CouchResult<Option<Value>> {
+        let url = self.doc_url(db, id, &[]);
+        match self.json(self.request(Method::GET, url)).await {
+            Ok(doc) => Ok(Some(doc)),
+            Err(CouchError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes `doc` (which carries `_rev` when it updates) and returns the new revision.
+    pub async fn put_doc(&self, db: &DbName, id: &DocId, doc: &Value) -> CouchResult<String> {
+        self.put_raw(db, id.as_str(), doc).await
+    }
+
+    pub async fn put_design(&self, db: &DbName, name: &str, doc: &Value) -> CouchResult<String> {
+        self.put_raw(db, &format!("_design/{name}"), doc).await
+    }
+
+    async fn put_raw(&self, db: &DbName, id: &str, doc: &Value) -> CouchResult<String> {
+        let url = self.doc_url(db, id, &[]);
+        let body = self.json(self.request(Method::PUT, url).json(doc)).await?;
+        parse_rev(body)
+    }
+
+    /// Hard delete (a tombstone) of the revision `rev`.
+    pub async fn delete_doc(&self, db: &DbName, id: &DocId, rev: &str) -> CouchResult<String> {
+        let url = self.doc_url(db, id.as_str(), &[("rev", rev.to_owned())]);
+        let body = self.json(self.request(Method::DELETE, url)).await?;
+        parse_rev(body)
+    }
+
+    /// An attachment's bytes, or `None` if the doc or attachment is missing.
+    pub async fn get_attachment(
+        &self,
+        db: &DbName,
+        id: &DocId,
+        name: &str,
+    ) -> CouchResult<Option<bytes::Bytes>> {
+        let url = self.url(&[db.as_str(), id.as_str(), name], &[]);
+        match self.send(self.request(Method::GET, url)).await {
+            Ok(resp) => resp.bytes().await.map(Some).map_err(transport_error),
+            Err(CouchError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Adds an attachment to revision `rev` of a doc; returns the new revision.
+    pub async fn put_attachment(
+        &self,
+        db: &DbName,
+        id: &DocId,
+        name: &str,
+        rev: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> CouchResult<String> {
+        let url = self.url(
+            &[db.as_str(), id.as_str(), name],
+            &[("rev", rev.to_owned())],
+        );
+        let request = self
+            .request(Method::PUT, url)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        parse_rev(self.json(request).await?)
+    }
+
+    pub async fn create_db(&self, db: &DbName) -> CouchResult<()> {
+        let url = self.url(&[db.as_str()], &[]);
+        match self.send(self.request(Method::PUT, url)).await {
+            Ok(_) => Ok(()),
+            // 412: the database already exists.
+            Err(CouchError::Other { status: 412, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn delete_db(&self, db: &DbName) -> CouchResult<()> {
+        let url = self.url(&[db.as_str()], &[]);
+        self.send(self.request(Method::DELETE, url))
+            .await
+            .map(|_| ())
+    }
+
+    /// Rows of `_design/{design}/_view/{view}`.
+    pub async fn query_view(
+        &self,
+        db: &DbName,
+        design: &str,
+        view: &str,
+        query: &ViewQuery,
+    ) -> CouchResult<Vec<ViewRow>> {
+        let url = self.url(
+            &[db.as_str(), "_design", design, "_view", view],
+            &query.params(),
+        );
+        let body = self.json(self.request(Method::GET, url)).await?;
+        let parsed: ViewResponse = serde_json::from_value(body).map_err(|e| CouchError::Other {
+            status: 200,
+            error: "bad_answer".into(),
+            reason: format!("unexpected view answer: {e}"),
+        })?;
+        Ok(parsed.rows)
+    }
+
+    fn doc_url(&self, db: &DbName, id: &str, query: &[(&str, String)]) -> Url {
+        // `_design/x` keeps its slash as a path separator, as CouchDB documents it.
+        match id.strip_prefix("_design/") {
+            Some(name) => self.url(&[db.as_str(), "_design", name], query),
+            None => self.url(&[db.as_str(), id], query),
+        }
+    }
+}
+
+impl ViewQuery {
+    fn params(&self) -> Vec<(&'static str, String)> {
+        let mut params = Vec::new();
+        let json = |v: &Value| v.to_string();
+        if let Some(key) = &self.key {
+            params.push(("key", json(key)));
+        }
+        if let Some(key) = &self.startkey {
+            params.push(("startkey", json(key)));
+        }
+        if let Some(key) = &self.endkey {
+            params.push(("endkey", json(key)));
+        }
+        if let Some(id) = &self.startkey_docid {
+            params.push(("startkey_docid", id.clone()));
+        }
+        if self.descending {
+            params.push(("descending", "true".into()));
+        }
+        if let Some(limit) = self.limit {
+            params.push(("limit", limit.to_string()));
+        }
+        if self.skip > 0 {
+            params.push(("skip", self.skip.to_string()));
+        }
+        if self.include_docs {
+            params.push(("include_docs", "true".into()));
+        }
+        params
+    }
+}
+
+fn parse_rev(body: Value) -> CouchResult<String> {
+    serde_json::from_value::<WriteResponse>(body)
+        .map(|w| w.rev)
+        .map_err(|e| CouchError::Other {
+            status: 200,
+            error: "bad_answer".into(),
+            reason: format!("write answer without rev: {e}"),
+        })
+}
+
+fn transport_error(e: reqwest::Error) -> CouchError {
+    if e.is_decode() {
+        return CouchError::Other {
+            status: e.status().map(|s| s.as_u16()).unwrap_or(200),
+            error: "bad_answer".into(),
+            reason: format!("undecodable answer: {e}"),
+        };
+    }
+    CouchError::Unreachable(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> CouchClient {
+        CouchClient::new(
+            "http://admin:s%40cret@127.0.0.1:5984",
+            Duration::from_secs(1),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn credentials_leave_the_url_and_become_basic_auth() {
+        let c = client();
+        assert_eq!(c.display_url(), "http://127.0.0.1:5984/");
+        assert_eq!(
+            c.user,
+            Some(("admin".to_string(), Some("s@cret".to_string())))
+        );
+    }
+
+    #[test]
+    fn account_db_and_ids_are_single_encoded_segments() {
+        let c = client();
+        let db = crate::domain::ids::AccountId::parse("4b31dd1d32ce6d249897c06332375d65")
+            .unwrap()
+            .db();
+        let id = DocId::parse("a b%2F..c").unwrap();
+        assert_eq!(
+            c.doc_url(&db, id.as_str(), &[]).as_str(),
+            "http://127.0.0.1:5984/account%2F4b%2F31%2Fdd1d32ce6d249897c06332375d65/a%20b%252F..c"
+        );
+    }
+
+    #[test]
+    fn design_docs_keep_their_slash() {
+        let c = client();
+        let db = DbName::system("system_auth");
+        assert_eq!(
+            c.doc_url(&db, "_design/groups", &[]).as_str(),
+            "http://127.0.0.1:5984/system_auth/_design/groups"
+        );
+    }
+
+    #[test]
+    fn view_query_parameters_are_json() {
+        let q = ViewQuery {
+            startkey: Some(Value::from("u1")),
+            endkey: Some(Value::from("u1")),
+            startkey_docid: Some("g2".into()),
+            descending: true,
+            limit: Some(51),
+            include_docs: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            q.params(),
+            vec![
+                ("startkey", "\"u1\"".to_string()),
+                ("endkey", "\"u1\"".to_string()),
+                ("startkey_docid", "g2".to_string()),
+                ("descending", "true".to_string()),
+                ("limit", "51".to_string()),
+                ("include_docs", "true".to_string()),
+            ]
+        );
+    }
+}

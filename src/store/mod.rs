@@ -1,0 +1,3 @@
+//! Storage: the CouchDB client and the design documents the service keeps in account databases.
+pub mod couch;
+pub mod views;

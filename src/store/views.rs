@@ -1,0 +1,244 @@
+//! The design documents of `couch_views/`, loaded once at start and kept current in every
+//! account database: on first use per process per account, and for all accounts by
+//! `kz-groups refresh-views`.
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value};
+use tokio::sync::OnceCell;
+
+use super::couch::{CouchClient, CouchError, CouchResult};
+use crate::domain::ids::{AccountId, DbName};
+
+/// One design document, as it should stand in CouchDB.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesignDoc {
+    /// `groups` for `_design/groups`.
+    pub name: String,
+    /// The body without `_id`/`_rev`.
+    pub body: Map<String, Value>,
+}
+
+impl DesignDoc {
+    /// Reads a design document file. Like Kazoo, a `map` given as an array of lines is joined
+    /// with no separator (auth-contract §6.4), so files keep Kazoo's format.
+    pub fn from_file(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let value: Value = serde_json::from_str(&text)
+            .map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+        Self::from_value(value).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn from_value(value: Value) -> Result<Self, String> {
+        let Value::Object(mut body) = value else {
+            return Err("a design document must be an object".into());
+        };
+        let name = body
+            .remove("_id")
+            .and_then(|id| {
+                id.as_str()
+                    .and_then(|s| s.strip_prefix("_design/"))
+                    .map(str::to_owned)
+            })
+            .ok_or("the _id must be \"_design/<name>\"")?;
+        body.remove("_rev");
+        body.remove("kazoo");
+        let views = body
+            .get_mut("views")
+            .and_then(Value::as_object_mut)
+            .ok_or("a design document needs a views object")?;
+        for (view, def) in views.iter_mut() {
+            let map = def
+                .get_mut("map")
+                .ok_or_else(|| format!("view {view} has no map"))?;
+            if let Value::Array(lines) = map {
+                let joined: Option<String> = lines.iter().map(Value::as_str).collect();
+                *map = Value::String(
+                    joined.ok_or_else(|| format!("view {view}: map lines must be strings"))?,
+                );
+            }
+            if !map.is_string() {
+                return Err(format!("view {view}: map must be a string or lines"));
+            }
+        }
+        Ok(Self { name, body })
+    }
+
+    /// Whether a stored design doc already says what this one says.
+    fn is_current(&self, stored: &Value) -> bool {
+        self.body
+            .iter()
+            .all(|(key, value)| stored.get(key) == Some(value))
+    }
+}
+
+/// All design documents of `couch_views/`, in file-name order.
+pub fn load_dir(dir: &Path) -> Result<Vec<DesignDoc>, String> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|ext| ext == "json"))
+        .collect();
+    paths.sort();
+    let docs = paths
+        .iter()
+        .map(|p| DesignDoc::from_file(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    if docs.is_empty() {
+        return Err(format!("no design documents in {}", dir.display()));
+    }
+    Ok(docs)
+}
+
+/// Outcome of bringing one design document up to date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    Unchanged,
+    Created,
+    Updated,
+}
+
+/// Writes `design` into `db` unless it is already current. A concurrent writer (another
+/// kz-groups, Crossbar) makes CouchDB answer 409; we read again and retry a few times.
+pub async fn ensure_design(
+    couch: &CouchClient,
+    db: &DbName,
+    design: &DesignDoc,
+) -> CouchResult<Refresh> {
+    let mut attempts = 0;
+    loop {
+        let stored = couch.get_design(db, &design.name).await?;
+        if stored.as_ref().is_some_and(|s| design.is_current(s)) {
+            return Ok(Refresh::Unchanged);
+        }
+        let mut body = design.body.clone();
+        let outcome = match stored.as_ref().and_then(|s| s.get("_rev")) {
+            Some(rev) => {
+                body.insert("_rev".into(), rev.clone());
+                Refresh::Updated
+            }
+            None => Refresh::Created,
+        };
+        body.insert(
+            "_id".into(),
+            Value::from(format!("_design/{}", design.name)),
+        );
+        match couch
+            .put_design(db, &design.name, &Value::Object(body))
+            .await
+        {
+            Ok(_) => return Ok(outcome),
+            Err(CouchError::Conflict) if attempts < 5 => attempts += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Remembers which account databases this process has already brought up to date, so the
+/// check runs once per account, and concurrent first requests share one check.
+pub struct ViewInstaller {
+    couch: CouchClient,
+    designs: Arc<Vec<DesignDoc>>,
+    done: Mutex<HashMap<AccountId, Arc<OnceCell<()>>>>,
+}
+
+impl ViewInstaller {
+    pub fn new(couch: CouchClient, designs: Vec<DesignDoc>) -> Self {
+        Self {
+            couch,
+            designs: Arc::new(designs),
+            done: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn designs(&self) -> &[DesignDoc] {
+        &self.designs
+    }
+
+    /// Makes sure every design document is current in the account's database. A failure is not
+    /// remembered, so the next request tries again.
+    pub async fn ensure(&self, account: &AccountId) -> CouchResult<()> {
+        let cell = {
+            let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+            done.entry(account.clone()).or_default().clone()
+        };
+        cell.get_or_try_init(|| async {
+            let db = account.db();
+            for design in self.designs.iter() {
+                let outcome = ensure_design(&self.couch, &db, design).await?;
+                if outcome != Refresh::Unchanged {
+                    log::info!("{outcome:?} _design/{} in {}", design.name, db);
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Forgets an account, e.g. after CouchDB reported a view missing, so the next use checks
+    /// its design documents again.
+    pub fn forget(&self, account: &AccountId) {
+        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        done.remove(account);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn map_lines_are_joined_without_separator_like_kazoo() {
+        let doc = DesignDoc::from_value(json!({
+            "_id": "_design/x",
+            "kazoo": {"view_map": []},
+            "language": "javascript",
+            "views": {"v": {"map": ["function(doc) {", " emit(doc._id, null);", "}"]}}
+        }))
+        .unwrap();
+        assert_eq!(doc.name, "x");
+        assert_eq!(
+            doc.body["views"]["v"]["map"],
+            json!("function(doc) { emit(doc._id, null);}")
+        );
+        assert!(doc.body.get("kazoo").is_none());
+    }
+
+    #[test]
+    fn the_shipped_groups_design_doc_loads() {
+        let docs = load_dir(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/couch_views"
+        )))
+        .unwrap();
+        let groups = docs.iter().find(|d| d.name == "groups").unwrap();
+        let views = groups.body["views"].as_object().unwrap();
+        assert!(views.contains_key("crossbar_listing"));
+        assert!(views.contains_key("crossbar_listing_by_user"));
+    }
+
+    #[test]
+    fn a_stored_doc_with_the_same_views_is_current() {
+        let doc = DesignDoc::from_value(json!({
+            "_id": "_design/x", "language": "javascript", "views": {"v": {"map": "f"}}
+        }))
+        .unwrap();
+        assert!(doc.is_current(&json!({
+            "_id": "_design/x", "_rev": "3-a", "language": "javascript", "views": {"v": {"map": "f"}}
+        })));
+        assert!(!doc.is_current(&json!({
+            "_id": "_design/x", "language": "javascript", "views": {"v": {"map": "g"}}
+        })));
+    }
+
+    #[test]
+    fn malformed_design_docs_are_refused() {
+        assert!(DesignDoc::from_value(json!({"_id": "groups", "views": {}})).is_err());
+        assert!(DesignDoc::from_value(json!({"_id": "_design/g"})).is_err());
+        assert!(DesignDoc::from_value(json!({"_id": "_design/g", "views": {"v": {}}})).is_err());
+    }
+}
