@@ -37,11 +37,13 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             );
             app.run_until_stopped().await.map_err(|e| e.to_string())
         }
-        Command::RefreshViews => refresh_views(&config).await,
+        Command::RefreshViews => refresh_views(&config).await.map(|_| ()),
     }
 }
 
-async fn refresh_views(config: &Config) -> Result<(), String> {
+/// Brings the design documents of every account database up to date, with progress on stderr.
+/// Returns how many account databases were visited.
+pub async fn refresh_views(config: &Config) -> Result<usize, String> {
     let couch = startup::couch_client(config)?;
     let designs = startup::design_docs()?;
     let dbs = couch
@@ -89,5 +91,5 @@ async fn refresh_views(config: &Config) -> Result<(), String> {
         ));
     }
     eprintln!("refresh-views: done");
-    Ok(())
+    Ok(accounts.len())
 }

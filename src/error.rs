@@ -28,6 +28,8 @@ pub enum ApiError {
     TokenExpired,
     /// 403 `forbidden`.
     Forbidden,
+    /// 403 `forbidden`, denied by token restrictions.
+    Restricted,
     /// 429 `too_many_requests`.
     TooManyRequests,
     /// 500 `datastore_fault`: an unexpected CouchDB answer; `cause` is CouchDB's error name.
@@ -54,7 +56,7 @@ impl ApiError {
             Self::Conflict => 409,
             Self::Gone => 410,
             Self::InvalidCredentials | Self::TokenExpired => 401,
-            Self::Forbidden => 403,
+            Self::Forbidden | Self::Restricted => 403,
             Self::TooManyRequests => 429,
             Self::DatastoreFault(_) => 500,
             Self::DatastoreUnreachable | Self::DatastoreMissingView | Self::DatastoreFatal => 503,
@@ -83,6 +85,10 @@ impl ApiError {
             Self::InvalidCredentials => ("invalid_credentials", msg("invalid credentials")),
             Self::TokenExpired => ("invalid credentials", json!({})),
             Self::Forbidden => ("forbidden", msg("forbidden")),
+            Self::Restricted => (
+                "forbidden",
+                json!({"cause": "access denied by token restrictions", "message": "forbidden"}),
+            ),
             Self::TooManyRequests => ("too_many_requests", msg("too many requests")),
             Self::DatastoreFault(cause) => (
                 "datastore_fault",

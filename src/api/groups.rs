@@ -94,6 +94,15 @@ fn etags(header: &str, weak_ok: bool) -> impl Iterator<Item = &str> {
 }
 
 pub async fn handle(req: GroupRequest<'_>, tail: &Tail) -> Result<Outcome, ApiError> {
+    // The design documents are brought up to date on an account's first use by this process.
+    req.state
+        .views
+        .ensure(&req.account)
+        .await
+        .map_err(|e| match e {
+            CouchError::NotFound => ApiError::DatastoreMissingView,
+            other => other.into(),
+        })?;
     // Stage 8 starts with the validate_resource hook of `users/{U}`.
     let user = match &req.user {
         Some(raw) => Some(check_user(&req, raw).await?),

@@ -6,13 +6,13 @@ pub mod listing;
 pub mod path;
 pub mod reply;
 
-use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
 use futures::StreamExt;
 use md5::{Digest, Md5};
 use serde_json::{Map, Value};
 
+use crate::auth::restrictions::RestrictedRequest;
 use crate::auth::{Authenticator, Identity, TokenCheck};
 use crate::config::Config;
 use crate::domain::clock;
@@ -24,7 +24,7 @@ use crate::store::couch::CouchClient;
 use crate::store::views::ViewInstaller;
 use crate::validation::GroupValidator;
 use limiter::RateLimiter;
-use path::{GroupsPath, Route, Target};
+use path::{Route, Target};
 use reply::{Outcome, ReplyContext, GLOBAL_METHODS};
 
 /// Everything a request needs, built once at start.
@@ -145,9 +145,15 @@ fn find_token(req: &HttpRequest, env: &RequestEnvelope) -> Option<String> {
             return Some(token);
         }
     }
-    // `Authorization: Bearer|Basic ...` is never a Kazoo JWT here: it is kept only to be echoed
-    // and is refused as a credential.
-    header(req, "authorization").map(str::to_owned)
+    // `Authorization: Bearer <t>` (or Basic) is never a Kazoo JWT here (auth-contract §1.7):
+    // the credential is only echoed, and refused.
+    header(req, "authorization").map(|value| {
+        value
+            .split_once(' ')
+            .map(|(_, credential)| credential.trim())
+            .unwrap_or(value)
+            .to_owned()
+    })
 }
 
 async fn pipeline(
@@ -205,14 +211,12 @@ async fn pipeline(
     let groups_path = match route {
         Route::Groups(p) => p,
         Route::NoAccount => {
-            let allowed = identity
-                .as_ref()
-                .is_some_and(Identity::may_access_without_account);
+            // §7.3: no account in the URL is for superduper admins only, after authentication.
             mark_authenticated(cx, state, identity.as_ref(), req, None);
-            return Err(if allowed {
-                ApiError::NotFound
-            } else {
-                ApiError::Forbidden
+            return Err(match identity {
+                None => ApiError::InvalidCredentials,
+                Some(id) if id.may_access_without_account() => ApiError::NotFound,
+                Some(_) => ApiError::Forbidden,
             });
         }
         Route::NotServed | Route::Unknown | Route::Gone => return Err(ApiError::NotFound),
@@ -283,6 +287,24 @@ async fn pipeline(
     // Stage 6: authorisation.
     if !identity.may_access(&account, &account_doc) {
         return Err(ApiError::Forbidden);
+    }
+    let args: Vec<&str> = match &groups_path.target {
+        Target::Collection => vec![],
+        Target::Entity(id) => vec![id.as_str()],
+    };
+    let restricted = RestrictedRequest {
+        endpoint: "groups",
+        args: &args,
+        verb: &verb,
+        account: account.as_str(),
+        relation: identity.relation(&account, &account_doc),
+    };
+    if !state
+        .auth
+        .restrictions_allow(&identity, &restricted)
+        .await?
+    {
+        return Err(ApiError::Restricted);
     }
 
     // Stage 7: content negotiation.
@@ -402,12 +424,6 @@ pub fn as_map(value: Value) -> Map<String, Value> {
         _ => Map::new(),
     }
 }
-
-#[allow(dead_code)]
-fn _assert_method_type(_: &Method) {}
-
-#[allow(dead_code)]
-fn _assert_path_type(_: &GroupsPath) {}
 
 #[cfg(test)]
 mod tests {

@@ -4,6 +4,7 @@
 pub mod identity;
 pub mod jwt;
 pub mod keys;
+pub mod restrictions;
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -17,6 +18,7 @@ use crate::domain::group::{truthy, Author};
 use crate::domain::ids::{AccountId, DbName, DocId};
 use crate::store::couch::{CouchClient, CouchResult};
 use jwt::{Jwt, JwtError};
+use restrictions::{Relation, RestrictedRequest};
 
 /// How long the server half of the identity HMAC key is trusted before it is read again.
 const SERVER_SECRET_TTL: Duration = Duration::from_secs(30);
@@ -41,36 +43,81 @@ pub struct Identity {
     /// The account the request acts as: the token's `account_id`, or the `as` account.
     pub account_id: AccountId,
     pub owner_id: Option<String>,
+    /// The token's `method` claim (`cb_user_auth`, `cb_api_auth`, ...).
+    pub method: Option<String>,
     /// That account's doc from its own database, when it exists (for the superduper rule).
     pub account_doc: Option<Map<String, Value>>,
     pub author: Author,
 }
 
 impl Identity {
-    fn is_superduper(&self) -> bool {
+    pub fn is_superduper(&self) -> bool {
         self.account_doc
             .as_ref()
             .and_then(|d| d.get("pvt_superduper_admin"))
             .is_some_and(truthy)
     }
 
-    /// §5.1: same account, an ancestor in the target's `pvt_tree`, or a superduper admin.
-    pub fn may_access(&self, target: &AccountId, target_doc: &Map<String, Value>) -> bool {
-        if &self.account_id == target || self.is_superduper() {
-            return true;
+    /// How this caller relates to a target account.
+    pub fn relation(&self, target: &AccountId, target_doc: &Map<String, Value>) -> Relation {
+        if &self.account_id == target {
+            return Relation::Own;
         }
-        target_doc
+        let in_tree = target_doc
             .get("pvt_tree")
             .and_then(Value::as_array)
             .is_some_and(|tree| {
                 tree.iter()
                     .any(|id| id.as_str() == Some(self.account_id.as_str()))
-            })
+            });
+        if in_tree {
+            Relation::Ancestor
+        } else {
+            Relation::Other
+        }
+    }
+
+    /// §5.1: same account, an ancestor in the target's `pvt_tree`, or a superduper admin.
+    pub fn may_access(&self, target: &AccountId, target_doc: &Map<String, Value>) -> bool {
+        self.is_superduper() || self.relation(target, target_doc) != Relation::Other
     }
 
     /// §7.3: a URL without an account is for superduper admins only.
     pub fn may_access_without_account(&self) -> bool {
         self.is_superduper()
+    }
+}
+
+/// A value read from CouchDB and trusted for a while.
+struct TtlCell<T> {
+    ttl: Duration,
+    value: RwLock<Option<(T, Instant)>>,
+}
+
+impl<T: Clone> TtlCell<T> {
+    fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            value: RwLock::new(None),
+        }
+    }
+
+    async fn get_or_load<F>(&self, load: F) -> CouchResult<T>
+    where
+        F: std::future::Future<Output = CouchResult<T>>,
+    {
+        {
+            let cached = self.value.read().unwrap_or_else(|p| p.into_inner());
+            if let Some((value, at)) = cached.as_ref() {
+                if at.elapsed() < self.ttl {
+                    return Ok(value.clone());
+                }
+            }
+        }
+        let value = load.await?;
+        let mut cached = self.value.write().unwrap_or_else(|p| p.into_inner());
+        *cached = Some((value.clone(), Instant::now()));
+        Ok(value)
     }
 }
 
@@ -83,7 +130,9 @@ struct CachedKey {
 pub struct Authenticator {
     couch: CouchClient,
     keys: RwLock<HashMap<String, CachedKey>>,
-    server_secret: RwLock<Option<(String, Instant)>>,
+    server_secret: TtlCell<Option<String>>,
+    /// `system_config/crossbar.token_restrictions`, if any.
+    restriction_config: TtlCell<Option<Value>>,
 }
 
 fn field<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
@@ -95,7 +144,8 @@ impl Authenticator {
         Self {
             couch,
             keys: RwLock::new(HashMap::new()),
-            server_secret: RwLock::new(None),
+            server_secret: TtlCell::new(SERVER_SECRET_TTL),
+            restriction_config: TtlCell::new(SERVER_SECRET_TTL),
         }
     }
 
@@ -151,6 +201,7 @@ impl Authenticator {
         let mut identity = Identity {
             account_id: account_id.clone(),
             owner_id: owner_id.clone(),
+            method: field(claims, "method").map(str::to_owned),
             account_doc,
             author: Author {
                 account_id: Some(account_id.to_string()),
@@ -333,28 +384,79 @@ impl Authenticator {
     }
 
     async fn server_secret(&self) -> CouchResult<Option<String>> {
-        {
-            let cached = self.server_secret.read().unwrap_or_else(|p| p.into_inner());
-            if let Some((secret, at)) = cached.as_ref() {
-                if at.elapsed() < SERVER_SECRET_TTL {
-                    return Ok(Some(secret.clone()));
-                }
-            }
-        }
+        self.server_secret
+            .get_or_load(async {
+                let doc = self.system_config("auth").await?;
+                Ok(doc
+                    .as_ref()
+                    .and_then(|d| d.pointer("/default/secret_for_user_signature"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned))
+            })
+            .await
+    }
+
+    async fn system_config(&self, id: &str) -> CouchResult<Option<Value>> {
         let db = DbName::system(DbName::SYSTEM_CONFIG);
-        let id = DocId::parse("auth").expect("static id");
-        let doc = self.couch.get_doc(&db, &id).await?;
-        let secret = doc
-            .as_ref()
-            .and_then(|d| d.pointer("/default/secret_for_user_signature"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let mut cached = self
-            .server_secret
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        *cached = secret.clone().map(|s| (s, Instant::now()));
-        Ok(secret)
+        match DocId::parse(id) {
+            Some(id) => self.couch.get_doc(&db, &id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Token restrictions (§5.2): read at request time from the caller's account, else from
+    /// `system_config`; superduper admins are never restricted.
+    pub async fn restrictions_allow(
+        &self,
+        identity: &Identity,
+        request: &RestrictedRequest<'_>,
+    ) -> CouchResult<bool> {
+        if identity.is_superduper() {
+            return Ok(true);
+        }
+        let config = self
+            .restriction_config
+            .get_or_load(self.system_config("crossbar.token_restrictions"))
+            .await?;
+        let config_default = config.as_ref().and_then(|c| c.get("default"));
+        let method = identity
+            .method
+            .as_deref()
+            .unwrap_or(restrictions::CATCH_ALL);
+        let db = identity.account_id.db();
+        let doc_id = DocId::parse("token_restrictions").expect("static id");
+        let by_level = match self.couch.get_doc(&db, &doc_id).await? {
+            Some(doc) => doc
+                .get("restrictions")
+                .and_then(|r| restrictions::for_method(r, method))
+                .cloned(),
+            None => config_default
+                .and_then(|d| restrictions::for_method(d, method))
+                .cloned(),
+        };
+        let Some(by_level) = by_level else {
+            return Ok(true);
+        };
+        let user = match identity.owner_id.as_deref().and_then(DocId::parse) {
+            Some(owner) => self.couch.get_doc(&db, &owner).await?,
+            None => None,
+        };
+        let level = match user {
+            Some(user) => user
+                .get("priv_level")
+                .and_then(Value::as_str)
+                .unwrap_or("user")
+                .to_owned(),
+            None => config_default
+                .and_then(|d| d.get("default_priv_level"))
+                .and_then(Value::as_str)
+                .unwrap_or("admin")
+                .to_owned(),
+        };
+        Ok(match restrictions::for_priv_level(&by_level, &level) {
+            Some(by_endpoint) => restrictions::allows(by_endpoint, request),
+            None => true,
+        })
     }
 }
 
@@ -371,6 +473,7 @@ mod tests {
         Identity {
             account_id: id(account),
             owner_id: None,
+            method: None,
             account_doc: doc.as_object().cloned(),
             author: Author::default(),
         }
