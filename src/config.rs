@@ -19,6 +19,9 @@ pub struct Config {
     pub node_name: String,
     /// `KZ_GROUPS_VERSION`: the `version` reported to authenticated clients.
     pub version: String,
+    /// `KZ_GROUPS_KEY_CACHE_SECS`: how long a signing key read from `system_auth` is trusted
+    /// before its document is checked for a reset (0: check on every request).
+    pub key_cache: Duration,
 }
 
 impl Config {
@@ -31,17 +34,20 @@ impl Config {
         let couchdb_url = lookup("COUCHDB_URL")
             .filter(|s| !s.trim().is_empty())
             .ok_or("COUCHDB_URL is not set: give the CouchDB base URL, e.g. http://admin:secret@127.0.0.1:5984")?;
-        let number = |name: &str, default: u64| -> Result<u64, String> {
+        let integer = |name: &str, default: u64, min: u64| -> Result<u64, String> {
             match lookup(name) {
                 None => Ok(default),
                 Some(v) => v
                     .trim()
                     .parse::<u64>()
                     .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| format!("{name} must be a positive integer, got {v:?}")),
+                    .filter(|n| *n >= min)
+                    .ok_or_else(|| {
+                        format!("{name} must be an integer of at least {min}, got {v:?}")
+                    }),
             }
         };
+        let number = |name: &str, default: u64| integer(name, default, 1);
         Ok(Self {
             couchdb_url,
             listen: lookup("KZ_GROUPS_LISTEN").unwrap_or_else(|| "127.0.0.1:8000".into()),
@@ -53,6 +59,7 @@ impl Config {
             )? as usize,
             node_name: lookup("KZ_GROUPS_NODE").unwrap_or_else(default_node_name),
             version: lookup("KZ_GROUPS_VERSION").unwrap_or_else(|| "4.3.0".into()),
+            key_cache: Duration::from_secs(integer("KZ_GROUPS_KEY_CACHE_SECS", 10, 0)?),
         })
     }
 }

@@ -411,3 +411,46 @@ async fn api_key_style_tokens_sign_the_account_identity() {
     let resp = get_groups(&app, &a, Some(&app.sign(&claims))).await;
     assert_eq!(resp.status, 200, "{}", resp.text);
 }
+
+#[tokio::test]
+async fn a_reset_key_revokes_old_tokens_and_accepts_new_ones() {
+    let mut config = common::test_config(&common::couchdb_url());
+    config.key_cache = std::time::Duration::ZERO;
+    let app = TestApp::spawn_configured(config).await;
+    let a = app.create_account(None).await;
+    // A key of this test's own, so the shared one is never rotated under other tests.
+    let kid = kz_groups::domain::ids::random_hex(16);
+    let db = DbName::system(DbName::SYSTEM_AUTH);
+    let id = DocId::parse(&kid).unwrap();
+    let store_key = |pem: &'static str| {
+        let (couch, id, db) = (app.couch.clone(), id.clone(), db.clone());
+        async move {
+            let doc = json!({"_id": id.as_str(), "pvt_type": "system_key"});
+            let rev = couch.put_doc(&db, &id, &doc).await.unwrap();
+            couch
+                .put_attachment(
+                    &db,
+                    &id,
+                    "private_key.pem",
+                    &rev,
+                    "application/x-pem-file",
+                    pem.as_bytes().to_vec(),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let rev = store_key(common::KEY_PEM).await;
+    let claims = app.claims(&a.id, Some(&a.user_id)).await;
+    let old_key = keys::private_key_from_pem(common::KEY_PEM).unwrap();
+    let new_key = keys::private_key_from_pem(common::OTHER_KEY_PEM).unwrap();
+    let old_token = jwt::sign(&claims, &kid, Alg::RS256, &old_key);
+    assert_eq!(get_groups(&app, &a, Some(&old_token)).await.status, 200);
+    // Kazoo's reset_private_key deletes the doc; the next use recreates it with a new key.
+    app.couch.delete_doc(&db, &id, &rev).await.unwrap();
+    assert_a401(&get_groups(&app, &a, Some(&old_token)).await);
+    store_key(common::OTHER_KEY_PEM).await;
+    assert_a401(&get_groups(&app, &a, Some(&old_token)).await);
+    let new_token = jwt::sign(&claims, &kid, Alg::RS256, &new_key);
+    assert_eq!(get_groups(&app, &a, Some(&new_token)).await.status, 200);
+}

@@ -266,14 +266,6 @@ pub async fn summary(
 ) -> Result<Outcome, ApiError> {
     let listing = parse_request(req)?;
     let state = req.state;
-    state
-        .views
-        .ensure(&req.account)
-        .await
-        .map_err(|e| match e {
-            CouchError::NotFound => ApiError::DatastoreMissingView,
-            other => other.into(),
-        })?;
     if !listing.paginate {
         return stream_all(req, user, listing, tail).await;
     }

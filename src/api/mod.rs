@@ -55,7 +55,7 @@ impl AppState {
         notifier: Box<dyn ChangeNotifier>,
     ) -> Self {
         Self {
-            auth: Authenticator::new(couch.clone()),
+            auth: Authenticator::new(couch.clone(), config.key_cache),
             couch,
             views,
             validator,
@@ -135,24 +135,35 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, A
     Ok(body)
 }
 
-/// Where the token came from (auth-contract §1.7 step 1).
-fn find_token(req: &HttpRequest, env: &RequestEnvelope) -> Option<String> {
+/// A credential as received, and whether it is one Kazoo would verify as a JWT.
+struct Credential {
+    value: String,
+    is_jwt: bool,
+}
+
+/// Where the token comes from (auth-contract §1.7 step 1): `X-Auth-Token`, the `auth_token`
+/// request value, then `Authorization`.
+fn find_credential(req: &HttpRequest, env: &RequestEnvelope) -> Option<Credential> {
+    let jwt = |value: String| Credential {
+        value,
+        is_jwt: true,
+    };
     if let Some(token) = header(req, "x-auth-token").filter(|t| !t.is_empty()) {
-        return Some(token.to_owned());
+        return Some(jwt(token.to_owned()));
     }
     if let Some(Value::String(token)) = env.req_value("auth_token") {
         if !token.is_empty() {
-            return Some(token);
+            return Some(jwt(token));
         }
     }
-    // `Authorization: Bearer <t>` (or Basic) is never a Kazoo JWT here (auth-contract §1.7):
-    // the credential is only echoed, and refused.
-    header(req, "authorization").map(|value| {
-        value
+    // `Authorization: Bearer <t>` (or Basic) is never a Kazoo JWT here: it is echoed, and refused.
+    header(req, "authorization").map(|value| Credential {
+        value: value
             .split_once(' ')
             .map(|(_, credential)| credential.trim())
             .unwrap_or(value)
-            .to_owned()
+            .to_owned(),
+        is_jwt: false,
     })
 }
 
@@ -172,10 +183,8 @@ async fn pipeline(
     if env.req_flag("pretty_print") == Some(true) {
         cx.pretty = true;
     }
-    let token = find_token(req, &env);
-    let is_jwt = header(req, "x-auth-token").is_some_and(|t| !t.is_empty())
-        || matches!(env.req_value("auth_token"), Some(Value::String(ref t)) if !t.is_empty());
-    cx.tail.auth_token = token.clone();
+    let credential = find_credential(req, &env);
+    cx.tail.auth_token = credential.as_ref().map(|c| c.value.clone());
 
     // Stage 2: known methods.
     let method = req.method().as_str().to_owned();
@@ -184,10 +193,13 @@ async fn pipeline(
     }
 
     // Stage 3a: the early token check; only an expired (or trial-expired) token stops here.
-    let check = match (&token, is_jwt) {
-        (Some(token), true) => {
+    let check = match &credential {
+        Some(Credential {
+            value,
+            is_jwt: true,
+        }) => {
             let account_header = header(req, "x-auth-account-id");
-            state.auth.check(token, account_header).await?
+            state.auth.check(value, account_header).await?
         }
         _ => TokenCheck::Invalid,
     };
@@ -271,7 +283,7 @@ async fn pipeline(
     // Stage 5: a credential must be present and valid.
     mark_authenticated(cx, state, identity.as_ref(), req, Some(&account));
     let Some(identity) = identity else {
-        if token.is_none() {
+        if credential.is_none() {
             let key = bucket_key(req, Some(&account));
             match state.limiter.take(&key, 1.0) {
                 Ok(remaining) => cx.tail.tokens_remaining = remaining,

@@ -22,8 +22,9 @@ use restrictions::{Relation, RestrictedRequest};
 
 /// How long the server half of the identity HMAC key is trusted before it is read again.
 const SERVER_SECRET_TTL: Duration = Duration::from_secs(30);
-/// A signature failure re-reads a cached key's doc at most this often per kid (§2.2 rotation).
-const KEY_RECHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// A signature failure re-reads a cached key's doc at most this often per kid, so tokens of a
+/// freshly rotated key verify at once without letting bad tokens hammer CouchDB.
+const KEY_RECHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The outcome of checking one token.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,6 +130,9 @@ struct CachedKey {
 
 pub struct Authenticator {
     couch: CouchClient,
+    /// A cached key is used this long before its doc's revision is checked again, so a reset
+    /// key (deleted and recreated under the same kid, §2.2) stops verifying old tokens.
+    key_ttl: Duration,
     keys: RwLock<HashMap<String, CachedKey>>,
     server_secret: TtlCell<Option<String>>,
     /// `system_config/crossbar.token_restrictions`, if any.
@@ -140,9 +144,10 @@ fn field<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
 }
 
 impl Authenticator {
-    pub fn new(couch: CouchClient) -> Self {
+    pub fn new(couch: CouchClient, key_ttl: Duration) -> Self {
         Self {
             couch,
+            key_ttl,
             keys: RwLock::new(HashMap::new()),
             server_secret: TtlCell::new(SERVER_SECRET_TTL),
             restriction_config: TtlCell::new(SERVER_SECRET_TTL),
@@ -270,34 +275,31 @@ impl Authenticator {
     async fn signature_ok(&self, jwt: &Jwt, kid: &DocId) -> CouchResult<bool> {
         let cached = {
             let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
-            keys.get(kid.as_str())
-                .map(|k| (k.key.clone(), k.rev.clone(), k.checked))
+            keys.get(kid.as_str()).map(|k| (k.key.clone(), k.checked))
         };
-        if let Some((key, rev, checked)) = cached {
-            if jwt.verify_signature(&key).is_ok() {
-                return Ok(true);
-            }
-            // A rotated key keeps its kid (§2.2): re-read the doc before rejecting.
-            if checked.elapsed() < KEY_RECHECK_INTERVAL {
-                return Ok(false);
-            }
-            let fresh = self.load_key(kid).await?;
-            return Ok(match fresh {
-                Some((new_rev, new_key)) if new_rev != rev => {
-                    jwt.verify_signature(&new_key).is_ok()
-                }
-                _ => false,
-            });
+        let (key, checked) = match cached {
+            Some((key, checked)) if checked.elapsed() < self.key_ttl => (key, checked),
+            _ => match self.load_key(kid).await? {
+                Some(key) => (key, Instant::now()),
+                None => return Ok(false),
+            },
+        };
+        if jwt.verify_signature(&key).is_ok() {
+            return Ok(true);
+        }
+        if checked.elapsed() < KEY_RECHECK_INTERVAL {
+            return Ok(false);
         }
         Ok(match self.load_key(kid).await? {
-            Some((_, key)) => jwt.verify_signature(&key).is_ok(),
-            None => false,
+            Some(fresh) if fresh != key => jwt.verify_signature(&fresh).is_ok(),
+            _ => false,
         })
     }
 
-    /// Reads `system_auth/<kid>` and its `private_key.pem` (§2.3) and caches (n, e) with the
-    /// doc's revision. A missing or foreign doc is `None`; nothing is ever created.
-    async fn load_key(&self, kid: &DocId) -> CouchResult<Option<(String, RsaPublicKey)>> {
+    /// Reads `system_auth/<kid>` (§2.3) and returns its key, fetching and parsing the
+    /// `private_key.pem` attachment only when the doc's revision changed; (n, e) is cached with
+    /// that revision. A missing or foreign doc is `None`; nothing is ever created.
+    async fn load_key(&self, kid: &DocId) -> CouchResult<Option<RsaPublicKey>> {
         let db = DbName::system(DbName::SYSTEM_AUTH);
         let forget = || {
             let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
@@ -311,14 +313,21 @@ impl Authenticator {
             .get("_attachments")
             .and_then(|a| a.get("private_key.pem"))
             .is_some();
+        if doc.get("pvt_type").and_then(Value::as_str) != Some("system_key") || !has_pem {
+            forget();
+            return Ok(None);
+        }
         let rev = doc
             .get("_rev")
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        if doc.get("pvt_type").and_then(Value::as_str) != Some("system_key") || !has_pem {
-            forget();
-            return Ok(None);
+        {
+            let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+            if let Some(cached) = keys.get_mut(kid.as_str()).filter(|k| k.rev == rev) {
+                cached.checked = Instant::now();
+                return Ok(Some(cached.key.clone()));
+            }
         }
         let Some(pem) = self
             .couch
@@ -340,12 +349,12 @@ impl Authenticator {
         keys.insert(
             kid.as_str().to_owned(),
             CachedKey {
-                rev: rev.clone(),
+                rev,
                 key: key.clone(),
                 checked: Instant::now(),
             },
         );
-        Ok(Some((rev, key)))
+        Ok(Some(key))
     }
 
     /// §1.6: HMAC over the identity with the identity's secret and the server secret, both read

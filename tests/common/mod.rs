@@ -74,8 +74,14 @@ impl TestApp {
     }
 
     pub async fn spawn_with(couchdb_url: &str) -> TestApp {
+        Self::spawn_configured(test_config(couchdb_url)).await
+    }
+
+    pub async fn spawn_configured(config: Config) -> TestApp {
         let _ = env_logger::builder().is_test(true).try_init();
-        let app = Application::build(test_config(couchdb_url)).expect("application builds");
+        let couchdb_url = config.couchdb_url.clone();
+        let couchdb_url = couchdb_url.as_str();
+        let app = Application::build(config).expect("application builds");
         let base = format!("http://127.0.0.1:{}", app.port());
         tokio::spawn(app.run_until_stopped());
         let couch = CouchClient::new(couchdb_url, Duration::from_secs(10)).unwrap();
