@@ -1386,3 +1386,32 @@ async fn unpaginated_listings_cross_chunk_boundaries_with_filters_and_users() {
     assert_eq!(page.json["page_size"], 7);
     assert!(page.json["next_start_key"].is_string());
 }
+
+#[tokio::test]
+async fn jsonp_wraps_the_envelope_for_plain_callback_names_only() {
+    let (app, a) = setup().await;
+    let path = TestApp::groups_path(&a);
+    let resp = app
+        .call("GET", format!("{path}?jsonp=cb_1"), Some(&a.token), None)
+        .await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-type"), Some("application/javascript"));
+    let inner = resp
+        .text
+        .strip_prefix("cb_1(")
+        .and_then(|t| t.strip_suffix(");"))
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(inner).unwrap()["status"],
+        "success"
+    );
+    let resp = app
+        .call(
+            "GET",
+            format!("{path}?jsonp=alert(1)%3B//"),
+            Some(&a.token),
+            None,
+        )
+        .await;
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+}

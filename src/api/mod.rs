@@ -106,6 +106,7 @@ pub async fn crossbar(
             .filter(|l| !l.is_empty())
             .unwrap_or("en")
             .to_owned(),
+        jsonp: None,
     };
     let outcome = pipeline(&req, payload, &state, &mut cx).await;
     cx.render(outcome)
@@ -183,6 +184,17 @@ async fn pipeline(
     if env.req_flag("pretty_print") == Some(true) {
         cx.pretty = true;
     }
+    // Only a plain JavaScript name may wrap a response, so no request can inject script.
+    cx.jsonp = env
+        .req_value("jsonp")
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .filter(|cb| {
+            !cb.is_empty()
+                && cb.len() <= 128
+                && cb
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_$.".contains(&b))
+        });
     let credential = find_credential(req, &env);
     cx.tail.auth_token = credential.as_ref().map(|c| c.value.clone());
 

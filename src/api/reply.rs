@@ -93,6 +93,8 @@ pub struct ReplyContext {
     /// Content negotiation ran (stage 7): `content-language`/`vary` are sent.
     pub negotiated: bool,
     pub language: String,
+    /// `jsonp=<callback>`: the body is sent as `callback(<json>);` (groups-contract §2.3).
+    pub jsonp: Option<String>,
 }
 
 impl ReplyContext {
@@ -183,9 +185,21 @@ impl ReplyContext {
             serde_json::to_vec(&value)
         }
         .unwrap_or_default();
-        HttpResponse::build(status)
-            .content_type("application/json")
-            .body(bytes)
+        match &self.jsonp {
+            Some(callback) => {
+                let mut wrapped = Vec::with_capacity(bytes.len() + callback.len() + 3);
+                wrapped.extend_from_slice(callback.as_bytes());
+                wrapped.push(b'(');
+                wrapped.extend_from_slice(&bytes);
+                wrapped.extend_from_slice(b");");
+                HttpResponse::build(status)
+                    .content_type("application/javascript")
+                    .body(wrapped)
+            }
+            None => HttpResponse::build(status)
+                .content_type("application/json")
+                .body(bytes),
+        }
     }
 
     fn common_headers(&self, resp: &mut HttpResponse, cors: bool) {
