@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use crate::config::Config;
 use crate::domain::ids::DbName;
 use crate::startup::{self, Application};
-use crate::store::views::{ensure_design, Refresh};
+use crate::store::views::{ensure_design, DesignDb, Refresh};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -56,16 +56,30 @@ pub async fn refresh_views(config: &Config) -> Result<usize, String> {
         .collect();
     eprintln!("refresh-views: {} account databases", accounts.len());
     let mut failed = 0;
+    let accounts_db = DbName::system(DbName::ACCOUNTS);
+    if dbs.iter().any(|db| db == DbName::ACCOUNTS) {
+        for design in designs.iter().filter(|d| d.database == DesignDb::Accounts) {
+            match ensure_design(&couch, &accounts_db, design).await {
+                Ok(outcome) => {
+                    eprintln!(
+                        "{accounts_db} _design/{}: {}",
+                        design.name,
+                        describe(outcome)
+                    )
+                }
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("{accounts_db} _design/{}: FAILED: {e}", design.name);
+                }
+            }
+        }
+    }
     for (n, account) in accounts.iter().enumerate() {
         let db = account.db();
-        for design in &designs {
+        for design in designs.iter().filter(|d| d.database == DesignDb::Account) {
             match ensure_design(&couch, &db, design).await {
                 Ok(outcome) => {
-                    let what = match outcome {
-                        Refresh::Unchanged => "unchanged",
-                        Refresh::Created => "created",
-                        Refresh::Updated => "updated",
-                    };
+                    let what = describe(outcome);
                     eprintln!(
                         "[{}/{}] {db} _design/{}: {what}",
                         n + 1,
@@ -92,4 +106,12 @@ pub async fn refresh_views(config: &Config) -> Result<usize, String> {
     }
     eprintln!("refresh-views: done");
     Ok(accounts.len())
+}
+
+fn describe(outcome: Refresh) -> &'static str {
+    match outcome {
+        Refresh::Unchanged => "unchanged",
+        Refresh::Created => "created",
+        Refresh::Updated => "updated",
+    }
 }

@@ -256,7 +256,11 @@ pub fn success(
 /// The error envelope (§3.2), or `None` for cowboy's bare answers.
 pub fn error(err: &ApiError, tail: &Tail) -> Option<Map<String, Value>> {
     let (message, data) = err.message_and_data()?;
-    let mut out = Map::new();
+    let mut out: Map<String, Value> = err
+        .extra()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
     out.insert("data".into(), data);
     out.insert("error".into(), Value::from(err.status().to_string()));
     out.insert("message".into(), Value::from(message));

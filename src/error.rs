@@ -10,6 +10,9 @@ pub enum ApiError {
     Validation(Map<String, Value>),
     /// 404 `bad_identifier`: missing account, user or group.
     BadIdentifier(String),
+    /// 404 `bad identifier` with `data: [<key>]`: an API key that matches no account
+    /// (auth-contract §3.5).
+    UnknownApiKey(String),
     /// 404 `bad identifier` (with a space): a malformed account id.
     MalformedAccountId(String),
     /// 404 `not_found`: a path shape the groups resource does not serve.
@@ -49,6 +52,7 @@ impl ApiError {
         match self {
             Self::Validation(_) => 400,
             Self::BadIdentifier(_)
+            | Self::UnknownApiKey(_)
             | Self::MalformedAccountId(_)
             | Self::NotFound
             | Self::FaultyRequest(_) => 404,
@@ -74,6 +78,7 @@ impl ApiError {
                 json!({ "cause": cause, "message": "bad identifier" }),
             ),
             Self::MalformedAccountId(detail) => ("bad identifier", msg(detail)),
+            Self::UnknownApiKey(key) => ("bad identifier", json!([key])),
             Self::NotFound => ("not_found", msg("not found")),
             Self::FaultyRequest(detail) => ("faulty_request", msg(detail)),
             Self::InvalidMethod => ("invalid_method", msg("method not allowed")),
@@ -99,6 +104,15 @@ impl ApiError {
             Self::DatastoreFatal => ("datastore fatal error", json!({})),
             Self::Bare(_) => return None,
         })
+    }
+
+    /// Envelope fields some errors carry besides the usual ones.
+    pub fn extra(&self) -> Vec<(&'static str, Value)> {
+        match self {
+            // Leaks from the empty view result, as in Crossbar.
+            Self::UnknownApiKey(_) => vec![("page_size", json!(0))],
+            _ => Vec::new(),
+        }
     }
 
     /// A single validation error `{"<path>":{"<keyword>":{...}}}`.

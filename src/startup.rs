@@ -11,24 +11,66 @@ use crate::notices::LogNotifier;
 use crate::routes;
 use crate::store::couch::CouchClient;
 use crate::store::views::{DesignDoc, ViewInstaller};
-use crate::validation::GroupValidator;
+use crate::validation::SchemaValidator;
 
-/// The schema and design documents ship inside the binary, from `schemas/` and `couch_views/`.
-pub const GROUPS_SCHEMA: &str = include_str!("../schemas/groups.json");
-pub const GROUPS_VIEWS: &str = include_str!("../couch_views/groups.json");
+/// The schemas and design documents ship inside the binary, from `schemas/` and `couch_views/`.
+const DESIGN_FILES: &[(&str, &str)] = &[
+    (
+        "couch_views/accounts.json",
+        include_str!("../couch_views/accounts.json"),
+    ),
+    (
+        "couch_views/groups.json",
+        include_str!("../couch_views/groups.json"),
+    ),
+    (
+        "couch_views/users.json",
+        include_str!("../couch_views/users.json"),
+    ),
+];
+const GROUPS_SCHEMA: (&str, &str) = (
+    "schemas/groups.json",
+    include_str!("../schemas/groups.json"),
+);
+const API_AUTH_SCHEMA: (&str, &str) = (
+    "schemas/api_auth.json",
+    include_str!("../schemas/api_auth.json"),
+);
+const USER_AUTH_SCHEMA: (&str, &str) = (
+    "schemas/user_auth.json",
+    include_str!("../schemas/user_auth.json"),
+);
 
-pub fn design_docs() -> Result<Vec<DesignDoc>, String> {
-    let value =
-        serde_json::from_str(GROUPS_VIEWS).map_err(|e| format!("couch_views/groups.json: {e}"))?;
-    Ok(vec![
-        DesignDoc::from_value(value).map_err(|e| format!("couch_views/groups.json: {e}"))?
-    ])
+fn parse_embedded(file: &str, text: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(text).map_err(|e| format!("{file}: {e}"))
 }
 
-pub fn validator() -> Result<GroupValidator, String> {
-    let schema =
-        serde_json::from_str(GROUPS_SCHEMA).map_err(|e| format!("schemas/groups.json: {e}"))?;
-    GroupValidator::from_schema(schema).map_err(|e| format!("schemas/groups.json: {e}"))
+pub fn design_docs() -> Result<Vec<DesignDoc>, String> {
+    DESIGN_FILES
+        .iter()
+        .map(|(file, text)| {
+            DesignDoc::from_value(parse_embedded(file, text)?).map_err(|e| format!("{file}: {e}"))
+        })
+        .collect()
+}
+
+fn schema((file, text): (&str, &str)) -> Result<SchemaValidator, String> {
+    SchemaValidator::from_schema(parse_embedded(file, text)?).map_err(|e| format!("{file}: {e}"))
+}
+
+/// The compiled schemas of every resource served.
+pub struct Schemas {
+    pub groups: SchemaValidator,
+    pub api_auth: SchemaValidator,
+    pub user_auth: SchemaValidator,
+}
+
+pub fn schemas() -> Result<Schemas, String> {
+    Ok(Schemas {
+        groups: schema(GROUPS_SCHEMA)?,
+        api_auth: schema(API_AUTH_SCHEMA)?,
+        user_auth: schema(USER_AUTH_SCHEMA)?,
+    })
 }
 
 pub fn couch_client(config: &Config) -> Result<CouchClient, String> {
@@ -50,7 +92,7 @@ impl Application {
             &config,
             couch,
             views,
-            validator()?,
+            schemas()?,
             Box::new(LogNotifier),
         ));
         let listener = TcpListener::bind(&config.listen)

@@ -151,7 +151,8 @@ fn request_public_data(env: &RequestEnvelope) -> Value {
 
 fn validate(state: &AppState, data: &Value) -> Result<Map<String, Value>, ApiError> {
     state
-        .validator
+        .schemas
+        .groups
         .validate(data)
         .map(super::as_map)
         .map_err(ApiError::Validation)

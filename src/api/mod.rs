@@ -3,6 +3,7 @@
 pub mod groups;
 pub mod limiter;
 pub mod listing;
+pub mod login;
 pub mod path;
 pub mod reply;
 
@@ -12,6 +13,7 @@ use futures::StreamExt;
 use md5::{Digest, Md5};
 use serde_json::{Map, Value};
 
+use crate::auth::issuer::Issuer;
 use crate::auth::restrictions::RestrictedRequest;
 use crate::auth::{Authenticator, Identity, TokenCheck};
 use crate::config::Config;
@@ -20,9 +22,9 @@ use crate::domain::ids::{random_hex, AccountId, AccountIdError, DocId};
 use crate::envelope::{RequestEnvelope, Tail};
 use crate::error::ApiError;
 use crate::notices::ChangeNotifier;
+use crate::startup::Schemas;
 use crate::store::couch::CouchClient;
 use crate::store::views::ViewInstaller;
-use crate::validation::GroupValidator;
 use limiter::RateLimiter;
 use path::{Route, Target};
 use reply::{Outcome, ReplyContext, GLOBAL_METHODS};
@@ -31,8 +33,9 @@ use reply::{Outcome, ReplyContext, GLOBAL_METHODS};
 pub struct AppState {
     pub couch: CouchClient,
     pub views: ViewInstaller,
-    pub validator: GroupValidator,
+    pub schemas: Schemas,
     pub auth: Authenticator,
+    pub issuer: Issuer,
     pub limiter: RateLimiter,
     pub notifier: Box<dyn ChangeNotifier>,
     pub page_size: usize,
@@ -51,14 +54,15 @@ impl AppState {
         config: &Config,
         couch: CouchClient,
         views: ViewInstaller,
-        validator: GroupValidator,
+        schemas: Schemas,
         notifier: Box<dyn ChangeNotifier>,
     ) -> Self {
         Self {
             auth: Authenticator::new(couch.clone(), config.key_cache),
+            issuer: Issuer::new(couch.clone(), config.key_cache),
             couch,
             views,
-            validator,
+            schemas,
             limiter: RateLimiter::default(),
             notifier,
             page_size: config.page_size,
@@ -232,7 +236,15 @@ async fn pipeline(
     };
 
     // Stage 3b: the path shape, verb tunnelling and the allowed methods.
+    let verb = tunnelled_verb(&env).unwrap_or_else(|| method.clone());
     let groups_path = match route {
+        Route::Login(login) => {
+            check_method(cx, &method, &verb, &["PUT"])?;
+            if method == "OPTIONS" {
+                return Ok(Outcome::Preflight);
+            }
+            return login_route(req, state, cx, login, &env).await;
+        }
         Route::Groups(p) => p,
         Route::NoAccount => {
             // §7.3: no account in the URL is for superduper admins only, after authentication.
@@ -245,25 +257,9 @@ async fn pipeline(
         }
         Route::NotServed | Route::Unknown | Route::Gone => return Err(ApiError::NotFound),
     };
-    let verb = tunnelled_verb(&env).unwrap_or_else(|| method.clone());
-    let mut allowed: Vec<&'static str> = groups_path.allowed_methods().to_vec();
-    if method == "POST" && verb != "POST" {
-        if allowed.contains(&verb.as_str()) {
-            allowed.push("POST");
-        } else {
-            allowed.retain(|m| *m != "POST");
-        }
-    }
-    cx.allowed_methods = allowed.clone();
+    check_method(cx, &method, &verb, groups_path.allowed_methods())?;
     if method == "OPTIONS" {
-        return if cx.cors_request {
-            Ok(Outcome::Preflight)
-        } else {
-            Err(ApiError::InvalidMethod)
-        };
-    }
-    if !allowed.contains(&method.as_str()) {
-        return Err(ApiError::InvalidMethod);
+        return Ok(Outcome::Preflight);
     }
 
     // Stage 4: the account id and the account document.
@@ -296,14 +292,7 @@ async fn pipeline(
     mark_authenticated(cx, state, identity.as_ref(), req, Some(&account));
     let Some(identity) = identity else {
         if credential.is_none() {
-            let key = bucket_key(req, Some(&account));
-            match state.limiter.take(&key, 1.0) {
-                Ok(remaining) => cx.tail.tokens_remaining = remaining,
-                Err(remaining) => {
-                    cx.tail.tokens_remaining = remaining;
-                    return Err(ApiError::TooManyRequests);
-                }
-            }
+            spend(cx, state, &bucket_key(req, Some(&account)), 1.0)?;
         }
         return Err(ApiError::InvalidCredentials);
     };
@@ -356,6 +345,69 @@ async fn pipeline(
         },
     };
     groups::handle(request, &cx.tail).await
+}
+
+/// Verb tunnelling (§1): a POST whose tunnelled verb is allowed is allowed too; otherwise POST is
+/// not. OPTIONS passes only as a CORS preflight (the caller answers it).
+fn check_method(
+    cx: &mut ReplyContext,
+    method: &str,
+    verb: &str,
+    resource_methods: &[&'static str],
+) -> Result<(), ApiError> {
+    let mut allowed = resource_methods.to_vec();
+    if method == "POST" && verb != "POST" {
+        if allowed.contains(&verb) {
+            allowed.push("POST");
+        } else {
+            allowed.retain(|m| *m != "POST");
+        }
+    }
+    cx.allowed_methods = allowed.clone();
+    let ok = if method == "OPTIONS" {
+        cx.cors_request
+    } else {
+        allowed.contains(&method)
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidMethod)
+    }
+}
+
+/// `PUT /v2/api_auth` and `PUT /v2/user_auth`: they authenticate themselves, at a cost of two
+/// bucket tokens (auth-contract §3.7), and answer with the new token as `auth_token`.
+async fn login_route(
+    req: &HttpRequest,
+    state: &AppState,
+    cx: &mut ReplyContext,
+    login: login::Login,
+    env: &RequestEnvelope,
+) -> Result<Outcome, ApiError> {
+    spend(cx, state, &bucket_key(req, None), 2.0)?;
+    cx.negotiated = true;
+    if !accepts_json(header(req, "accept")) {
+        return Err(ApiError::Bare(406));
+    }
+    let logged_in = login::handle(state, login, env, login.path()).await?;
+    cx.tail.auth_token = Some(logged_in.token);
+    cx.tail.version = Some(state.version.clone());
+    Ok(logged_in.outcome)
+}
+
+/// Takes `cost` tokens from a client's bucket; an empty bucket is a 429.
+fn spend(cx: &mut ReplyContext, state: &AppState, key: &str, cost: f64) -> Result<(), ApiError> {
+    match state.limiter.take(key, cost) {
+        Ok(remaining) => {
+            cx.tail.tokens_remaining = remaining;
+            Ok(())
+        }
+        Err(remaining) => {
+            cx.tail.tokens_remaining = remaining;
+            Err(ApiError::TooManyRequests)
+        }
+    }
 }
 
 fn tunnelled_verb(env: &RequestEnvelope) -> Option<String> {

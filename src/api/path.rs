@@ -3,6 +3,8 @@
 //! so `%2F` stays inside its segment.
 use percent_encoding::percent_decode_str;
 
+use super::login::Login;
+
 /// The group part of the path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -30,6 +32,8 @@ pub enum Route {
     /// `/vN/accounts/{A}/...` in a shape the groups resource refuses: 404 `not_found`.
     NotServed,
     Groups(GroupsPath),
+    /// `/vN/api_auth` or `/vN/user_auth`.
+    Login(Login),
 }
 
 impl GroupsPath {
@@ -67,6 +71,8 @@ pub fn parse(path: &str) -> Route {
     let words: Vec<&str> = decoded.iter().map(String::as_str).collect();
     match words.as_slice() {
         ["groups", ..] => Route::NoAccount,
+        ["api_auth"] => Route::Login(Login::ApiKey),
+        ["user_auth"] => Route::Login(Login::User),
         ["accounts", account, rest @ ..] => {
             let account = (*account).to_owned();
             let (user, groups) = match rest {
@@ -151,6 +157,9 @@ mod tests {
             Route::NotServed
         );
         assert_eq!(parse("/v2/groups"), Route::NoAccount);
+        assert_eq!(parse("/v2/api_auth"), Route::Login(Login::ApiKey));
+        assert_eq!(parse("/v2/user_auth/"), Route::Login(Login::User));
+        assert_eq!(parse("/v2/user_auth/tok"), Route::Unknown);
         assert_eq!(parse("/v2/devices"), Route::Unknown);
         assert_eq!(parse("/accounts"), Route::Unknown);
         assert_eq!(parse("/vx/accounts"), Route::Unknown);

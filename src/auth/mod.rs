@@ -2,6 +2,7 @@
 //! (auth-contract §1.7, §2.3) and the authorisation rule of §5.1. Nothing here ever writes:
 //! unknown kids, missing secrets and missing identity docs are plain rejections (§1.8).
 pub mod identity;
+pub mod issuer;
 pub mod jwt;
 pub mod keys;
 pub mod restrictions;

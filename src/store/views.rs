@@ -1,6 +1,10 @@
-//! The design documents of `couch_views/`, loaded once at start and kept current in every
-//! account database: on first use per process per account, and for all accounts by
-//! `kz-groups refresh-views`.
+//! The design documents of `couch_views/`, loaded once at start and kept current: in every
+//! account database on its first use by the process, in the `accounts` database, and everywhere
+//! by `kz-groups refresh-views`.
+//!
+//! A file's `kz_groups` key says where it goes and how: `_design/groups` is ours and replaced
+//! when it differs; Kazoo's own `_design/users` and `_design/accounts` carry many more views,
+//! so for those we only add the views we read when they are missing.
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -11,6 +15,15 @@ use tokio::sync::OnceCell;
 use super::couch::{CouchClient, CouchError, CouchResult};
 use crate::domain::ids::{AccountId, DbName};
 
+/// Which databases a design document belongs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DesignDb {
+    /// Every account database.
+    Account,
+    /// The aggregate `accounts` database.
+    Accounts,
+}
+
 /// One design document, as it should stand in CouchDB.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DesignDoc {
@@ -18,6 +31,9 @@ pub struct DesignDoc {
     pub name: String,
     /// The body without `_id`/`_rev`.
     pub body: Map<String, Value>,
+    pub database: DesignDb,
+    /// Only add missing views to a stored doc, never change the ones there (Kazoo's docs).
+    pub add_missing_views_only: bool,
 }
 
 impl DesignDoc {
@@ -45,6 +61,20 @@ impl DesignDoc {
             .ok_or("the _id must be \"_design/<name>\"")?;
         body.remove("_rev");
         body.remove("kazoo");
+        let meta = body.remove("kz_groups").unwrap_or(Value::Null);
+        let database = match meta.get("database").and_then(Value::as_str) {
+            None | Some("account") => DesignDb::Account,
+            Some("accounts") => DesignDb::Accounts,
+            Some(other) => {
+                return Err(format!(
+                    "kz_groups.database {other:?} is not account or accounts"
+                ))
+            }
+        };
+        let add_missing_views_only = meta
+            .get("add_missing_views_only")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let views = body
             .get_mut("views")
             .and_then(Value::as_object_mut)
@@ -63,14 +93,54 @@ impl DesignDoc {
                 return Err(format!("view {view}: map must be a string or lines"));
             }
         }
-        Ok(Self { name, body })
+        Ok(Self {
+            name,
+            body,
+            database,
+            add_missing_views_only,
+        })
     }
 
-    /// Whether a stored design doc already says what this one says.
+    fn views(&self) -> impl Iterator<Item = (&String, &Value)> {
+        self.body
+            .get("views")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+    }
+
+    /// Whether a stored design doc already says what this one says (or, for Kazoo's docs,
+    /// already has every view we read).
     fn is_current(&self, stored: &Value) -> bool {
+        if self.add_missing_views_only {
+            return self
+                .views()
+                .all(|(name, _)| stored.pointer(&format!("/views/{name}")).is_some());
+        }
         self.body
             .iter()
             .all(|(key, value)| stored.get(key) == Some(value))
+    }
+
+    /// The body to write over `stored` (without `_id`/`_rev`).
+    fn updated(&self, stored: Option<&Value>) -> Map<String, Value> {
+        match stored.and_then(Value::as_object) {
+            Some(stored) if self.add_missing_views_only => {
+                let mut body = stored.clone();
+                body.remove("_id");
+                body.remove("_rev");
+                let views = body
+                    .entry("views")
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if let Value::Object(views) = views {
+                    for (name, def) in self.views() {
+                        views.entry(name.clone()).or_insert_with(|| def.clone());
+                    }
+                }
+                body
+            }
+            _ => self.body.clone(),
+        }
     }
 }
 
@@ -113,7 +183,7 @@ pub async fn ensure_design(
         if stored.as_ref().is_some_and(|s| design.is_current(s)) {
             return Ok(Refresh::Unchanged);
         }
-        let mut body = design.body.clone();
+        let mut body = design.updated(stored.as_ref());
         let outcome = match stored.as_ref().and_then(|s| s.get("_rev")) {
             Some(rev) => {
                 body.insert("_rev".into(), rev.clone());
@@ -142,6 +212,7 @@ pub struct ViewInstaller {
     couch: CouchClient,
     designs: Arc<Vec<DesignDoc>>,
     done: Mutex<HashMap<AccountId, Arc<OnceCell<()>>>>,
+    accounts_db_done: OnceCell<()>,
 }
 
 impl ViewInstaller {
@@ -150,6 +221,7 @@ impl ViewInstaller {
             couch,
             designs: Arc::new(designs),
             done: Mutex::new(HashMap::new()),
+            accounts_db_done: OnceCell::new(),
         }
     }
 
@@ -164,18 +236,29 @@ impl ViewInstaller {
             let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
             done.entry(account.clone()).or_default().clone()
         };
-        cell.get_or_try_init(|| async {
-            let db = account.db();
-            for design in self.designs.iter() {
-                let outcome = ensure_design(&self.couch, &db, design).await?;
-                if outcome != Refresh::Unchanged {
-                    log::info!("{outcome:?} _design/{} in {}", design.name, db);
-                }
+        let db = account.db();
+        cell.get_or_try_init(|| self.install(&db, DesignDb::Account))
+            .await
+            .map(|_| ())
+    }
+
+    /// The same for the `accounts` database, once per process.
+    pub async fn ensure_accounts_db(&self) -> CouchResult<()> {
+        let db = DbName::system(DbName::ACCOUNTS);
+        self.accounts_db_done
+            .get_or_try_init(|| self.install(&db, DesignDb::Accounts))
+            .await
+            .map(|_| ())
+    }
+
+    async fn install(&self, db: &DbName, database: DesignDb) -> CouchResult<()> {
+        for design in self.designs.iter().filter(|d| d.database == database) {
+            let outcome = ensure_design(&self.couch, db, design).await?;
+            if outcome != Refresh::Unchanged {
+                log::info!("{outcome:?} _design/{} in {}", design.name, db);
             }
-            Ok(())
-        })
-        .await
-        .map(|_| ())
+        }
+        Ok(())
     }
 
     /// Forgets an account, e.g. after CouchDB reported a view missing, so the next use checks
@@ -233,6 +316,24 @@ mod tests {
         assert!(!doc.is_current(&json!({
             "_id": "_design/x", "language": "javascript", "views": {"v": {"map": "g"}}
         })));
+    }
+
+    #[test]
+    fn kazoos_own_docs_only_gain_missing_views() {
+        let doc = DesignDoc::from_value(json!({
+            "_id": "_design/users", "kz_groups": {"add_missing_views_only": true},
+            "language": "javascript", "views": {"creds_by_md5": {"map": "ours"}}
+        }))
+        .unwrap();
+        let kazoos = json!({"_id": "_design/users", "_rev": "1-a", "language": "javascript",
+                            "views": {"creds_by_md5": {"map": "theirs"}, "crossbar_listing": {"map": "x"}}});
+        assert!(doc.is_current(&kazoos));
+        let partial = json!({"_id": "_design/users", "_rev": "1-a", "views": {"crossbar_listing": {"map": "x"}}});
+        assert!(!doc.is_current(&partial));
+        assert_eq!(
+            Value::Object(doc.updated(Some(&partial))),
+            json!({"views": {"crossbar_listing": {"map": "x"}, "creds_by_md5": {"map": "ours"}}})
+        );
     }
 
     #[test]

@@ -6,22 +6,23 @@ mod render;
 use serde_json::{Map, Value};
 use std::path::Path;
 
-/// A compiled group schema (contract §6.1), built once at start and shared by every request.
-pub struct GroupValidator {
+/// A compiled schema (groups-contract §6.1 for groups), built once at start and shared by every
+/// request.
+pub struct SchemaValidator {
     /// The raw schema, kept to read the keyword values Kazoo copies into its error bodies.
     schema: Value,
     validator: jsonschema::Validator,
 }
 
-impl std::fmt::Debug for GroupValidator {
+impl std::fmt::Debug for SchemaValidator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GroupValidator")
+        f.debug_struct("SchemaValidator")
             .field("schema", &self.schema)
             .finish_non_exhaustive()
     }
 }
 
-impl GroupValidator {
+impl SchemaValidator {
     /// Reads and compiles a schema file; the error text names the file so a broken deployment
     /// fails fast with a useful message.
     pub fn from_file(path: &Path) -> Result<Self, String> {
@@ -123,9 +124,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn groups() -> GroupValidator {
+    fn groups() -> SchemaValidator {
         let schema = serde_json::from_str(include_str!("../../schemas/groups.json")).unwrap();
-        GroupValidator::from_schema(schema).expect("groups schema compiles")
+        SchemaValidator::from_schema(schema).expect("groups schema compiles")
     }
 
     fn errors(data: Value) -> Value {
@@ -292,7 +293,7 @@ mod tests {
             "properties": {"moh": {"type": "object", "default": {},
                 "properties": {"volume": {"type": "integer", "default": 5}}}}
         });
-        let v = GroupValidator::from_schema(schema).unwrap();
+        let v = SchemaValidator::from_schema(schema).unwrap();
         let e = v.validate(&json!({"moh": "loud"})).unwrap_err();
         assert_eq!(e["moh"]["type"]["value"], json!("loud"));
         assert_eq!(
@@ -311,7 +312,7 @@ mod tests {
     fn required_inside_a_nested_object_is_keyed_by_the_full_path() {
         let schema = json!({"type": "object", "properties": {
             "a.b": {"type": "object", "required": ["c.d"]}}});
-        let v = GroupValidator::from_schema(schema).unwrap();
+        let v = SchemaValidator::from_schema(schema).unwrap();
         assert_eq!(
             Value::Object(v.validate(&json!({"a.b": {}})).unwrap_err()),
             json!({"a%2Eb.c%2Ed":{"required":{"message":"Field is required but missing","value":"c.d"}}})
@@ -322,7 +323,7 @@ mod tests {
     fn type_lists_are_joined_in_schema_order() {
         let schema =
             json!({"type": "object", "properties": {"x": {"type": ["string", "null", "integer"]}}});
-        let v = GroupValidator::from_schema(schema).unwrap();
+        let v = SchemaValidator::from_schema(schema).unwrap();
         let e = v.validate(&json!({"x": [1]})).unwrap_err();
         assert_eq!(
             Value::Object(e),
@@ -335,7 +336,7 @@ mod tests {
     fn two_keywords_on_the_same_path_are_both_reported() {
         let schema = json!({"type": "object", "properties": {
             "x": {"type": "string", "minLength": 3, "pattern": "^[a-z]+$"}}});
-        let v = GroupValidator::from_schema(schema).unwrap();
+        let v = SchemaValidator::from_schema(schema).unwrap();
         let e = v.validate(&json!({"x": "A"})).unwrap_err();
         assert_eq!(
             Value::Object(e),
@@ -357,7 +358,7 @@ mod tests {
             "uniq": {"type": "array", "uniqueItems": true},
             "strict": {"type": "object", "properties": {"k": {}}, "additionalProperties": false}
         }});
-        let v = GroupValidator::from_schema(schema).unwrap();
+        let v = SchemaValidator::from_schema(schema).unwrap();
         let e = v
             .validate(
                 &json!({"e": "c", "lo": 1, "hi": 6, "few": [1], "many": [1, 2],
@@ -385,7 +386,7 @@ mod tests {
         let schema = json!({"$schema": "http://json-schema.org/draft-04/schema#", "type": "object",
             "properties": {"n": {"type": "number", "minimum": 1, "exclusiveMinimum": true,
                                  "maximum": 3, "exclusiveMaximum": true}}});
-        let v = GroupValidator::from_schema(schema).unwrap();
+        let v = SchemaValidator::from_schema(schema).unwrap();
         let low = v.validate(&json!({"n": 1})).unwrap_err();
         assert_eq!(
             low["n"]["minimum"],
@@ -404,7 +405,7 @@ mod tests {
         // minLength. "éé" is 2 characters (too short for 3) but 4 bytes, so Kazoo says maxLength.
         let schema = json!({"type": "object", "properties": {
             "s": {"type": "string", "minLength": 3, "maxLength": 10}}});
-        let v = GroupValidator::from_schema(schema).unwrap();
+        let v = SchemaValidator::from_schema(schema).unwrap();
         let e = v.validate(&json!({"s": "éé"})).unwrap_err();
         assert_eq!(
             e["s"],
@@ -419,7 +420,7 @@ mod tests {
     fn unrendered_keywords_fall_back_to_a_generic_body() {
         let schema =
             json!({"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 2}}});
-        let v = GroupValidator::from_schema(schema).unwrap();
+        let v = SchemaValidator::from_schema(schema).unwrap();
         let e = v.validate(&json!({"n": 3})).unwrap_err();
         assert_eq!(
             e["n"],
@@ -430,7 +431,7 @@ mod tests {
     #[test]
     fn the_validator_can_be_shared_between_workers() {
         fn assert_send_sync<T: Send + Sync>() {}
-        assert_send_sync::<GroupValidator>();
+        assert_send_sync::<SchemaValidator>();
     }
 
     #[test]
@@ -439,7 +440,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("groups.json");
         std::fs::write(&file, include_str!("../../schemas/groups.json")).unwrap();
-        let v = GroupValidator::from_file(&file).unwrap();
+        let v = SchemaValidator::from_file(&file).unwrap();
         assert!(v.validate(&json!({"name": "x"})).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -450,13 +451,13 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let bad = dir.join("broken.json");
         std::fs::write(&bad, "{not json").unwrap();
-        let err = GroupValidator::from_file(&bad).unwrap_err();
+        let err = SchemaValidator::from_file(&bad).unwrap_err();
         assert!(err.contains("broken.json"), "{err}");
         let missing = dir.join("missing.json");
-        let err = GroupValidator::from_file(&missing).unwrap_err();
+        let err = SchemaValidator::from_file(&missing).unwrap_err();
         assert!(err.contains("missing.json"), "{err}");
         std::fs::write(&bad, r#"{"type": 12}"#).unwrap();
-        let err = GroupValidator::from_file(&bad).unwrap_err();
+        let err = SchemaValidator::from_file(&bad).unwrap_err();
         assert!(err.contains("broken.json"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

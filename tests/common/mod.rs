@@ -133,6 +133,16 @@ impl TestApp {
             .put_doc(&db, &DocId::from(id.clone()), &doc)
             .await
             .expect("save account doc");
+        // Kazoo keeps a second copy in the aggregate `accounts` database.
+        let accounts = DbName::system(DbName::ACCOUNTS);
+        self.couch
+            .create_db(&accounts)
+            .await
+            .expect("create accounts db");
+        self.couch
+            .put_doc(&accounts, &DocId::from(id.clone()), &doc)
+            .await
+            .expect("save account doc copy");
         let user_id = self.create_user(id.as_str(), "admin").await;
         let token = self.user_token(id.as_str(), &user_id).await;
         Account {
@@ -155,6 +165,33 @@ impl TestApp {
             "priv_level": priv_level,
             "pvt_type": "user",
             "pvt_signature_secret": random_hex(16),
+            "pvt_account_id": account,
+        });
+        self.put(account, &id, doc).await;
+        id
+    }
+
+    /// A user who can log in with `user_auth`: `pvt_md5_auth`/`pvt_sha1_auth` of
+    /// `"<username>:<password>"`, as Kazoo stores them (auth-contract §6.3).
+    pub async fn create_login_user(
+        &self,
+        account: &str,
+        username: &str,
+        password: &str,
+        enabled: bool,
+    ) -> String {
+        use md5::Digest as _;
+        let creds = format!("{}:{password}", username.to_lowercase());
+        let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let id = random_hex(16);
+        let doc = json!({
+            "_id": id,
+            "username": username.to_lowercase(),
+            "enabled": enabled,
+            "priv_level": "admin",
+            "pvt_type": "user",
+            "pvt_md5_auth": hex(&md5::Md5::digest(creds.as_bytes())),
+            "pvt_sha1_auth": hex(&sha1::Sha1::digest(creds.as_bytes())),
             "pvt_account_id": account,
         });
         self.put(account, &id, doc).await;
@@ -328,20 +365,31 @@ async fn provision_key_material(couch: &CouchClient) -> String {
             .get_doc(&config_db, &auth)
             .await
             .expect("read system_config/auth");
-        if let Some(secret) = doc
+        let secret = doc
             .as_ref()
             .and_then(|d| d.pointer("/default/secret_for_user_signature"))
             .and_then(Value::as_str)
-        {
-            return secret.to_owned();
+            .map(str::to_owned);
+        let has_kid = doc
+            .as_ref()
+            .and_then(|d| d.pointer("/default/system_key"))
+            .is_some();
+        if let (Some(secret), true) = (&secret, has_kid) {
+            return secret.clone();
         }
+        // Existing material (a real Kazoo's) is kept; only what is missing is added.
         let mut doc = doc.unwrap_or_else(|| json!({"_id": "auth"}));
         let default = doc
             .as_object_mut()
             .unwrap()
             .entry("default")
             .or_insert_with(|| json!({}));
-        default["secret_for_user_signature"] = json!(TEST_SERVER_SECRET);
+        if secret.is_none() {
+            default["secret_for_user_signature"] = json!(TEST_SERVER_SECRET);
+        }
+        if !has_kid {
+            default["system_key"] = json!(KID);
+        }
         ok_or_conflict(couch.put_doc(&config_db, &auth, &doc).await);
     }
 }
