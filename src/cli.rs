@@ -1,8 +1,11 @@
-//! The command line: `serve` (the default) and `refresh-views`.
-use clap::{Parser, Subcommand};
+//! The command line: `serve` (the default), `refresh-views`, `init`, `accounts create` and
+//! `users create`. Results are printed as one JSON object on stdout, progress on stderr.
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
 
+use crate::admin::{self, NewAccount, NewUser};
 use crate::config::Config;
-use crate::domain::ids::DbName;
+use crate::domain::ids::{AccountId, DbName};
 use crate::startup::{self, Application};
 use crate::store::views::{ensure_design, DesignDb, Refresh};
 
@@ -23,6 +26,73 @@ pub enum Command {
     Serve,
     /// Install or update the design documents in every account database.
     RefreshViews,
+    /// Create the token signing material as Kazoo keeps it, where it is missing.
+    Init,
+    /// Manage accounts.
+    Accounts {
+        #[command(subcommand)]
+        command: AccountsCommand,
+    },
+    /// Manage users.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Create an account: its database, design documents and account document.
+    Create(AccountArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AccountArgs {
+    #[arg(long)]
+    pub name: String,
+    /// The parent account (default: the master account; the first account becomes master).
+    #[arg(long)]
+    pub parent: Option<String>,
+    /// SIP realm (default: a random `<6 hex>.sip.2600hz.com`).
+    #[arg(long)]
+    pub realm: Option<String>,
+    /// Mark the account `pvt_superduper_admin`.
+    #[arg(long)]
+    pub superduper_admin: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create a user who can log in with `PUT /v2/user_auth`.
+    Create(UserArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UserArgs {
+    #[arg(long)]
+    pub account: String,
+    #[arg(long)]
+    pub username: String,
+    #[arg(long)]
+    pub password: String,
+    #[arg(long)]
+    pub first_name: Option<String>,
+    #[arg(long)]
+    pub last_name: Option<String>,
+    #[arg(long)]
+    pub email: Option<String>,
+    /// `admin` or `user`.
+    #[arg(long, default_value = "admin", value_parser = ["admin", "user"])]
+    pub priv_level: String,
+}
+
+fn account_arg(flag: &str, raw: &str) -> Result<AccountId, String> {
+    AccountId::parse(raw)
+        .map_err(|_| format!("{flag} {raw:?} is not an account id (32 lower-case hex)"))
+}
+
+fn print(value: Value) {
+    println!("{value}");
 }
 
 pub async fn run(cli: Cli) -> Result<(), String> {
@@ -38,6 +108,64 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             app.run_until_stopped().await.map_err(|e| e.to_string())
         }
         Command::RefreshViews => refresh_views(&config).await.map(|_| ()),
+        Command::Init => {
+            let couch = startup::couch_client(&config)?;
+            let report = admin::init(&couch).await?;
+            for what in &report.created {
+                eprintln!("init: created {what}");
+            }
+            if report.created.is_empty() {
+                eprintln!("init: signing material already present, nothing changed");
+            }
+            print(json!({"kid": report.kid, "created": report.created}));
+            Ok(())
+        }
+        Command::Accounts {
+            command: AccountsCommand::Create(args),
+        } => {
+            let couch = startup::couch_client(&config)?;
+            let new = NewAccount {
+                name: args.name,
+                realm: args.realm,
+                parent: args
+                    .parent
+                    .as_deref()
+                    .map(|p| account_arg("--parent", p))
+                    .transpose()?,
+                superduper_admin: args.superduper_admin,
+            };
+            let doc = admin::create_account(&couch, &startup::design_docs()?, &new).await?;
+            print(json!({
+                "account_id": doc["_id"],
+                "api_key": doc["pvt_api_key"],
+                "name": doc["name"],
+                "realm": doc["realm"],
+                "account_db": doc["pvt_account_db"],
+            }));
+            Ok(())
+        }
+        Command::Users {
+            command: UsersCommand::Create(args),
+        } => {
+            let couch = startup::couch_client(&config)?;
+            let new = NewUser {
+                account: Some(account_arg("--account", &args.account)?),
+                username: args.username,
+                password: args.password,
+                first_name: args.first_name,
+                last_name: args.last_name,
+                email: args.email,
+                priv_level: args.priv_level,
+            };
+            let doc = admin::create_user(&couch, &startup::design_docs()?, &new).await?;
+            print(json!({
+                "id": doc["_id"],
+                "user_id": doc["_id"],
+                "account_id": doc["pvt_account_id"],
+                "username": doc["username"],
+            }));
+            Ok(())
+        }
     }
 }
 

@@ -1,0 +1,389 @@
+//! Provisioning the way Kazoo provisions (auth-contract §2.4, §6): signing material
+//! (`kz-groups init`), accounts (`kz-groups accounts create`) and users (`kz-groups users
+//! create`). Existing material is never replaced.
+use md5::{Digest, Md5};
+use serde_json::{json, Map, Value};
+use sha1::Sha1;
+
+use crate::auth::keys;
+use crate::domain::clock;
+use crate::domain::group::{alphanum_name, truthy};
+use crate::domain::ids::{random_hex, AccountId, DbName, DocId};
+use crate::store::couch::{CouchClient, CouchError, ViewQuery};
+use crate::store::views::{ensure_design, DesignDb, DesignDoc};
+
+/// What `init` found or made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InitReport {
+    pub kid: String,
+    /// What was created, e.g. `system_config/auth default.system_key`.
+    pub created: Vec<String>,
+}
+
+fn couch_err(context: &str) -> impl Fn(CouchError) -> String + '_ {
+    move |e| format!("{context}: {e}")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn static_id(id: &str) -> DocId {
+    DocId::parse(id).expect("static id")
+}
+
+/// Creates `system_config/auth` (`system_key`, `secret_for_user_signature`) and
+/// `system_auth/<kid>` with a `private_key.pem` attachment, each only when absent.
+pub async fn init(couch: &CouchClient) -> Result<InitReport, String> {
+    let config_db = DbName::system(DbName::SYSTEM_CONFIG);
+    let auth_db = DbName::system(DbName::SYSTEM_AUTH);
+    for db in [&config_db, &auth_db] {
+        couch.create_db(db).await.map_err(couch_err(db.as_str()))?;
+    }
+    let mut created = Vec::new();
+    let auth_id = static_id("auth");
+    let kid = loop {
+        let stored = couch
+            .get_doc(&config_db, &auth_id)
+            .await
+            .map_err(couch_err("system_config/auth"))?;
+        let mut doc = stored.clone().unwrap_or_else(|| json!({"_id": "auth"}));
+        let Some(default) = doc
+            .as_object_mut()
+            .map(|d| d.entry("default").or_insert_with(|| json!({})))
+            .and_then(Value::as_object_mut)
+        else {
+            return Err("system_config/auth: `default` is not an object".into());
+        };
+        let mut added = Vec::new();
+        if !default.get("system_key").is_some_and(Value::is_string) {
+            default.insert("system_key".into(), json!(random_hex(16)));
+            added.push("system_config/auth default.system_key".to_owned());
+        }
+        if !default
+            .get("secret_for_user_signature")
+            .is_some_and(Value::is_string)
+        {
+            default.insert("secret_for_user_signature".into(), json!(random_hex(16)));
+            added.push("system_config/auth default.secret_for_user_signature".to_owned());
+        }
+        let kid = default["system_key"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if added.is_empty() {
+            break kid;
+        }
+        match couch.put_doc(&config_db, &auth_id, &doc).await {
+            Ok(_) => {
+                created.extend(added);
+                break kid;
+            }
+            Err(CouchError::Conflict) => continue,
+            Err(e) => return Err(format!("system_config/auth: {e}")),
+        }
+    };
+    let kid_id = DocId::parse(&kid)
+        .ok_or_else(|| format!("system_key {kid:?} is not a usable document id"))?;
+    let key_doc = match couch
+        .get_doc(&auth_db, &kid_id)
+        .await
+        .map_err(couch_err("system_auth"))?
+    {
+        Some(doc) => doc,
+        None => {
+            let now = clock::gregorian_now();
+            let doc = json!({
+                "_id": kid,
+                "pvt_type": "system_key",
+                "pvt_account_id": "system_auth",
+                "pvt_account_db": "system_auth",
+                "pvt_created": now,
+                "pvt_modified": now,
+            });
+            let rev = couch
+                .put_doc(&auth_db, &kid_id, &doc)
+                .await
+                .map_err(couch_err("system_auth"))?;
+            created.push(format!("system_auth/{kid}"));
+            json!({"_rev": rev})
+        }
+    };
+    if key_doc.pointer("/_attachments/private_key.pem").is_none() {
+        let key =
+            keys::generate_private_key().map_err(|e| format!("generating the RSA key: {e}"))?;
+        let pem =
+            keys::private_key_to_pem(&key).map_err(|e| format!("encoding the RSA key: {e}"))?;
+        let rev = key_doc
+            .get("_rev")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        couch
+            .put_attachment(
+                &auth_db,
+                &kid_id,
+                "private_key.pem",
+                rev,
+                "application/x-pem-file",
+                pem.into_bytes(),
+            )
+            .await
+            .map_err(couch_err("system_auth private_key.pem"))?;
+        created.push(format!("system_auth/{kid}/private_key.pem"));
+    }
+    Ok(InitReport { kid, created })
+}
+
+/// `accounts create` options.
+#[derive(Debug, Clone, Default)]
+pub struct NewAccount {
+    pub name: String,
+    pub realm: Option<String>,
+    pub parent: Option<AccountId>,
+    pub superduper_admin: bool,
+}
+
+async fn view_has_key(
+    couch: &CouchClient,
+    db: &DbName,
+    design: &str,
+    view: &str,
+    key: &str,
+) -> Result<bool, String> {
+    let query = ViewQuery {
+        key: Some(json!(key)),
+        limit: Some(1),
+        ..Default::default()
+    };
+    match couch.query_view(db, design, view, &query).await {
+        Ok(rows) => Ok(!rows.is_empty()),
+        Err(CouchError::NotFound) => Ok(false),
+        Err(e) => Err(format!("{db} {design}/{view}: {e}")),
+    }
+}
+
+async fn install(
+    couch: &CouchClient,
+    db: &DbName,
+    designs: &[DesignDoc],
+    database: DesignDb,
+) -> Result<(), String> {
+    for design in designs.iter().filter(|d| d.database == database) {
+        ensure_design(couch, db, design)
+            .await
+            .map_err(|e| format!("{db} _design/{}: {e}", design.name))?;
+    }
+    Ok(())
+}
+
+/// Creates an account as Kazoo's `PUT /v2/accounts` does (auth-contract §6.2, §6.4): its
+/// database with the design documents, then the account doc in it and in `accounts`. Returns the
+/// stored account doc.
+pub async fn create_account(
+    couch: &CouchClient,
+    designs: &[DesignDoc],
+    new: &NewAccount,
+) -> Result<Map<String, Value>, String> {
+    let name = new.name.trim();
+    if name.is_empty() {
+        return Err("--name must not be empty".into());
+    }
+    let accounts_db = DbName::system(DbName::ACCOUNTS);
+    couch
+        .create_db(&accounts_db)
+        .await
+        .map_err(couch_err("accounts"))?;
+    install(couch, &accounts_db, designs, DesignDb::Accounts).await?;
+    if view_has_key(
+        couch,
+        &accounts_db,
+        "accounts",
+        "listing_by_name",
+        &alphanum_name(name),
+    )
+    .await?
+    {
+        return Err(format!("an account named {name:?} already exists"));
+    }
+    let realm = match &new.realm {
+        Some(realm) => realm.replace(' ', "").to_lowercase(),
+        None => format!("{}.sip.2600hz.com", random_hex(3)),
+    };
+    if view_has_key(couch, &accounts_db, "accounts", "listing_by_realm", &realm).await? {
+        return Err(format!("the realm {realm:?} is already in use"));
+    }
+    // The parent is the one given, else the master account; the first account becomes master.
+    let config_db = DbName::system(DbName::SYSTEM_CONFIG);
+    couch
+        .create_db(&config_db)
+        .await
+        .map_err(couch_err("system_config"))?;
+    let accounts_config = couch
+        .get_doc(&config_db, &static_id("accounts"))
+        .await
+        .map_err(couch_err("system_config/accounts"))?;
+    let master = accounts_config
+        .as_ref()
+        .and_then(|d| d.pointer("/default/master_account_id"))
+        .and_then(Value::as_str)
+        .and_then(|id| AccountId::parse(id).ok());
+    let parent = new.parent.clone().or_else(|| master.clone());
+    let (tree, enabled) = match &parent {
+        Some(parent) => {
+            let doc = couch
+                .get_doc(&parent.db(), &DocId::from(parent.clone()))
+                .await
+                .map_err(couch_err("parent account"))?
+                .ok_or_else(|| format!("parent account {parent} does not exist"))?;
+            let mut tree: Vec<Value> = doc
+                .get("pvt_tree")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            tree.push(json!(parent.as_str()));
+            let enabled = doc.get("pvt_enabled").map(truthy).unwrap_or(true);
+            (tree, enabled)
+        }
+        None => (Vec::new(), true),
+    };
+    let id = AccountId::parse(&random_hex(16)).expect("32 lower-case hex");
+    let db = id.db();
+    couch.create_db(&db).await.map_err(couch_err(db.as_str()))?;
+    install(couch, &db, designs, DesignDb::Account).await?;
+    let now = clock::gregorian_now();
+    let mut doc = json!({
+        "_id": id.as_str(),
+        "name": name,
+        "realm": realm,
+        "call_restriction": {},
+        "music_on_hold": {},
+        "preflow": {},
+        "ringtones": {},
+        "pvt_type": "account",
+        "pvt_vsn": "1",
+        "pvt_account_id": id.as_str(),
+        "pvt_account_db": db.encoded(),
+        "pvt_tree": tree,
+        "pvt_api_key": random_hex(32),
+        "pvt_enabled": enabled,
+        "pvt_alphanum_name": alphanum_name(name),
+        "pvt_created": now,
+        "pvt_modified": now,
+    });
+    if let Some(parent) = &parent {
+        doc["pvt_parent_id"] = json!(parent.as_str());
+    }
+    if new.superduper_admin {
+        doc["pvt_superduper_admin"] = json!(true);
+    }
+    let doc_id = DocId::from(id.clone());
+    couch
+        .put_doc(&db, &doc_id, &doc)
+        .await
+        .map_err(couch_err("account doc"))?;
+    couch
+        .put_doc(&accounts_db, &doc_id, &doc)
+        .await
+        .map_err(couch_err("accounts copy of the account doc"))?;
+    if master.is_none() && new.parent.is_none() {
+        set_master(couch, &config_db, &id).await?;
+    }
+    Ok(match doc {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    })
+}
+
+async fn set_master(couch: &CouchClient, db: &DbName, id: &AccountId) -> Result<(), String> {
+    let doc_id = static_id("accounts");
+    loop {
+        let mut doc = couch
+            .get_doc(db, &doc_id)
+            .await
+            .map_err(couch_err("system_config/accounts"))?
+            .unwrap_or_else(|| json!({"_id": "accounts"}));
+        if doc.pointer("/default/master_account_id").is_some() {
+            return Ok(());
+        }
+        let default = doc
+            .as_object_mut()
+            .map(|d| d.entry("default").or_insert_with(|| json!({})));
+        if let Some(Value::Object(default)) = default {
+            default.insert("master_account_id".into(), json!(id.as_str()));
+        }
+        match couch.put_doc(db, &doc_id, &doc).await {
+            Ok(_) => return Ok(()),
+            Err(CouchError::Conflict) => continue,
+            Err(e) => return Err(format!("system_config/accounts: {e}")),
+        }
+    }
+}
+
+/// `users create` options.
+#[derive(Debug, Clone, Default)]
+pub struct NewUser {
+    pub account: Option<AccountId>,
+    pub username: String,
+    pub password: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub email: Option<String>,
+    pub priv_level: String,
+}
+
+/// Creates a user document that Kazoo's `user_auth` accepts (auth-contract §6.3): lower-cased
+/// username, md5/sha1 credential hashes, enabled, with its own signature secret.
+pub async fn create_user(
+    couch: &CouchClient,
+    designs: &[DesignDoc],
+    new: &NewUser,
+) -> Result<Map<String, Value>, String> {
+    let account = new.account.as_ref().ok_or("--account is required")?;
+    let username = new.username.trim().to_lowercase();
+    if username.is_empty() || new.password.is_empty() {
+        return Err("--username and --password must not be empty".into());
+    }
+    let db = account.db();
+    couch
+        .get_doc(&db, &DocId::from(account.clone()))
+        .await
+        .map_err(couch_err("account"))?
+        .ok_or_else(|| format!("account {account} does not exist"))?;
+    install(couch, &db, designs, DesignDb::Account).await?;
+    if view_has_key(couch, &db, "users", "list_by_username", &username).await? {
+        return Err(format!(
+            "the username {username:?} is already taken in account {account}"
+        ));
+    }
+    let creds = format!("{username}:{}", new.password);
+    let id = DocId::generate();
+    let now = clock::gregorian_now();
+    let mut doc = json!({
+        "_id": id.as_str(),
+        "username": username,
+        "first_name": new.first_name.clone().unwrap_or_else(|| username.clone()),
+        "last_name": new.last_name.clone().unwrap_or_default(),
+        "enabled": true,
+        "priv_level": new.priv_level,
+        "pvt_type": "user",
+        "pvt_vsn": "1",
+        "pvt_account_id": account.as_str(),
+        "pvt_account_db": db.encoded(),
+        "pvt_md5_auth": hex(&Md5::digest(creds.as_bytes())),
+        "pvt_sha1_auth": hex(&Sha1::digest(creds.as_bytes())),
+        "pvt_signature_secret": random_hex(16),
+        "pvt_created": now,
+        "pvt_modified": now,
+    });
+    if let Some(email) = &new.email {
+        doc["email"] = json!(email);
+    }
+    couch
+        .put_doc(&db, &id, &doc)
+        .await
+        .map_err(couch_err("user doc"))?;
+    Ok(match doc {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    })
+}
