@@ -9,8 +9,8 @@ use crate::auth::keys;
 use crate::domain::clock;
 use crate::domain::group::{alphanum_name, truthy};
 use crate::domain::ids::{random_hex, AccountId, DbName, DocId};
-use crate::store::couch::{CouchClient, CouchError, ViewQuery};
 use crate::store::views::{ensure_design, DesignDb, DesignDoc};
+use crate::store::{Store, StoreError, ViewQuery};
 
 /// What `init` found or made.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,7 +20,7 @@ pub struct InitReport {
     pub created: Vec<String>,
 }
 
-fn couch_err(context: &str) -> impl Fn(CouchError) -> String + '_ {
+fn couch_err(context: &str) -> impl Fn(StoreError) -> String + '_ {
     move |e| format!("{context}: {e}")
 }
 
@@ -34,16 +34,16 @@ fn static_id(id: &str) -> DocId {
 
 /// Creates `system_config/auth` (`system_key`, `secret_for_user_signature`) and
 /// `system_auth/<kid>` with a `private_key.pem` attachment, each only when absent.
-pub async fn init(couch: &CouchClient) -> Result<InitReport, String> {
+pub async fn init(store: &Store) -> Result<InitReport, String> {
     let config_db = DbName::system(DbName::SYSTEM_CONFIG);
     let auth_db = DbName::system(DbName::SYSTEM_AUTH);
     for db in [&config_db, &auth_db] {
-        couch.create_db(db).await.map_err(couch_err(db.as_str()))?;
+        store.create_db(db).await.map_err(couch_err(db.as_str()))?;
     }
     let mut created = Vec::new();
     let auth_id = static_id("auth");
     let kid = loop {
-        let stored = couch
+        let stored = store
             .get_doc(&config_db, &auth_id)
             .await
             .map_err(couch_err("system_config/auth"))?;
@@ -74,18 +74,18 @@ pub async fn init(couch: &CouchClient) -> Result<InitReport, String> {
         if added.is_empty() {
             break kid;
         }
-        match couch.put_doc(&config_db, &auth_id, &doc).await {
+        match store.put_doc(&config_db, &auth_id, &doc).await {
             Ok(_) => {
                 created.extend(added);
                 break kid;
             }
-            Err(CouchError::Conflict) => continue,
+            Err(StoreError::Conflict) => continue,
             Err(e) => return Err(format!("system_config/auth: {e}")),
         }
     };
     let kid_id = DocId::parse(&kid)
         .ok_or_else(|| format!("system_key {kid:?} is not a usable document id"))?;
-    let key_doc = match couch
+    let key_doc = match store
         .get_doc(&auth_db, &kid_id)
         .await
         .map_err(couch_err("system_auth"))?
@@ -101,7 +101,7 @@ pub async fn init(couch: &CouchClient) -> Result<InitReport, String> {
                 "pvt_created": now,
                 "pvt_modified": now,
             });
-            let rev = couch
+            let rev = store
                 .put_doc(&auth_db, &kid_id, &doc)
                 .await
                 .map_err(couch_err("system_auth"))?;
@@ -118,7 +118,7 @@ pub async fn init(couch: &CouchClient) -> Result<InitReport, String> {
             .get("_rev")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        couch
+        store
             .put_attachment(
                 &auth_db,
                 &kid_id,
@@ -144,7 +144,7 @@ pub struct NewAccount {
 }
 
 async fn view_has_key(
-    couch: &CouchClient,
+    store: &Store,
     db: &DbName,
     design: &str,
     view: &str,
@@ -155,21 +155,21 @@ async fn view_has_key(
         limit: Some(1),
         ..Default::default()
     };
-    match couch.query_view(db, design, view, &query).await {
+    match store.query_view(db, design, view, &query).await {
         Ok(rows) => Ok(!rows.is_empty()),
-        Err(CouchError::NotFound) => Ok(false),
+        Err(StoreError::NotFound) => Ok(false),
         Err(e) => Err(format!("{db} {design}/{view}: {e}")),
     }
 }
 
 async fn install(
-    couch: &CouchClient,
+    store: &Store,
     db: &DbName,
     designs: &[DesignDoc],
     database: DesignDb,
 ) -> Result<(), String> {
     for design in designs.iter().filter(|d| d.database == database) {
-        ensure_design(couch, db, design)
+        ensure_design(store, db, design)
             .await
             .map_err(|e| format!("{db} _design/{}: {e}", design.name))?;
     }
@@ -180,7 +180,7 @@ async fn install(
 /// database with the design documents, then the account doc in it and in `accounts`. Returns the
 /// stored account doc.
 pub async fn create_account(
-    couch: &CouchClient,
+    store: &Store,
     designs: &[DesignDoc],
     new: &NewAccount,
 ) -> Result<Map<String, Value>, String> {
@@ -189,13 +189,13 @@ pub async fn create_account(
         return Err("--name must not be empty".into());
     }
     let accounts_db = DbName::system(DbName::ACCOUNTS);
-    couch
+    store
         .create_db(&accounts_db)
         .await
         .map_err(couch_err("accounts"))?;
-    install(couch, &accounts_db, designs, DesignDb::Accounts).await?;
+    install(store, &accounts_db, designs, DesignDb::Accounts).await?;
     if view_has_key(
-        couch,
+        store,
         &accounts_db,
         "accounts",
         "listing_by_name",
@@ -209,16 +209,16 @@ pub async fn create_account(
         Some(realm) => realm.replace(' ', "").to_lowercase(),
         None => format!("{}.sip.2600hz.com", random_hex(3)),
     };
-    if view_has_key(couch, &accounts_db, "accounts", "listing_by_realm", &realm).await? {
+    if view_has_key(store, &accounts_db, "accounts", "listing_by_realm", &realm).await? {
         return Err(format!("the realm {realm:?} is already in use"));
     }
     // The parent is the one given, else the master account; the first account becomes master.
     let config_db = DbName::system(DbName::SYSTEM_CONFIG);
-    couch
+    store
         .create_db(&config_db)
         .await
         .map_err(couch_err("system_config"))?;
-    let accounts_config = couch
+    let accounts_config = store
         .get_doc(&config_db, &static_id("accounts"))
         .await
         .map_err(couch_err("system_config/accounts"))?;
@@ -230,7 +230,7 @@ pub async fn create_account(
     let parent = new.parent.clone().or_else(|| master.clone());
     let (tree, enabled) = match &parent {
         Some(parent) => {
-            let doc = couch
+            let doc = store
                 .get_doc(&parent.db(), &DocId::from(parent.clone()))
                 .await
                 .map_err(couch_err("parent account"))?
@@ -248,8 +248,8 @@ pub async fn create_account(
     };
     let id = AccountId::parse(&random_hex(16)).expect("32 lower-case hex");
     let db = id.db();
-    couch.create_db(&db).await.map_err(couch_err(db.as_str()))?;
-    install(couch, &db, designs, DesignDb::Account).await?;
+    store.create_db(&db).await.map_err(couch_err(db.as_str()))?;
+    install(store, &db, designs, DesignDb::Account).await?;
     let now = clock::gregorian_now();
     let mut doc = json!({
         "_id": id.as_str(),
@@ -277,16 +277,16 @@ pub async fn create_account(
         doc["pvt_superduper_admin"] = json!(true);
     }
     let doc_id = DocId::from(id.clone());
-    couch
+    store
         .put_doc(&db, &doc_id, &doc)
         .await
         .map_err(couch_err("account doc"))?;
-    couch
+    store
         .put_doc(&accounts_db, &doc_id, &doc)
         .await
         .map_err(couch_err("accounts copy of the account doc"))?;
     if master.is_none() && new.parent.is_none() {
-        set_master(couch, &config_db, &id).await?;
+        set_master(store, &config_db, &id).await?;
     }
     Ok(match doc {
         Value::Object(map) => map,
@@ -294,10 +294,10 @@ pub async fn create_account(
     })
 }
 
-async fn set_master(couch: &CouchClient, db: &DbName, id: &AccountId) -> Result<(), String> {
+async fn set_master(store: &Store, db: &DbName, id: &AccountId) -> Result<(), String> {
     let doc_id = static_id("accounts");
     loop {
-        let mut doc = couch
+        let mut doc = store
             .get_doc(db, &doc_id)
             .await
             .map_err(couch_err("system_config/accounts"))?
@@ -311,9 +311,9 @@ async fn set_master(couch: &CouchClient, db: &DbName, id: &AccountId) -> Result<
         if let Some(Value::Object(default)) = default {
             default.insert("master_account_id".into(), json!(id.as_str()));
         }
-        match couch.put_doc(db, &doc_id, &doc).await {
+        match store.put_doc(db, &doc_id, &doc).await {
             Ok(_) => return Ok(()),
-            Err(CouchError::Conflict) => continue,
+            Err(StoreError::Conflict) => continue,
             Err(e) => return Err(format!("system_config/accounts: {e}")),
         }
     }
@@ -334,7 +334,7 @@ pub struct NewUser {
 /// Creates a user document that Kazoo's `user_auth` accepts (auth-contract §6.3): lower-cased
 /// username, md5/sha1 credential hashes, enabled, with its own signature secret.
 pub async fn create_user(
-    couch: &CouchClient,
+    store: &Store,
     designs: &[DesignDoc],
     new: &NewUser,
 ) -> Result<Map<String, Value>, String> {
@@ -344,13 +344,13 @@ pub async fn create_user(
         return Err("--username and --password must not be empty".into());
     }
     let db = account.db();
-    couch
+    store
         .get_doc(&db, &DocId::from(account.clone()))
         .await
         .map_err(couch_err("account"))?
         .ok_or_else(|| format!("account {account} does not exist"))?;
-    install(couch, &db, designs, DesignDb::Account).await?;
-    if view_has_key(couch, &db, "users", "list_by_username", &username).await? {
+    install(store, &db, designs, DesignDb::Account).await?;
+    if view_has_key(store, &db, "users", "list_by_username", &username).await? {
         return Err(format!(
             "the username {username:?} is already taken in account {account}"
         ));
@@ -378,7 +378,7 @@ pub async fn create_user(
     if let Some(email) = &new.email {
         doc["email"] = json!(email);
     }
-    couch
+    store
         .put_doc(&db, &id, &doc)
         .await
         .map_err(couch_err("user doc"))?;

@@ -109,8 +109,8 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::RefreshViews => refresh_views(&config).await.map(|_| ()),
         Command::Init => {
-            let couch = startup::couch_client(&config)?;
-            let report = admin::init(&couch).await?;
+            let store = startup::store(&config)?;
+            let report = admin::init(&store).await?;
             for what in &report.created {
                 eprintln!("init: created {what}");
             }
@@ -123,7 +123,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         Command::Accounts {
             command: AccountsCommand::Create(args),
         } => {
-            let couch = startup::couch_client(&config)?;
+            let store = startup::store(&config)?;
             let new = NewAccount {
                 name: args.name,
                 realm: args.realm,
@@ -134,7 +134,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                     .transpose()?,
                 superduper_admin: args.superduper_admin,
             };
-            let doc = admin::create_account(&couch, &startup::design_docs()?, &new).await?;
+            let doc = admin::create_account(&store, &startup::design_docs()?, &new).await?;
             print(json!({
                 "account_id": doc["_id"],
                 "api_key": doc["pvt_api_key"],
@@ -147,7 +147,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         Command::Users {
             command: UsersCommand::Create(args),
         } => {
-            let couch = startup::couch_client(&config)?;
+            let store = startup::store(&config)?;
             let new = NewUser {
                 account: Some(account_arg("--account", &args.account)?),
                 username: args.username,
@@ -157,7 +157,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 email: args.email,
                 priv_level: args.priv_level,
             };
-            let doc = admin::create_user(&couch, &startup::design_docs()?, &new).await?;
+            let doc = admin::create_user(&store, &startup::design_docs()?, &new).await?;
             print(json!({
                 "id": doc["_id"],
                 "user_id": doc["_id"],
@@ -172,9 +172,9 @@ pub async fn run(cli: Cli) -> Result<(), String> {
 /// Brings the design documents of every account database up to date, with progress on stderr.
 /// Returns how many account databases were visited.
 pub async fn refresh_views(config: &Config) -> Result<usize, String> {
-    let couch = startup::couch_client(config)?;
+    let store = startup::store(config)?;
     let designs = startup::design_docs()?;
-    let dbs = couch
+    let dbs = store
         .all_dbs()
         .await
         .map_err(|e| format!("listing databases: {e}"))?;
@@ -187,7 +187,7 @@ pub async fn refresh_views(config: &Config) -> Result<usize, String> {
     let accounts_db = DbName::system(DbName::ACCOUNTS);
     if dbs.iter().any(|db| db == DbName::ACCOUNTS) {
         for design in designs.iter().filter(|d| d.database == DesignDb::Accounts) {
-            match ensure_design(&couch, &accounts_db, design).await {
+            match ensure_design(&store, &accounts_db, design).await {
                 Ok(outcome) => {
                     eprintln!(
                         "{accounts_db} _design/{}: {}",
@@ -205,7 +205,7 @@ pub async fn refresh_views(config: &Config) -> Result<usize, String> {
     for (n, account) in accounts.iter().enumerate() {
         let db = account.db();
         for design in designs.iter().filter(|d| d.database == DesignDb::Account) {
-            match ensure_design(&couch, &db, design).await {
+            match ensure_design(&store, &db, design).await {
                 Ok(outcome) => {
                     let what = describe(outcome);
                     eprintln!(

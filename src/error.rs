@@ -2,7 +2,7 @@
 //! `data`) from groups-contract §3.5/§3.6, or one of cowboy's bare, body-less answers.
 use serde_json::{json, Map, Value};
 
-use crate::store::couch::CouchError;
+use crate::store::StoreError;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ApiError {
@@ -125,16 +125,16 @@ impl ApiError {
     }
 }
 
-impl From<CouchError> for ApiError {
-    fn from(e: CouchError) -> Self {
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
         match e {
-            CouchError::Unreachable(reason) => {
+            StoreError::Unreachable(reason) => {
                 log::warn!("couchdb unreachable: {reason}");
                 Self::DatastoreUnreachable
             }
-            CouchError::Conflict => Self::Conflict,
-            CouchError::NotFound => Self::DatastoreFault("not_found".into()),
-            CouchError::Other {
+            StoreError::Conflict => Self::Conflict,
+            StoreError::NotFound => Self::DatastoreFault("not_found".into()),
+            StoreError::Other {
                 status,
                 error,
                 reason,
@@ -177,12 +177,12 @@ mod tests {
     #[test]
     fn couch_failures_map_to_503_409_500() {
         assert_eq!(
-            ApiError::from(CouchError::Unreachable("refused".into())),
+            ApiError::from(StoreError::Unreachable("refused".into())),
             ApiError::DatastoreUnreachable
         );
-        assert_eq!(ApiError::from(CouchError::Conflict), ApiError::Conflict);
+        assert_eq!(ApiError::from(StoreError::Conflict), ApiError::Conflict);
         assert_eq!(
-            ApiError::from(CouchError::Other {
+            ApiError::from(StoreError::Other {
                 status: 400,
                 error: "bad_request".into(),
                 reason: "secret detail".into()

@@ -1,6 +1,7 @@
 //! Wiring in one place: schemas, design documents, the CouchDB client and the listener are built
 //! once here, so tests run exactly the production application (port 0 allowed).
 use std::net::TcpListener;
+use std::sync::Arc;
 
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
@@ -11,6 +12,7 @@ use crate::notices::LogNotifier;
 use crate::routes;
 use crate::store::couch::CouchClient;
 use crate::store::views::{DesignDoc, ViewInstaller};
+use crate::store::Store;
 use crate::validation::SchemaValidator;
 
 /// The schemas and design documents ship inside the binary, from `schemas/` and `couch_views/`.
@@ -73,8 +75,12 @@ pub fn schemas() -> Result<Schemas, String> {
     })
 }
 
-pub fn couch_client(config: &Config) -> Result<CouchClient, String> {
-    CouchClient::new(&config.couchdb_url, config.couch_timeout)
+/// The document store the configuration names.
+pub fn store(config: &Config) -> Result<Store, String> {
+    Ok(Arc::new(CouchClient::new(
+        &config.couchdb_url,
+        config.couch_timeout,
+    )?))
 }
 
 pub struct Application {
@@ -86,7 +92,7 @@ impl Application {
     /// Builds everything and binds the listener; fails fast on a broken schema, design doc or
     /// address.
     pub fn build(config: Config) -> Result<Self, String> {
-        let couch = couch_client(&config)?;
+        let couch = store(&config)?;
         let views = ViewInstaller::new(couch.clone(), design_docs()?);
         let state = web::Data::new(AppState::from_parts(
             &config,

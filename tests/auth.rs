@@ -114,7 +114,7 @@ async fn signature_key_and_header_checks() {
     assert_a401(&get_groups(&app, &a, Some(&token)).await);
     let db = DbName::system(DbName::SYSTEM_AUTH);
     assert!(app
-        .couch
+        .store
         .get_doc(&db, &DocId::parse(unknown_kid).unwrap())
         .await
         .unwrap()
@@ -423,11 +423,11 @@ async fn a_reset_key_revokes_old_tokens_and_accepts_new_ones() {
     let db = DbName::system(DbName::SYSTEM_AUTH);
     let id = DocId::parse(&kid).unwrap();
     let store_key = |pem: &'static str| {
-        let (couch, id, db) = (app.couch.clone(), id.clone(), db.clone());
+        let (store, id, db) = (app.store.clone(), id.clone(), db.clone());
         async move {
             let doc = json!({"_id": id.as_str(), "pvt_type": "system_key"});
-            let rev = couch.put_doc(&db, &id, &doc).await.unwrap();
-            couch
+            let rev = store.put_doc(&db, &id, &doc).await.unwrap();
+            store
                 .put_attachment(
                     &db,
                     &id,
@@ -447,7 +447,7 @@ async fn a_reset_key_revokes_old_tokens_and_accepts_new_ones() {
     let old_token = jwt::sign(&claims, &kid, Alg::RS256, &old_key);
     assert_eq!(get_groups(&app, &a, Some(&old_token)).await.status, 200);
     // Kazoo's reset_private_key deletes the doc; the next use recreates it with a new key.
-    app.couch.delete_doc(&db, &id, &rev).await.unwrap();
+    app.store.delete_doc(&db, &id, &rev).await.unwrap();
     assert_a401(&get_groups(&app, &a, Some(&old_token)).await);
     store_key(common::OTHER_KEY_PEM).await;
     assert_a401(&get_groups(&app, &a, Some(&old_token)).await);

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 async fn design(app: &TestApp, account: &str) -> Option<Value> {
     let db = AccountId::parse(account).unwrap().db();
-    app.couch.get_design(&db, "groups").await.unwrap()
+    app.store.get_design(&db, "groups").await.unwrap()
 }
 
 #[tokio::test]
@@ -72,7 +72,7 @@ async fn refresh_views_installs_and_updates_every_account() {
     let db = AccountId::parse(&stale.id).unwrap().db();
     let old = json!({"_id": "_design/groups", "language": "javascript",
                      "views": {"crossbar_listing": {"map": "function(doc) { emit(doc._id, null); }"}}});
-    app.couch.put_design(&db, "groups", &old).await.unwrap();
+    app.store.put_design(&db, "groups", &old).await.unwrap();
     let visited = kz_groups::cli::refresh_views(&common::test_config(&common::couchdb_url()))
         .await
         .expect("refresh-views succeeds");

@@ -14,7 +14,7 @@ use crate::domain::merge::patch_merge;
 use crate::envelope::{RequestEnvelope, Tail};
 use crate::error::ApiError;
 use crate::notices::{ChangeAction, DocChange};
-use crate::store::couch::CouchError;
+use crate::store::StoreError;
 
 /// A request that passed stages 1–7.
 pub struct GroupRequest<'a> {
@@ -100,7 +100,7 @@ pub async fn handle(req: GroupRequest<'_>, tail: &Tail) -> Result<Outcome, ApiEr
         .ensure(&req.account)
         .await
         .map_err(|e| match e {
-            CouchError::NotFound => ApiError::DatastoreMissingView,
+            StoreError::NotFound => ApiError::DatastoreMissingView,
             other => other.into(),
         })?;
     // Stage 8 starts with the validate_resource hook of `users/{U}`.
@@ -126,10 +126,10 @@ pub async fn handle(req: GroupRequest<'_>, tail: &Tail) -> Result<Outcome, ApiEr
 /// `users/{U}` must name an existing, not soft-deleted document of any type (§1).
 async fn check_user(req: &GroupRequest<'_>, raw: &str) -> Result<DocId, ApiError> {
     let id = DocId::parse(raw).ok_or_else(|| ApiError::BadIdentifier(raw.to_owned()))?;
-    match req.state.couch.get_doc(&req.account.db(), &id).await {
+    match req.state.store.get_doc(&req.account.db(), &id).await {
         Ok(Some(Value::Object(doc))) if !group::is_soft_deleted(&doc) => Ok(id),
         Ok(_) => Err(ApiError::BadIdentifier(raw.to_owned())),
-        Err(CouchError::Unreachable(_)) => Err(ApiError::DatastoreUnreachable),
+        Err(StoreError::Unreachable(_)) => Err(ApiError::DatastoreUnreachable),
         Err(e) => {
             log::warn!("user {raw}: {e}");
             Err(ApiError::DatastoreFatal)
@@ -165,7 +165,7 @@ async fn load(
     id: &DocId,
     groups_only: bool,
 ) -> Result<Option<Map<String, Value>>, ApiError> {
-    let doc = req.state.couch.get_doc(&req.account.db(), id).await?;
+    let doc = req.state.store.get_doc(&req.account.db(), id).await?;
     Ok(match doc {
         Some(Value::Object(doc)) if !group::is_soft_deleted(&doc) => {
             (!groups_only || group::is_live_group(&doc)).then_some(doc)
@@ -206,7 +206,7 @@ async fn save(
 ) -> Result<String, ApiError> {
     let rev = req
         .state
-        .couch
+        .store
         .put_doc(&req.account.db(), id, &Value::Object(doc.clone()))
         .await?;
     announce(req, id, &rev, action);
@@ -375,7 +375,7 @@ async fn delete(req: &GroupRequest<'_>) -> Result<Outcome, ApiError> {
     } else {
         let new_rev = req
             .state
-            .couch
+            .store
             .delete_doc(&req.account.db(), &id, &rev)
             .await?;
         announce(req, &id, &new_rev, ChangeAction::Deleted { soft: false });

@@ -15,8 +15,8 @@ use crate::domain::ids::{AccountId, DbName, DocId};
 use crate::domain::start_key;
 use crate::envelope::{self, Tail};
 use crate::error::ApiError;
-use crate::store::couch::{CouchClient, CouchError, ViewQuery, ViewRow};
 use crate::store::views::ViewInstaller;
+use crate::store::{Store, StoreError, ViewQuery, ViewRow};
 
 const DESIGN: &str = "groups";
 /// Crossbar's `load_view_chunk_size`: rows read per CouchDB call when streaming.
@@ -33,7 +33,7 @@ enum Cursor {
 
 /// Reads the rows of one view range in order, a chunk at a time, so memory stays flat.
 pub struct RowReader {
-    couch: CouchClient,
+    store: Store,
     db: DbName,
     view: &'static str,
     cursor: Cursor,
@@ -59,7 +59,7 @@ impl RowReader {
         }
     }
 
-    async fn fill(&mut self) -> Result<(), CouchError> {
+    async fn fill(&mut self) -> Result<(), StoreError> {
         let mut query = ViewQuery {
             descending: self.descending,
             include_docs: self.include_docs,
@@ -81,7 +81,7 @@ impl RowReader {
         }
         query.skip = self.skip.unwrap_or(0);
         let rows = self
-            .couch
+            .store
             .query_view(&self.db, DESIGN, self.view, &query)
             .await?;
         let got = rows.len();
@@ -116,7 +116,7 @@ impl RowReader {
     }
 
     /// The next row, or `None` at the end of the range.
-    pub async fn next(&mut self) -> Result<Option<ViewRow>, CouchError> {
+    pub async fn next(&mut self) -> Result<Option<ViewRow>, StoreError> {
         while self.buffer.is_empty() && !self.exhausted {
             self.fill().await?;
         }
@@ -124,7 +124,7 @@ impl RowReader {
     }
 
     /// The next row that passes `filters`.
-    async fn next_passing(&mut self, filters: &Filters) -> Result<Option<ViewRow>, CouchError> {
+    async fn next_passing(&mut self, filters: &Filters) -> Result<Option<ViewRow>, StoreError> {
         while let Some(row) = self.next().await? {
             if filters.is_empty() || row.doc.as_ref().is_some_and(|d| filters.matches(d)) {
                 return Ok(Some(row));
@@ -186,7 +186,7 @@ fn parse_request(req: &GroupRequest<'_>) -> Result<ListingRequest, ApiError> {
 }
 
 fn reader(
-    couch: &CouchClient,
+    store: &Store,
     account: &AccountId,
     user: Option<&DocId>,
     listing: &ListingRequest,
@@ -217,7 +217,7 @@ fn reader(
         }
     };
     RowReader {
-        couch: couch.clone(),
+        store: store.clone(),
         db: account.db(),
         view,
         cursor,
@@ -247,9 +247,9 @@ fn resume_key(user: Option<&DocId>, row: &ViewRow) -> Value {
     }
 }
 
-fn view_error(views: &ViewInstaller, account: &AccountId, e: CouchError) -> ApiError {
+fn view_error(views: &ViewInstaller, account: &AccountId, e: StoreError) -> ApiError {
     match e {
-        CouchError::NotFound => {
+        StoreError::NotFound => {
             // The design doc or the database went away: check it again next time.
             views.forget(account);
             ApiError::DatastoreMissingView
@@ -270,7 +270,7 @@ pub async fn summary(
         return stream_all(req, user, listing, tail).await;
     }
     let mut rows = reader(
-        &state.couch,
+        &state.store,
         &req.account,
         user,
         &listing,
@@ -321,7 +321,7 @@ async fn stream_all(
     tail: &Tail,
 ) -> Result<Outcome, ApiError> {
     let state = req.state;
-    let mut rows = reader(&state.couch, &req.account, user, &listing, STREAM_CHUNK);
+    let mut rows = reader(&state.store, &req.account, user, &listing, STREAM_CHUNK);
     let first = rows
         .next_passing(&listing.filters)
         .await

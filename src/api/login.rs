@@ -10,7 +10,7 @@ use crate::domain::group::truthy;
 use crate::domain::ids::{AccountId, DbName, DocId};
 use crate::envelope::RequestEnvelope;
 use crate::error::ApiError;
-use crate::store::couch::{CouchError, ViewQuery};
+use crate::store::{StoreError, ViewQuery};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Login {
@@ -107,7 +107,7 @@ async fn api_key_account(state: &AppState, env: &RequestEnvelope) -> Result<Acco
 async fn lookup(state: &AppState, view: &str, key: &str) -> Result<Vec<AccountId>, ApiError> {
     match state.views.ensure_accounts_db().await {
         // No `accounts` database: no account has an API key, realm or name yet.
-        Err(CouchError::NotFound) => return Ok(Vec::new()),
+        Err(StoreError::NotFound) => return Ok(Vec::new()),
         other => other?,
     }
     let query = ViewQuery {
@@ -115,9 +115,9 @@ async fn lookup(state: &AppState, view: &str, key: &str) -> Result<Vec<AccountId
         ..Default::default()
     };
     let db = DbName::system(DbName::ACCOUNTS);
-    let rows = match state.couch.query_view(&db, "accounts", view, &query).await {
+    let rows = match state.store.query_view(&db, "accounts", view, &query).await {
         Ok(rows) => rows,
-        Err(CouchError::NotFound) => return Ok(Vec::new()),
+        Err(StoreError::NotFound) => return Ok(Vec::new()),
         Err(e) => return Err(e.into()),
     };
     Ok(rows
@@ -166,12 +166,12 @@ async fn user_credentials(
             ..Default::default()
         };
         let rows = match state
-            .couch
+            .store
             .query_view(&account.db(), "users", view, &query)
             .await
         {
             Ok(rows) => rows,
-            Err(CouchError::NotFound) => continue,
+            Err(StoreError::NotFound) => continue,
             Err(e) => return Err(e.into()),
         };
         let Some(owner) = rows
@@ -192,7 +192,7 @@ async fn account_doc(
     account: &AccountId,
 ) -> Result<Map<String, Value>, ApiError> {
     let doc = state
-        .couch
+        .store
         .get_doc(&account.db(), &DocId::from(account.clone()))
         .await?;
     Ok(doc.map(super::as_map).unwrap_or_default())
@@ -230,7 +230,7 @@ async fn system_config(
 ) -> Result<Option<Value>, ApiError> {
     let db = DbName::system(DbName::SYSTEM_CONFIG);
     let doc = state
-        .couch
+        .store
         .get_doc(&db, &DocId::parse(id).expect("static id"))
         .await?;
     Ok(doc.and_then(|d| d.pointer(pointer).cloned()))
@@ -244,7 +244,7 @@ async fn response_auth(
 ) -> Result<Map<String, Value>, ApiError> {
     let account_doc = account_doc(state, account).await?;
     let user_doc = match owner {
-        Some(owner) => state.couch.get_doc(&account.db(), owner).await?,
+        Some(owner) => state.store.get_doc(&account.db(), owner).await?,
         None => None,
     };
     let language = user_doc
@@ -257,12 +257,12 @@ async fn response_auth(
     let cluster_id = system_config(state, "cluster", "/default/cluster_id").await?;
     let services = DbName::system("services");
     let reseller = match state
-        .couch
+        .store
         .get_doc(&services, &DocId::from(account.clone()))
         .await
     {
         Ok(doc) => doc,
-        Err(CouchError::NotFound) => None,
+        Err(StoreError::NotFound) => None,
         Err(e) => return Err(e.into()),
     };
     let mut data = Map::new();

@@ -23,15 +23,15 @@ use crate::envelope::{RequestEnvelope, Tail};
 use crate::error::ApiError;
 use crate::notices::ChangeNotifier;
 use crate::startup::Schemas;
-use crate::store::couch::CouchClient;
 use crate::store::views::ViewInstaller;
+use crate::store::Store;
 use limiter::RateLimiter;
 use path::{Route, Target};
 use reply::{Outcome, ReplyContext, GLOBAL_METHODS};
 
 /// Everything a request needs, built once at start.
 pub struct AppState {
-    pub couch: CouchClient,
+    pub store: Store,
     pub views: ViewInstaller,
     pub schemas: Schemas,
     pub auth: Authenticator,
@@ -52,15 +52,15 @@ impl AppState {
 
     pub fn from_parts(
         config: &Config,
-        couch: CouchClient,
+        store: Store,
         views: ViewInstaller,
         schemas: Schemas,
         notifier: Box<dyn ChangeNotifier>,
     ) -> Self {
         Self {
-            auth: Authenticator::new(couch.clone(), config.key_cache),
-            issuer: Issuer::new(couch.clone(), config.key_cache),
-            couch,
+            auth: Authenticator::new(store.clone(), config.key_cache),
+            issuer: Issuer::new(store.clone(), config.key_cache),
+            store,
             views,
             schemas,
             limiter: RateLimiter::default(),
@@ -112,6 +112,7 @@ pub async fn crossbar(
             .to_owned(),
         jsonp: None,
     };
+    cx.tail.tokens_remaining = state.limiter.remaining(&bucket_key(&req, None));
     let outcome = pipeline(&req, payload, &state, &mut cx).await;
     cx.render(outcome)
 }
@@ -276,7 +277,7 @@ async fn pipeline(
         Err(AccountIdError::NoSuchAccount(raw)) => return Err(ApiError::BadIdentifier(raw)),
     };
     let account_doc = match state
-        .couch
+        .store
         .get_doc(&account.db(), &DocId::from(account.clone()))
         .await
     {

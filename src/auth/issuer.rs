@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use super::{identity, jwt, keys, TtlCell};
 use crate::domain::clock;
 use crate::domain::ids::{random_hex, AccountId, DbName, DocId};
-use crate::store::couch::{CouchClient, CouchError, CouchResult};
+use crate::store::{Store, StoreError, StoreResult};
 
 /// Crossbar's default `token_auth_expiry_s`.
 pub const TOKEN_LIFETIME_SECS: i64 = 3600;
@@ -22,7 +22,7 @@ struct SigningKey {
 }
 
 pub struct Issuer {
-    couch: CouchClient,
+    store: Store,
     signing: TtlCell<Option<SigningKey>>,
 }
 
@@ -36,16 +36,16 @@ pub struct Subject<'a> {
 }
 
 impl Issuer {
-    pub fn new(couch: CouchClient, key_ttl: Duration) -> Self {
+    pub fn new(store: Store, key_ttl: Duration) -> Self {
         Self {
-            couch,
+            store,
             signing: TtlCell::new(key_ttl),
         }
     }
 
     /// A signed token, or `None` when the signing material is missing or unusable (the login
     /// then answers 401; `kz-groups init` creates the material).
-    pub async fn issue(&self, subject: &Subject<'_>) -> CouchResult<Option<String>> {
+    pub async fn issue(&self, subject: &Subject<'_>) -> StoreResult<Option<String>> {
         let Some(signing) = self.signing.get_or_load(self.load_signing_key()).await? else {
             return Ok(None);
         };
@@ -86,14 +86,14 @@ impl Issuer {
         )))
     }
 
-    async fn config_auth(&self) -> CouchResult<Option<Value>> {
+    async fn config_auth(&self) -> StoreResult<Option<Value>> {
         let db = DbName::system(DbName::SYSTEM_CONFIG);
-        self.couch
+        self.store
             .get_doc(&db, &DocId::parse("auth").expect("static id"))
             .await
     }
 
-    async fn server_secret(&self) -> CouchResult<Option<String>> {
+    async fn server_secret(&self) -> StoreResult<Option<String>> {
         Ok(self
             .config_auth()
             .await?
@@ -103,7 +103,7 @@ impl Issuer {
             .map(str::to_owned))
     }
 
-    async fn load_signing_key(&self) -> CouchResult<Option<SigningKey>> {
+    async fn load_signing_key(&self) -> StoreResult<Option<SigningKey>> {
         let config = self.config_auth().await?;
         let Some(kid) = config
             .as_ref()
@@ -116,7 +116,7 @@ impl Issuer {
         };
         let db = DbName::system(DbName::SYSTEM_AUTH);
         let Some(pem) = self
-            .couch
+            .store
             .get_attachment(&db, &kid, "private_key.pem")
             .await?
         else {
@@ -141,9 +141,9 @@ impl Issuer {
         &self,
         account: &AccountId,
         id: &DocId,
-    ) -> CouchResult<Option<String>> {
+    ) -> StoreResult<Option<String>> {
         for _ in 0..5 {
-            let Some(Value::Object(mut doc)) = self.couch.get_doc(&account.db(), id).await? else {
+            let Some(Value::Object(mut doc)) = self.store.get_doc(&account.db(), id).await? else {
                 return Ok(None);
             };
             if let Some(secret) = doc.get("pvt_signature_secret").and_then(Value::as_str) {
@@ -152,12 +152,12 @@ impl Issuer {
             let secret = random_hex(16);
             doc.insert("pvt_signature_secret".into(), json!(secret));
             match self
-                .couch
+                .store
                 .put_doc(&account.db(), id, &Value::Object(doc))
                 .await
             {
                 Ok(_) => {}
-                Err(CouchError::Conflict) => continue,
+                Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(e),
             }
             if id.as_str() == account.as_str() {
@@ -165,21 +165,21 @@ impl Issuer {
             }
             return Ok(Some(secret));
         }
-        Err(CouchError::Conflict)
+        Err(StoreError::Conflict)
     }
 
-    async fn copy_secret_to_accounts_db(&self, id: &DocId, secret: &str) -> CouchResult<()> {
+    async fn copy_secret_to_accounts_db(&self, id: &DocId, secret: &str) -> StoreResult<()> {
         let db = DbName::system(DbName::ACCOUNTS);
         for _ in 0..5 {
-            let Some(Value::Object(mut doc)) = self.couch.get_doc(&db, id).await? else {
+            let Some(Value::Object(mut doc)) = self.store.get_doc(&db, id).await? else {
                 return Ok(());
             };
             doc.insert("pvt_signature_secret".into(), json!(secret));
-            match self.couch.put_doc(&db, id, &Value::Object(doc)).await {
-                Err(CouchError::Conflict) => continue,
+            match self.store.put_doc(&db, id, &Value::Object(doc)).await {
+                Err(StoreError::Conflict) => continue,
                 other => return other.map(|_| ()),
             }
         }
-        Err(CouchError::Conflict)
+        Err(StoreError::Conflict)
     }
 }

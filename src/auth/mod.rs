@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use crate::domain::clock;
 use crate::domain::group::{truthy, Author};
 use crate::domain::ids::{AccountId, DbName, DocId};
-use crate::store::couch::{CouchClient, CouchResult};
+use crate::store::{Store, StoreResult};
 use jwt::{Jwt, JwtError};
 use restrictions::{Relation, RestrictedRequest};
 
@@ -104,9 +104,9 @@ impl<T: Clone> TtlCell<T> {
         }
     }
 
-    async fn get_or_load<F>(&self, load: F) -> CouchResult<T>
+    async fn get_or_load<F>(&self, load: F) -> StoreResult<T>
     where
-        F: std::future::Future<Output = CouchResult<T>>,
+        F: std::future::Future<Output = StoreResult<T>>,
     {
         {
             let cached = self.value.read().unwrap_or_else(|p| p.into_inner());
@@ -130,7 +130,7 @@ struct CachedKey {
 }
 
 pub struct Authenticator {
-    couch: CouchClient,
+    store: Store,
     /// A cached key is used this long before its doc's revision is checked again, so a reset
     /// key (deleted and recreated under the same kid, §2.2) stops verifying old tokens.
     key_ttl: Duration,
@@ -145,9 +145,9 @@ fn field<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
 }
 
 impl Authenticator {
-    pub fn new(couch: CouchClient, key_ttl: Duration) -> Self {
+    pub fn new(store: Store, key_ttl: Duration) -> Self {
         Self {
-            couch,
+            store,
             key_ttl,
             keys: RwLock::new(HashMap::new()),
             server_secret: TtlCell::new(SERVER_SECRET_TTL),
@@ -161,7 +161,7 @@ impl Authenticator {
         &self,
         token: &str,
         account_header: Option<&str>,
-    ) -> CouchResult<TokenCheck> {
+    ) -> StoreResult<TokenCheck> {
         let Ok(jwt) = Jwt::parse(token) else {
             return Ok(TokenCheck::Invalid);
         };
@@ -236,9 +236,9 @@ impl Authenticator {
         Ok(TokenCheck::Valid(identity))
     }
 
-    async fn account_doc(&self, id: &AccountId) -> CouchResult<Option<Map<String, Value>>> {
+    async fn account_doc(&self, id: &AccountId) -> StoreResult<Option<Map<String, Value>>> {
         let doc = self
-            .couch
+            .store
             .get_doc(&id.db(), &DocId::from(id.clone()))
             .await?;
         Ok(doc.and_then(|d| match d {
@@ -253,7 +253,7 @@ impl Authenticator {
         &self,
         token_account: &AccountId,
         as_account: &str,
-    ) -> CouchResult<Option<(AccountId, Map<String, Value>)>> {
+    ) -> StoreResult<Option<(AccountId, Map<String, Value>)>> {
         let Ok(as_id) = AccountId::parse(as_account) else {
             return Ok(None);
         };
@@ -273,7 +273,7 @@ impl Authenticator {
         Ok(descends.then_some((as_id, doc)))
     }
 
-    async fn signature_ok(&self, jwt: &Jwt, kid: &DocId) -> CouchResult<bool> {
+    async fn signature_ok(&self, jwt: &Jwt, kid: &DocId) -> StoreResult<bool> {
         let cached = {
             let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
             keys.get(kid.as_str()).map(|k| (k.key.clone(), k.checked))
@@ -300,13 +300,13 @@ impl Authenticator {
     /// Reads `system_auth/<kid>` (§2.3) and returns its key, fetching and parsing the
     /// `private_key.pem` attachment only when the doc's revision changed; (n, e) is cached with
     /// that revision. A missing or foreign doc is `None`; nothing is ever created.
-    async fn load_key(&self, kid: &DocId) -> CouchResult<Option<RsaPublicKey>> {
+    async fn load_key(&self, kid: &DocId) -> StoreResult<Option<RsaPublicKey>> {
         let db = DbName::system(DbName::SYSTEM_AUTH);
         let forget = || {
             let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
             keys.remove(kid.as_str());
         };
-        let Some(doc) = self.couch.get_doc(&db, kid).await? else {
+        let Some(doc) = self.store.get_doc(&db, kid).await? else {
             forget();
             return Ok(None);
         };
@@ -331,7 +331,7 @@ impl Authenticator {
             }
         }
         let Some(pem) = self
-            .couch
+            .store
             .get_attachment(&db, kid, "private_key.pem")
             .await?
         else {
@@ -364,7 +364,7 @@ impl Authenticator {
         &self,
         claims: &Map<String, Value>,
         account: &AccountId,
-    ) -> CouchResult<bool> {
+    ) -> StoreResult<bool> {
         let Some(received) = field(claims, "identity_sig").filter(|s| !s.is_empty()) else {
             return Ok(false);
         };
@@ -376,7 +376,7 @@ impl Authenticator {
         let Some(identity) = identity else {
             return Ok(false);
         };
-        let Some(doc) = self.couch.get_doc(&account.db(), &identity).await? else {
+        let Some(doc) = self.store.get_doc(&account.db(), &identity).await? else {
             return Ok(false);
         };
         let Some(secret) = doc.get("pvt_signature_secret").and_then(Value::as_str) else {
@@ -393,7 +393,7 @@ impl Authenticator {
         ))
     }
 
-    async fn server_secret(&self) -> CouchResult<Option<String>> {
+    async fn server_secret(&self) -> StoreResult<Option<String>> {
         self.server_secret
             .get_or_load(async {
                 let doc = self.system_config("auth").await?;
@@ -406,10 +406,10 @@ impl Authenticator {
             .await
     }
 
-    async fn system_config(&self, id: &str) -> CouchResult<Option<Value>> {
+    async fn system_config(&self, id: &str) -> StoreResult<Option<Value>> {
         let db = DbName::system(DbName::SYSTEM_CONFIG);
         match DocId::parse(id) {
-            Some(id) => self.couch.get_doc(&db, &id).await,
+            Some(id) => self.store.get_doc(&db, &id).await,
             None => Ok(None),
         }
     }
@@ -420,7 +420,7 @@ impl Authenticator {
         &self,
         identity: &Identity,
         request: &RestrictedRequest<'_>,
-    ) -> CouchResult<bool> {
+    ) -> StoreResult<bool> {
         if identity.is_superduper() {
             return Ok(true);
         }
@@ -435,7 +435,7 @@ impl Authenticator {
             .unwrap_or(restrictions::CATCH_ALL);
         let db = identity.account_id.db();
         let doc_id = DocId::parse("token_restrictions").expect("static id");
-        let by_level = match self.couch.get_doc(&db, &doc_id).await? {
+        let by_level = match self.store.get_doc(&db, &doc_id).await? {
             Some(doc) => doc
                 .get("restrictions")
                 .and_then(|r| restrictions::for_method(r, method))
@@ -448,7 +448,7 @@ impl Authenticator {
             return Ok(true);
         };
         let user = match identity.owner_id.as_deref().and_then(DocId::parse) {
-            Some(owner) => self.couch.get_doc(&db, &owner).await?,
+            Some(owner) => self.store.get_doc(&db, &owner).await?,
             None => None,
         };
         let level = match user {

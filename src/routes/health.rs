@@ -16,7 +16,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         .iter()
         .map(|d| d.name.as_str())
         .collect();
-    match state.couch.ping().await {
+    match state.store.ping().await {
         Ok(()) => HttpResponse::Ok()
             .json(json!({"status": "ready", "couchdb": "up", "design_docs": designs})),
         Err(e) => {

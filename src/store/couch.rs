@@ -2,11 +2,13 @@
 //! method per remote call. It speaks only what CouchDB 3 documents.
 use std::time::Duration;
 
+use async_trait::async_trait;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::{DocStore, StoreError, StoreResult, ViewQuery, ViewRow};
 use crate::domain::ids::{DbName, DocId};
 
 /// Everything but the unreserved characters is escaped in a path segment, `/` included.
@@ -16,54 +18,11 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-#[derive(Debug, thiserror::Error)]
-pub enum CouchError {
-    /// Connection refused, reset or timed out: CouchDB is not there (503).
-    #[error("couchdb unreachable: {0}")]
-    Unreachable(String),
-    #[error("not found")]
-    NotFound,
-    #[error("conflict")]
-    Conflict,
-    /// Any other answer: the status and CouchDB's `error`/`reason`.
-    #[error("couchdb answered {status}: {error}: {reason}")]
-    Other {
-        status: u16,
-        error: String,
-        reason: String,
-    },
-}
-
-pub type CouchResult<T> = Result<T, CouchError>;
-
 #[derive(Clone)]
 pub struct CouchClient {
     http: reqwest::Client,
     base: Url,
     user: Option<(String, Option<String>)>,
-}
-
-/// A view query, as CouchDB's query parameters.
-#[derive(Debug, Clone, Default)]
-pub struct ViewQuery {
-    pub key: Option<Value>,
-    pub startkey: Option<Value>,
-    pub endkey: Option<Value>,
-    pub startkey_docid: Option<String>,
-    pub descending: bool,
-    pub limit: Option<usize>,
-    pub skip: usize,
-    pub include_docs: bool,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct ViewRow {
-    pub id: String,
-    pub key: Value,
-    #[serde(default)]
-    pub value: Value,
-    #[serde(default)]
-    pub doc: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -135,24 +94,24 @@ impl CouchClient {
         }
     }
 
-    async fn send(&self, builder: reqwest::RequestBuilder) -> CouchResult<reqwest::Response> {
+    async fn send(&self, builder: reqwest::RequestBuilder) -> StoreResult<reqwest::Response> {
         let response = builder.send().await.map_err(transport_error)?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
         }
         match status {
-            StatusCode::NOT_FOUND => Err(CouchError::NotFound),
-            StatusCode::CONFLICT => Err(CouchError::Conflict),
+            StatusCode::NOT_FOUND => Err(StoreError::NotFound),
+            StatusCode::CONFLICT => Err(StoreError::Conflict),
             _ => {
                 let body: Value = response.json().await.unwrap_or(Value::Null);
                 let field = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
                 let (error, reason) = (field("error"), field("reason"));
                 // Overloaded or restarting nodes are "unreachable" for the caller (503).
                 if status == StatusCode::SERVICE_UNAVAILABLE {
-                    return Err(CouchError::Unreachable(format!("{error}: {reason}")));
+                    return Err(StoreError::Unreachable(format!("{error}: {reason}")));
                 }
-                Err(CouchError::Other {
+                Err(StoreError::Other {
                     status: status.as_u16(),
                     error,
                     reason,
@@ -161,7 +120,7 @@ impl CouchClient {
         }
     }
 
-    async fn json(&self, builder: reqwest::RequestBuilder) -> CouchResult<Value> {
+    async fn json(&self, builder: reqwest::RequestBuilder) -> StoreResult<Value> {
         self.send(builder)
             .await?
             .json()
@@ -170,17 +129,57 @@ impl CouchClient {
     }
 
     /// GET / : the server answers (pouchdb-server has no `/_up`).
-    pub async fn ping(&self) -> CouchResult<()> {
+    async fn get_raw(&self, db: &DbName, id: &str) -> StoreResult<Option<Value>> {
+        let url = self.doc_url(db, id, &[]);
+        match self.json(self.request(Method::GET, url)).await {
+            Ok(doc) => Ok(Some(doc)),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes `doc` (which carries `_rev` when it updates) and returns the new revision.
+    async fn put_raw(&self, db: &DbName, id: &str, doc: &Value) -> StoreResult<String> {
+        let url = self.doc_url(db, id, &[]);
+        let body = self.json(self.request(Method::PUT, url).json(doc)).await?;
+        parse_rev(body)
+    }
+
+    /// Hard delete (a tombstone) of the revision `rev`.
+    pub async fn delete_db(&self, db: &DbName) -> StoreResult<()> {
+        let url = self.url(&[db.as_str()], &[]);
+        self.send(self.request(Method::DELETE, url))
+            .await
+            .map(|_| ())
+    }
+
+    /// Rows of `_design/{design}/_view/{view}`.
+    fn doc_url(&self, db: &DbName, id: &str, query: &[(&str, String)]) -> Url {
+        // `_design/x` keeps its slash as a path separator, as CouchDB documents it.
+        match id.strip_prefix("_design/") {
+            Some(name) => self.url(&[db.as_str(), "_design", name], query),
+            None => self.url(&[db.as_str(), id], query),
+        }
+    }
+}
+
+#[async_trait]
+impl DocStore for CouchClient {
+    fn describe(&self) -> String {
+        format!("CouchDB at {}", self.display_url())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
         self.json(self.request(Method::GET, self.base.clone()))
             .await
             .map(|_| ())
     }
 
-    pub async fn all_dbs(&self) -> CouchResult<Vec<String>> {
+    async fn all_dbs(&self) -> StoreResult<Vec<String>> {
         let body = self
             .json(self.request(Method::GET, self.url(&["_all_dbs"], &[])))
             .await?;
-        serde_json::from_value(body).map_err(|e| CouchError::Other {
+        serde_json::from_value(body).map_err(|e| StoreError::Other {
             status: 200,
             error: "bad_answer".into(),
             reason: format!("unexpected _all_dbs answer: {e}"),
@@ -189,63 +188,46 @@ impl CouchClient {
 
     /// A document, or `None` when CouchDB says 404 (missing doc or missing database, which
     /// Kazoo treats alike).
-    pub async fn get_doc(&self, db: &DbName, id: &DocId) -> CouchResult<Option<Value>> {
+    async fn get_doc(&self, db: &DbName, id: &DocId) -> StoreResult<Option<Value>> {
         self.get_raw(db, id.as_str()).await
     }
 
     /// A design document by its full id (`_design/groups`).
-    pub async fn get_design(&self, db: &DbName, name: &str) -> CouchResult<Option<Value>> {
+    async fn get_design(&self, db: &DbName, name: &str) -> StoreResult<Option<Value>> {
         self.get_raw(db, &format!("_design/{name}")).await
     }
 
-    async fn get_raw(&self, db: &DbName, id: &str) -> CouchResult<Option<Value>> {
-        let url = self.doc_url(db, id, &[]);
-        match self.json(self.request(Method::GET, url)).await {
-            Ok(doc) => Ok(Some(doc)),
-            Err(CouchError::NotFound) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Writes `doc` (which carries `_rev` when it updates) and returns the new revision.
-    pub async fn put_doc(&self, db: &DbName, id: &DocId, doc: &Value) -> CouchResult<String> {
+    async fn put_doc(&self, db: &DbName, id: &DocId, doc: &Value) -> StoreResult<String> {
         self.put_raw(db, id.as_str(), doc).await
     }
 
-    pub async fn put_design(&self, db: &DbName, name: &str, doc: &Value) -> CouchResult<String> {
+    async fn put_design(&self, db: &DbName, name: &str, doc: &Value) -> StoreResult<String> {
         self.put_raw(db, &format!("_design/{name}"), doc).await
     }
 
-    async fn put_raw(&self, db: &DbName, id: &str, doc: &Value) -> CouchResult<String> {
-        let url = self.doc_url(db, id, &[]);
-        let body = self.json(self.request(Method::PUT, url).json(doc)).await?;
-        parse_rev(body)
-    }
-
-    /// Hard delete (a tombstone) of the revision `rev`.
-    pub async fn delete_doc(&self, db: &DbName, id: &DocId, rev: &str) -> CouchResult<String> {
+    async fn delete_doc(&self, db: &DbName, id: &DocId, rev: &str) -> StoreResult<String> {
         let url = self.doc_url(db, id.as_str(), &[("rev", rev.to_owned())]);
         let body = self.json(self.request(Method::DELETE, url)).await?;
         parse_rev(body)
     }
 
     /// An attachment's bytes, or `None` if the doc or attachment is missing.
-    pub async fn get_attachment(
+    async fn get_attachment(
         &self,
         db: &DbName,
         id: &DocId,
         name: &str,
-    ) -> CouchResult<Option<bytes::Bytes>> {
+    ) -> StoreResult<Option<bytes::Bytes>> {
         let url = self.url(&[db.as_str(), id.as_str(), name], &[]);
         match self.send(self.request(Method::GET, url)).await {
             Ok(resp) => resp.bytes().await.map(Some).map_err(transport_error),
-            Err(CouchError::NotFound) => Ok(None),
+            Err(StoreError::NotFound) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
     /// Adds an attachment to revision `rev` of a doc; returns the new revision.
-    pub async fn put_attachment(
+    async fn put_attachment(
         &self,
         db: &DbName,
         id: &DocId,
@@ -253,7 +235,7 @@ impl CouchClient {
         rev: &str,
         content_type: &str,
         body: Vec<u8>,
-    ) -> CouchResult<String> {
+    ) -> StoreResult<String> {
         let url = self.url(
             &[db.as_str(), id.as_str(), name],
             &[("rev", rev.to_owned())],
@@ -265,104 +247,86 @@ impl CouchClient {
         parse_rev(self.json(request).await?)
     }
 
-    pub async fn create_db(&self, db: &DbName) -> CouchResult<()> {
+    async fn create_db(&self, db: &DbName) -> StoreResult<()> {
         let url = self.url(&[db.as_str()], &[]);
         match self.send(self.request(Method::PUT, url)).await {
             Ok(_) => Ok(()),
             // 412: the database already exists.
-            Err(CouchError::Other { status: 412, .. }) => Ok(()),
+            Err(StoreError::Other { status: 412, .. }) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
-    pub async fn delete_db(&self, db: &DbName) -> CouchResult<()> {
-        let url = self.url(&[db.as_str()], &[]);
-        self.send(self.request(Method::DELETE, url))
-            .await
-            .map(|_| ())
-    }
-
-    /// Rows of `_design/{design}/_view/{view}`.
-    pub async fn query_view(
+    async fn query_view(
         &self,
         db: &DbName,
         design: &str,
         view: &str,
         query: &ViewQuery,
-    ) -> CouchResult<Vec<ViewRow>> {
+    ) -> StoreResult<Vec<ViewRow>> {
         let url = self.url(
             &[db.as_str(), "_design", design, "_view", view],
-            &query.params(),
+            &view_params(query),
         );
         let body = self.json(self.request(Method::GET, url)).await?;
-        let parsed: ViewResponse = serde_json::from_value(body).map_err(|e| CouchError::Other {
+        let parsed: ViewResponse = serde_json::from_value(body).map_err(|e| StoreError::Other {
             status: 200,
             error: "bad_answer".into(),
             reason: format!("unexpected view answer: {e}"),
         })?;
         Ok(parsed.rows)
     }
-
-    fn doc_url(&self, db: &DbName, id: &str, query: &[(&str, String)]) -> Url {
-        // `_design/x` keeps its slash as a path separator, as CouchDB documents it.
-        match id.strip_prefix("_design/") {
-            Some(name) => self.url(&[db.as_str(), "_design", name], query),
-            None => self.url(&[db.as_str(), id], query),
-        }
-    }
 }
 
-impl ViewQuery {
-    fn params(&self) -> Vec<(&'static str, String)> {
-        let mut params = Vec::new();
-        let json = |v: &Value| v.to_string();
-        if let Some(key) = &self.key {
-            params.push(("key", json(key)));
-        }
-        if let Some(key) = &self.startkey {
-            params.push(("startkey", json(key)));
-        }
-        if let Some(key) = &self.endkey {
-            params.push(("endkey", json(key)));
-        }
-        if let Some(id) = &self.startkey_docid {
-            params.push(("startkey_docid", id.clone()));
-        }
-        if self.descending {
-            params.push(("descending", "true".into()));
-        }
-        if let Some(limit) = self.limit {
-            params.push(("limit", limit.to_string()));
-        }
-        if self.skip > 0 {
-            params.push(("skip", self.skip.to_string()));
-        }
-        if self.include_docs {
-            params.push(("include_docs", "true".into()));
-        }
-        params
+fn view_params(query: &ViewQuery) -> Vec<(&'static str, String)> {
+    let mut params = Vec::new();
+    let json = |v: &Value| v.to_string();
+    if let Some(key) = &query.key {
+        params.push(("key", json(key)));
     }
+    if let Some(key) = &query.startkey {
+        params.push(("startkey", json(key)));
+    }
+    if let Some(key) = &query.endkey {
+        params.push(("endkey", json(key)));
+    }
+    if let Some(id) = &query.startkey_docid {
+        params.push(("startkey_docid", id.clone()));
+    }
+    if query.descending {
+        params.push(("descending", "true".into()));
+    }
+    if let Some(limit) = query.limit {
+        params.push(("limit", limit.to_string()));
+    }
+    if query.skip > 0 {
+        params.push(("skip", query.skip.to_string()));
+    }
+    if query.include_docs {
+        params.push(("include_docs", "true".into()));
+    }
+    params
 }
 
-fn parse_rev(body: Value) -> CouchResult<String> {
+fn parse_rev(body: Value) -> StoreResult<String> {
     serde_json::from_value::<WriteResponse>(body)
         .map(|w| w.rev)
-        .map_err(|e| CouchError::Other {
+        .map_err(|e| StoreError::Other {
             status: 200,
             error: "bad_answer".into(),
             reason: format!("write answer without rev: {e}"),
         })
 }
 
-fn transport_error(e: reqwest::Error) -> CouchError {
+fn transport_error(e: reqwest::Error) -> StoreError {
     if e.is_decode() {
-        return CouchError::Other {
+        return StoreError::Other {
             status: e.status().map(|s| s.as_u16()).unwrap_or(200),
             error: "bad_answer".into(),
             reason: format!("undecodable answer: {e}"),
         };
     }
-    CouchError::Unreachable(e.to_string())
+    StoreError::Unreachable(e.to_string())
 }
 
 #[cfg(test)]
@@ -422,7 +386,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            q.params(),
+            view_params(&q),
             vec![
                 ("startkey", "\"u1\"".to_string()),
                 ("endkey", "\"u1\"".to_string()),

@@ -1,3 +1,106 @@
-//! Storage: the CouchDB client and the design documents the service keeps in account databases.
+//! Storage: one document-store port (`DocStore`), spoken in CouchDB's terms (databases,
+//! documents with revisions, attachments, design-document views), and its adapters: CouchDB over
+//! HTTP and the embedded store. The design documents the service keeps current live in `views`.
 pub mod couch;
 pub mod views;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::domain::ids::{DbName, DocId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Connection refused, reset or timed out: the store is not there (503).
+    #[error("store unreachable: {0}")]
+    Unreachable(String),
+    #[error("not found")]
+    NotFound,
+    #[error("conflict")]
+    Conflict,
+    /// Any other answer: the status and CouchDB's `error`/`reason`.
+    #[error("store answered {status}: {error}: {reason}")]
+    Other {
+        status: u16,
+        error: String,
+        reason: String,
+    },
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A view query, as CouchDB's query parameters.
+#[derive(Debug, Clone, Default)]
+pub struct ViewQuery {
+    pub key: Option<Value>,
+    pub startkey: Option<Value>,
+    pub endkey: Option<Value>,
+    pub startkey_docid: Option<String>,
+    pub descending: bool,
+    pub limit: Option<usize>,
+    pub skip: usize,
+    pub include_docs: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ViewRow {
+    pub id: String,
+    pub key: Value,
+    #[serde(default)]
+    pub value: Value,
+    #[serde(default)]
+    pub doc: Option<Value>,
+}
+
+/// The document store: what the service needs of CouchDB, with CouchDB's semantics (a write
+/// names the revision it replaces; a stale or missing one is a `Conflict`).
+#[async_trait]
+pub trait DocStore: Send + Sync {
+    /// For logs: where the data lives, without credentials.
+    fn describe(&self) -> String;
+    /// The store answers.
+    async fn ping(&self) -> StoreResult<()>;
+    /// Every database name, as the store lists them.
+    async fn all_dbs(&self) -> StoreResult<Vec<String>>;
+    /// Creates a database; an existing one is fine.
+    async fn create_db(&self, db: &DbName) -> StoreResult<()>;
+    /// A document, or `None` when it (or its database) does not exist.
+    async fn get_doc(&self, db: &DbName, id: &DocId) -> StoreResult<Option<Value>>;
+    /// Writes `doc` (carrying `_rev` when it replaces one) and returns the new revision.
+    async fn put_doc(&self, db: &DbName, id: &DocId, doc: &Value) -> StoreResult<String>;
+    /// Deletes revision `rev` (a tombstone) and returns the tombstone's revision.
+    async fn delete_doc(&self, db: &DbName, id: &DocId, rev: &str) -> StoreResult<String>;
+    /// An attachment's bytes, or `None` if the doc or attachment is missing.
+    async fn get_attachment(
+        &self,
+        db: &DbName,
+        id: &DocId,
+        name: &str,
+    ) -> StoreResult<Option<Bytes>>;
+    /// Adds an attachment to revision `rev` of a doc; returns the new revision.
+    async fn put_attachment(
+        &self,
+        db: &DbName,
+        id: &DocId,
+        name: &str,
+        rev: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> StoreResult<String>;
+    /// `_design/{name}`.
+    async fn get_design(&self, db: &DbName, name: &str) -> StoreResult<Option<Value>>;
+    async fn put_design(&self, db: &DbName, name: &str, doc: &Value) -> StoreResult<String>;
+    /// Rows of `_design/{design}/_view/{view}`, in CouchDB's collation order.
+    async fn query_view(
+        &self,
+        db: &DbName,
+        design: &str,
+        view: &str,
+        query: &ViewQuery,
+    ) -> StoreResult<Vec<ViewRow>>;
+}
+
+/// The shared handle every part of the service holds.
+pub type Store = std::sync::Arc<dyn DocStore>;

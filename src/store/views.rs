@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
 
-use super::couch::{CouchClient, CouchError, CouchResult};
+use super::{Store, StoreError, StoreResult};
 use crate::domain::ids::{AccountId, DbName};
 
 /// Which databases a design document belongs in.
@@ -172,14 +172,10 @@ pub enum Refresh {
 
 /// Writes `design` into `db` unless it is already current. A concurrent writer (another
 /// kz-groups, Crossbar) makes CouchDB answer 409; we read again and retry a few times.
-pub async fn ensure_design(
-    couch: &CouchClient,
-    db: &DbName,
-    design: &DesignDoc,
-) -> CouchResult<Refresh> {
+pub async fn ensure_design(store: &Store, db: &DbName, design: &DesignDoc) -> StoreResult<Refresh> {
     let mut attempts = 0;
     loop {
-        let stored = couch.get_design(db, &design.name).await?;
+        let stored = store.get_design(db, &design.name).await?;
         if stored.as_ref().is_some_and(|s| design.is_current(s)) {
             return Ok(Refresh::Unchanged);
         }
@@ -195,12 +191,12 @@ pub async fn ensure_design(
             "_id".into(),
             Value::from(format!("_design/{}", design.name)),
         );
-        match couch
+        match store
             .put_design(db, &design.name, &Value::Object(body))
             .await
         {
             Ok(_) => return Ok(outcome),
-            Err(CouchError::Conflict) if attempts < 5 => attempts += 1,
+            Err(StoreError::Conflict) if attempts < 5 => attempts += 1,
             Err(e) => return Err(e),
         }
     }
@@ -209,16 +205,16 @@ pub async fn ensure_design(
 /// Remembers which account databases this process has already brought up to date, so the
 /// check runs once per account, and concurrent first requests share one check.
 pub struct ViewInstaller {
-    couch: CouchClient,
+    store: Store,
     designs: Arc<Vec<DesignDoc>>,
     done: Mutex<HashMap<AccountId, Arc<OnceCell<()>>>>,
     accounts_db_done: OnceCell<()>,
 }
 
 impl ViewInstaller {
-    pub fn new(couch: CouchClient, designs: Vec<DesignDoc>) -> Self {
+    pub fn new(store: Store, designs: Vec<DesignDoc>) -> Self {
         Self {
-            couch,
+            store,
             designs: Arc::new(designs),
             done: Mutex::new(HashMap::new()),
             accounts_db_done: OnceCell::new(),
@@ -231,7 +227,7 @@ impl ViewInstaller {
 
     /// Makes sure every design document is current in the account's database. A failure is not
     /// remembered, so the next request tries again.
-    pub async fn ensure(&self, account: &AccountId) -> CouchResult<()> {
+    pub async fn ensure(&self, account: &AccountId) -> StoreResult<()> {
         let cell = {
             let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
             done.entry(account.clone()).or_default().clone()
@@ -243,7 +239,7 @@ impl ViewInstaller {
     }
 
     /// The same for the `accounts` database, once per process.
-    pub async fn ensure_accounts_db(&self) -> CouchResult<()> {
+    pub async fn ensure_accounts_db(&self) -> StoreResult<()> {
         let db = DbName::system(DbName::ACCOUNTS);
         self.accounts_db_done
             .get_or_try_init(|| self.install(&db, DesignDb::Accounts))
@@ -251,9 +247,9 @@ impl ViewInstaller {
             .map(|_| ())
     }
 
-    async fn install(&self, db: &DbName, database: DesignDb) -> CouchResult<()> {
+    async fn install(&self, db: &DbName, database: DesignDb) -> StoreResult<()> {
         for design in self.designs.iter().filter(|d| d.database == database) {
-            let outcome = ensure_design(&self.couch, db, design).await?;
+            let outcome = ensure_design(&self.store, db, design).await?;
             if outcome != Refresh::Unchanged {
                 log::info!("{outcome:?} _design/{} in {}", design.name, db);
             }

@@ -5,6 +5,7 @@
 
 pub mod couch_server;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use kz_groups::auth::{identity, jwt, keys};
@@ -12,7 +13,8 @@ use kz_groups::config::Config;
 use kz_groups::domain::clock;
 use kz_groups::domain::ids::{random_hex, AccountId, DbName, DocId};
 use kz_groups::startup::Application;
-use kz_groups::store::couch::{CouchClient, CouchError};
+use kz_groups::store::couch::CouchClient;
+use kz_groups::store::{Store, StoreError};
 use serde_json::{json, Map, Value};
 
 /// The fixture key, stored as Kazoo stores its signing key (auth-contract §2.1).
@@ -41,7 +43,7 @@ pub fn test_config(couchdb_url: &str) -> Config {
 
 pub struct TestApp {
     pub base: String,
-    pub couch: CouchClient,
+    pub store: Store,
     pub http: reqwest::Client,
     pub server_secret: String,
     key: rsa::RsaPrivateKey,
@@ -84,11 +86,12 @@ impl TestApp {
         let app = Application::build(config).expect("application builds");
         let base = format!("http://127.0.0.1:{}", app.port());
         tokio::spawn(app.run_until_stopped());
-        let couch = CouchClient::new(couchdb_url, Duration::from_secs(10)).unwrap();
-        let server_secret = provision_key_material(&couch).await;
+        let store: Store =
+            Arc::new(CouchClient::new(couchdb_url, Duration::from_secs(10)).unwrap());
+        let server_secret = provision_key_material(&store).await;
         TestApp {
             base,
-            couch,
+            store,
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
@@ -111,7 +114,7 @@ impl TestApp {
             None => vec![],
         };
         let db = id.db();
-        self.couch.create_db(&db).await.expect("create account db");
+        self.store.create_db(&db).await.expect("create account db");
         let now = clock::gregorian_now();
         let mut doc = json!({
             "_id": id.as_str(),
@@ -129,17 +132,17 @@ impl TestApp {
             "pvt_modified": now,
         });
         merge_into(&mut doc, extra);
-        self.couch
+        self.store
             .put_doc(&db, &DocId::from(id.clone()), &doc)
             .await
             .expect("save account doc");
         // Kazoo keeps a second copy in the aggregate `accounts` database.
         let accounts = DbName::system(DbName::ACCOUNTS);
-        self.couch
+        self.store
             .create_db(&accounts)
             .await
             .expect("create accounts db");
-        self.couch
+        self.store
             .put_doc(&accounts, &DocId::from(id.clone()), &doc)
             .await
             .expect("save account doc copy");
@@ -201,7 +204,7 @@ impl TestApp {
     /// Writes a raw document into an account database.
     pub async fn put(&self, account: &str, id: &str, doc: Value) -> String {
         let db = AccountId::parse(account).unwrap().db();
-        self.couch
+        self.store
             .put_doc(&db, &DocId::parse(id).unwrap(), &doc)
             .await
             .expect("raw put")
@@ -210,7 +213,7 @@ impl TestApp {
     /// Reads a raw document from an account database.
     pub async fn raw(&self, account: &str, id: &str) -> Option<Value> {
         let db = AccountId::parse(account).unwrap().db();
-        self.couch
+        self.store
             .get_doc(&db, &DocId::parse(id).unwrap())
             .await
             .expect("raw get")
@@ -327,21 +330,21 @@ fn merge_into(target: &mut Value, extra: Value) {
 /// Makes sure `system_auth/<KID>` carries the fixture key and `system_config/auth` a server
 /// secret, as Kazoo keeps them. Tests run in parallel processes, so every step tolerates a
 /// concurrent writer; existing material (a real Kazoo's secret) is read, never replaced.
-async fn provision_key_material(couch: &CouchClient) -> String {
+async fn provision_key_material(store: &Store) -> String {
     let auth_db = DbName::system(DbName::SYSTEM_AUTH);
     let config_db = DbName::system(DbName::SYSTEM_CONFIG);
-    couch.create_db(&auth_db).await.expect("create system_auth");
-    couch
+    store.create_db(&auth_db).await.expect("create system_auth");
+    store
         .create_db(&config_db)
         .await
         .expect("create system_config");
     let kid = DocId::parse(KID).unwrap();
     for _ in 0..20 {
-        match couch.get_doc(&auth_db, &kid).await.expect("read key doc") {
+        match store.get_doc(&auth_db, &kid).await.expect("read key doc") {
             Some(doc) if doc.pointer("/_attachments/private_key.pem").is_some() => break,
             Some(doc) => {
                 let rev = doc["_rev"].as_str().unwrap().to_owned();
-                let put = couch
+                let put = store
                     .put_attachment(
                         &auth_db,
                         &kid,
@@ -355,13 +358,13 @@ async fn provision_key_material(couch: &CouchClient) -> String {
             }
             None => {
                 let doc = json!({"_id": KID, "pvt_type": "system_key", "pvt_account_id": "system_auth", "pvt_account_db": "system_auth"});
-                ok_or_conflict(couch.put_doc(&auth_db, &kid, &doc).await);
+                ok_or_conflict(store.put_doc(&auth_db, &kid, &doc).await);
             }
         }
     }
     let auth = DocId::parse("auth").unwrap();
     loop {
-        let doc = couch
+        let doc = store
             .get_doc(&config_db, &auth)
             .await
             .expect("read system_config/auth");
@@ -390,13 +393,13 @@ async fn provision_key_material(couch: &CouchClient) -> String {
         if !has_kid {
             default["system_key"] = json!(KID);
         }
-        ok_or_conflict(couch.put_doc(&config_db, &auth, &doc).await);
+        ok_or_conflict(store.put_doc(&config_db, &auth, &doc).await);
     }
 }
 
-fn ok_or_conflict(result: Result<String, CouchError>) {
+fn ok_or_conflict(result: Result<String, StoreError>) {
     match result {
-        Ok(_) | Err(CouchError::Conflict) => {}
+        Ok(_) | Err(StoreError::Conflict) => {}
         Err(e) => panic!("provisioning failed: {e}"),
     }
 }
