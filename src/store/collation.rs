@@ -92,12 +92,12 @@ fn compare_objects(a: &Map<String, Value>, b: &Map<String, Value>) -> Ordering {
 fn compare_numbers(a: &Number, b: &Number) -> Ordering {
     match (as_integer(a), as_integer(b)) {
         (Some(x), Some(y)) => x.cmp(&y),
-        (Some(x), None) => compare_int_float(x, a_float(b)),
-        (None, Some(y)) => compare_int_float(y, a_float(a)).reverse(),
+        (Some(x), None) => compare_int_float(x, float_of(b)),
+        (None, Some(y)) => compare_int_float(y, float_of(a)).reverse(),
         // serde_json numbers are finite, so `total_cmp` only matters for -0.0 vs 0.0, which
         // must be equal.
         (None, None) => {
-            let (x, y) = (a_float(a), a_float(b));
+            let (x, y) = (float_of(a), float_of(b));
             if x == y {
                 Ordering::Equal
             } else {
@@ -113,7 +113,7 @@ fn as_integer(n: &Number) -> Option<i128> {
         .or_else(|| n.as_u64().map(i128::from))
 }
 
-fn a_float(n: &Number) -> f64 {
+fn float_of(n: &Number) -> f64 {
     // Only called for numbers that are neither i64 nor u64, i.e. floats.
     n.as_f64().unwrap_or(0.0)
 }
@@ -234,7 +234,10 @@ mod tests {
 
     #[test]
     fn member_order_matters() {
-        assert_eq!(collate(&json!({"a": 1, "b": 2}), &json!({"b": 2, "a": 1})), Less);
+        assert_eq!(
+            collate(&json!({"a": 1, "b": 2}), &json!({"b": 2, "a": 1})),
+            Less
+        );
         assert_eq!(collate(&json!({}), &json!({"a": null})), Less);
         assert_eq!(collate(&json!({"a": 1}), &json!({"A": 1})), Less);
     }
@@ -256,7 +259,15 @@ mod tests {
     #[test]
     fn high_sentinel_ends_a_prefix_range() {
         // The doc's advice: endkey="abc\ufff0" holds every string starting with "abc".
-        for s in ["abc", "abcZZZZ", "abcz", "abc~", "abcé", "abc\u{4e00}", "abc\u{1F600}"] {
+        for s in [
+            "abc",
+            "abcZZZZ",
+            "abcz",
+            "abc~",
+            "abcé",
+            "abc\u{4e00}",
+            "abc\u{1F600}",
+        ] {
             assert_eq!(collate_str(s, "abc\u{fff0}"), Less, "{s:?}");
         }
         assert_eq!(collate_str("abd", "abc\u{fff0}"), Greater);
@@ -294,7 +305,10 @@ mod tests {
         // Canonically equivalent spellings (precomposed vs combining acute).
         assert_eq!(collate_str("\u{e9}", "e\u{301}"), Equal);
         assert_eq!(collate(&json!(["\u{e9}"]), &json!(["e\u{301}"])), Equal);
-        assert_eq!(collate(&json!({"\u{e9}": 1}), &json!({"e\u{301}": 1})), Equal);
+        assert_eq!(
+            collate(&json!({"\u{e9}": 1}), &json!({"e\u{301}": 1})),
+            Equal
+        );
     }
 
     #[test]
@@ -319,9 +333,18 @@ mod tests {
         assert_eq!(collate(&json!(-0.0), &json!(0.0)), Equal);
         // Exact, not through f64: 2^53 + 1 is above the float 2^53 it would round to.
         let big = 9_007_199_254_740_993_i64;
-        assert_eq!(collate(&json!(big), &json!(9_007_199_254_740_992.0)), Greater);
-        assert_eq!(collate(&json!(big - 1), &json!(9_007_199_254_740_992.0)), Equal);
-        assert_eq!(collate(&json!(u64::MAX), &json!(18_446_744_073_709_551_616.0)), Less);
+        assert_eq!(
+            collate(&json!(big), &json!(9_007_199_254_740_992.0)),
+            Greater
+        );
+        assert_eq!(
+            collate(&json!(big - 1), &json!(9_007_199_254_740_992.0)),
+            Equal
+        );
+        assert_eq!(
+            collate(&json!(u64::MAX), &json!(18_446_744_073_709_551_616.0)),
+            Less
+        );
         assert_eq!(collate(&json!(-3), &json!(-2.5)), Less);
         assert_eq!(collate(&json!(-2), &json!(-2.5)), Greater);
     }
@@ -364,8 +387,14 @@ mod tests {
             any::<i64>().prop_map(Value::from),
             any::<u64>().prop_map(Value::from),
             (-1e6f64..1e6).prop_map(Value::from),
-            prop_oneof![Just(0.0), Just(-0.0), Just(1.0), Just(2.5), Just(9.007199254740992e15)]
-                .prop_map(Value::from),
+            prop_oneof![
+                Just(0.0),
+                Just(-0.0),
+                Just(1.0),
+                Just(2.5),
+                Just(9.007199254740992e15)
+            ]
+            .prop_map(Value::from),
             (-3i64..4).prop_map(Value::from),
             string_strategy().prop_map(Value::String),
         ]

@@ -1,7 +1,10 @@
 //! Storage: one document-store port (`DocStore`), spoken in CouchDB's terms (databases,
 //! documents with revisions, attachments, design-document views), and its adapters: CouchDB over
 //! HTTP and the embedded store. The design documents the service keeps current live in `views`.
+pub mod collation;
 pub mod couch;
+pub mod embedded;
+pub mod native_views;
 pub mod views;
 
 use async_trait::async_trait;
