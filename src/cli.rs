@@ -4,7 +4,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
 use crate::admin::{self, NewAccount, NewUser};
-use crate::config::Config;
+use crate::config::{Backend, Config};
 use crate::domain::ids::{AccountId, DbName};
 use crate::startup::{self, Application};
 use crate::store::views::{ensure_design, DesignDb, Refresh};
@@ -99,6 +99,14 @@ pub async fn run(cli: Cli) -> Result<(), String> {
     let config = Config::from_env()?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
+            // Standalone, the signing material is created on first start; next to a shared
+            // Kazoo (CouchDB), only `kz-groups init` may create it.
+            if let Backend::Embedded { dir } = &config.backend {
+                let report = admin::init(&startup::store(&config)?).await?;
+                for what in &report.created {
+                    log::info!("created {what} in {}", dir.display());
+                }
+            }
             let app = Application::build(config.clone())?;
             log::info!(
                 "kz-groups listening on port {} (KZ_GROUPS_LISTEN={})",

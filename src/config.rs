@@ -1,12 +1,21 @@
 //! Configuration from the environment: typed, with defaults, and errors that name the variable.
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::envelope::DEFAULT_MAX_UPLOAD_BYTES;
 
+/// Where the documents live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// `COUCHDB_URL`, credentials included.
+    CouchDb { url: String },
+    /// No `COUCHDB_URL`: the embedded store in `KZ_GROUPS_DATA` (default `./data`).
+    Embedded { dir: PathBuf },
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `COUCHDB_URL`, credentials included.
-    pub couchdb_url: String,
+    pub backend: Backend,
     /// `KZ_GROUPS_LISTEN`; port 0 picks a free port.
     pub listen: String,
     /// `KZ_GROUPS_COUCH_TIMEOUT_MS`: every CouchDB call, connect included.
@@ -31,9 +40,15 @@ impl Config {
 
     /// Reads the variables through `lookup`, so tests need not touch the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let couchdb_url = lookup("COUCHDB_URL")
-            .filter(|s| !s.trim().is_empty())
-            .ok_or("COUCHDB_URL is not set: give the CouchDB base URL, e.g. http://admin:secret@127.0.0.1:5984")?;
+        let backend = match lookup("COUCHDB_URL").filter(|s| !s.trim().is_empty()) {
+            Some(url) => Backend::CouchDb { url },
+            None => Backend::Embedded {
+                dir: lookup("KZ_GROUPS_DATA")
+                    .filter(|s| !s.trim().is_empty())
+                    .unwrap_or_else(|| "./data".into())
+                    .into(),
+            },
+        };
         let integer = |name: &str, default: u64, min: u64| -> Result<u64, String> {
             match lookup(name) {
                 None => Ok(default),
@@ -49,7 +64,7 @@ impl Config {
         };
         let number = |name: &str, default: u64| integer(name, default, 1);
         Ok(Self {
-            couchdb_url,
+            backend,
             listen: lookup("KZ_GROUPS_LISTEN").unwrap_or_else(|| "127.0.0.1:8000".into()),
             couch_timeout: Duration::from_millis(number("KZ_GROUPS_COUCH_TIMEOUT_MS", 5000)?),
             page_size: number("KZ_GROUPS_PAGE_SIZE", 50)? as usize,
@@ -87,6 +102,31 @@ mod tests {
     }
 
     #[test]
+    fn without_couchdb_url_the_embedded_store_is_used() {
+        let c = config(&[]).unwrap();
+        assert_eq!(
+            c.backend,
+            Backend::Embedded {
+                dir: "./data".into()
+            }
+        );
+        let c = config(&[("KZ_GROUPS_DATA", "/var/lib/kz")]).unwrap();
+        assert_eq!(
+            c.backend,
+            Backend::Embedded {
+                dir: "/var/lib/kz".into()
+            }
+        );
+        let c = config(&[("COUCHDB_URL", "http://x:5984")]).unwrap();
+        assert_eq!(
+            c.backend,
+            Backend::CouchDb {
+                url: "http://x:5984".into()
+            }
+        );
+    }
+
+    #[test]
     fn defaults_apply() {
         let c = config(&[("COUCHDB_URL", "http://127.0.0.1:5984")]).unwrap();
         assert_eq!(c.listen, "127.0.0.1:8000");
@@ -97,7 +137,6 @@ mod tests {
 
     #[test]
     fn errors_name_the_variable() {
-        assert!(config(&[]).unwrap_err().contains("COUCHDB_URL"));
         let e =
             config(&[("COUCHDB_URL", "http://x"), ("KZ_GROUPS_PAGE_SIZE", "zero")]).unwrap_err();
         assert!(e.contains("KZ_GROUPS_PAGE_SIZE"), "{e}");

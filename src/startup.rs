@@ -7,10 +7,11 @@ use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 
 use crate::api::AppState;
-use crate::config::Config;
+use crate::config::{Backend, Config};
 use crate::notices::LogNotifier;
 use crate::routes;
 use crate::store::couch::CouchClient;
+use crate::store::embedded::EmbeddedStore;
 use crate::store::views::{DesignDoc, ViewInstaller};
 use crate::store::Store;
 use crate::validation::SchemaValidator;
@@ -77,10 +78,10 @@ pub fn schemas() -> Result<Schemas, String> {
 
 /// The document store the configuration names.
 pub fn store(config: &Config) -> Result<Store, String> {
-    Ok(Arc::new(CouchClient::new(
-        &config.couchdb_url,
-        config.couch_timeout,
-    )?))
+    Ok(match &config.backend {
+        Backend::CouchDb { url } => Arc::new(CouchClient::new(url, config.couch_timeout)?),
+        Backend::Embedded { dir } => Arc::new(EmbeddedStore::open(dir)?),
+    })
 }
 
 pub struct Application {

@@ -7,15 +7,20 @@ use std::process::Command;
 
 use common::couch_server::TestCouchServer;
 use common::TestApp;
+use kz_groups::config::Backend;
 use serde_json::{json, Value};
 
-fn kz_groups(couchdb_url: &str, args: &[&str]) -> (bool, Value, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kz-groups"))
-        .args(args)
-        .env("COUCHDB_URL", couchdb_url)
+/// Runs the binary against `backend`, as an operator would.
+fn kz_groups(backend: &Backend, args: &[&str]) -> (bool, Value, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kz-groups"));
+    cmd.args(args)
         .env("RUST_LOG", "warn")
-        .output()
-        .expect("kz-groups runs");
+        .env_remove("COUCHDB_URL");
+    match backend {
+        Backend::CouchDb { url } => cmd.env("COUCHDB_URL", url),
+        Backend::Embedded { dir } => cmd.env("KZ_GROUPS_DATA", dir),
+    };
+    let out = cmd.output().expect("kz-groups runs");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let json = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
@@ -45,16 +50,25 @@ fn help_lists_the_subcommands() {
 
 #[tokio::test]
 async fn init_accounts_and_users_give_working_logins() {
+    // A store of this test's own, so that `init` starts from nothing.
     let dir = tempfile::tempdir().unwrap();
-    let server = TestCouchServer::start(None, dir.path())
-        .expect("this test needs KZ_TEST_COUCH_SERVER_BIN (set by scripts/test)");
-    let url = server.url();
+    let (server, backend) = if common::embedded_backend() {
+        let backend = Backend::Embedded {
+            dir: dir.path().join("data"),
+        };
+        (None, backend)
+    } else {
+        let server = TestCouchServer::start(None, dir.path())
+            .expect("this test needs KZ_TEST_COUCH_SERVER_BIN (set by scripts/test)");
+        let backend = Backend::CouchDb { url: server.url() };
+        (Some(server), backend)
+    };
 
-    let (ok, first, out) = kz_groups(&url, &["init"]);
+    let (ok, first, out) = kz_groups(&backend, &["init"]);
     assert!(ok, "{out}");
     let kid = first["kid"].as_str().unwrap().to_owned();
     assert_eq!(first["created"].as_array().unwrap().len(), 4, "{first}");
-    let (ok, again, out) = kz_groups(&url, &["init"]);
+    let (ok, again, out) = kz_groups(&backend, &["init"]);
     assert!(ok, "{out}");
     assert_eq!(
         again,
@@ -63,7 +77,7 @@ async fn init_accounts_and_users_give_working_logins() {
     );
 
     let (ok, master, out) = kz_groups(
-        &url,
+        &backend,
         &[
             "accounts",
             "create",
@@ -76,7 +90,7 @@ async fn init_accounts_and_users_give_working_logins() {
     let master_id = master["account_id"].as_str().unwrap().to_owned();
     assert_eq!(master["api_key"].as_str().unwrap().len(), 64);
     let (ok, acme, out) = kz_groups(
-        &url,
+        &backend,
         &[
             "accounts",
             "create",
@@ -88,13 +102,13 @@ async fn init_accounts_and_users_give_working_logins() {
     );
     assert!(ok, "{out}");
     let acme_id = acme["account_id"].as_str().unwrap().to_owned();
-    let (ok, _, out) = kz_groups(&url, &["accounts", "create", "--name", "acme-corp"]);
+    let (ok, _, out) = kz_groups(&backend, &["accounts", "create", "--name", "acme-corp"]);
     assert!(
         !ok,
         "a second account whose name normalises the same is refused: {out}"
     );
     let (ok, user, out) = kz_groups(
-        &url,
+        &backend,
         &[
             "users",
             "create",
@@ -109,7 +123,7 @@ async fn init_accounts_and_users_give_working_logins() {
     assert!(ok, "{out}");
     let user_id = user["id"].as_str().unwrap().to_owned();
     let (ok, _, out) = kz_groups(
-        &url,
+        &backend,
         &[
             "users",
             "create",
@@ -123,7 +137,7 @@ async fn init_accounts_and_users_give_working_logins() {
     );
     assert!(!ok, "usernames are unique per account: {out}");
 
-    let app = TestApp::spawn_with(&url).await;
+    let app = TestApp::spawn_configured(common::config_for(backend.clone()), None).await;
     let acme_doc = app.raw(&acme_id, &acme_id).await.unwrap();
     assert_eq!(acme_doc["pvt_tree"], json!([master_id]));
     assert_eq!(acme_doc["pvt_type"], "account");

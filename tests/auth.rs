@@ -414,9 +414,10 @@ async fn api_key_style_tokens_sign_the_account_identity() {
 
 #[tokio::test]
 async fn a_reset_key_revokes_old_tokens_and_accepts_new_ones() {
-    let mut config = common::test_config(&common::couchdb_url());
+    let (backend, data) = common::test_backend();
+    let mut config = common::config_for(backend);
     config.key_cache = std::time::Duration::ZERO;
-    let app = TestApp::spawn_configured(config).await;
+    let app = TestApp::spawn_configured(config, data).await;
     let a = app.create_account(None).await;
     // A key of this test's own, so the shared one is never rotated under other tests.
     let kid = kz_groups::domain::ids::random_hex(16);

@@ -434,7 +434,7 @@ impl DocStore for EmbeddedStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sql_error)?;
             let cur = current(&tx, &db, &id)?;
-            if !cur.as_ref().is_some_and(|c| !c.deleted) {
+            if cur.as_ref().is_none_or(|c| c.deleted) {
                 return Err(StoreError::NotFound);
             }
             let generation =

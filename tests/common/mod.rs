@@ -5,17 +5,14 @@
 
 pub mod couch_server;
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use kz_groups::auth::{identity, jwt, keys};
-use kz_groups::config::Config;
+use kz_groups::config::{Backend, Config};
 use kz_groups::domain::clock;
 use kz_groups::domain::ids::{random_hex, AccountId, DbName, DocId};
-use kz_groups::startup::Application;
-use kz_groups::store::couch::CouchClient;
+use kz_groups::startup::{self, Application};
 use kz_groups::store::{Store, StoreError};
 use serde_json::{json, Map, Value};
+use tempfile::TempDir;
 
 /// The fixture key, stored as Kazoo stores its signing key (auth-contract §2.1).
 pub const KEY_PEM: &str = include_str!("../fixtures/kazoo_e2049.pem");
@@ -29,16 +26,37 @@ pub fn couchdb_url() -> String {
     )
 }
 
-pub fn test_config(couchdb_url: &str) -> Config {
+/// `KZ_TEST_BACKEND=embedded` runs the suite against the embedded store; otherwise against the
+/// CouchDB in `COUCHDB_URL`. scripts/test runs it both ways.
+pub fn embedded_backend() -> bool {
+    std::env::var("KZ_TEST_BACKEND").as_deref() == Ok("embedded")
+}
+
+/// The configuration the tests run the application with, for a given backend.
+pub fn config_for(backend: Backend) -> Config {
     let mut config = Config::from_lookup(|name| match name {
-        "COUCHDB_URL" => Some(couchdb_url.to_owned()),
         "KZ_GROUPS_LISTEN" => Some("127.0.0.1:0".into()),
         "KZ_GROUPS_COUCH_TIMEOUT_MS" => Some("3000".into()),
         _ => None,
     })
     .expect("test config");
+    config.backend = backend;
     config.node_name = "kz_groups@test".into();
     config
+}
+
+/// A backend for one test: the shared CouchDB, or a fresh embedded data directory (kept alive
+/// by the returned guard).
+pub fn test_backend() -> (Backend, Option<TempDir>) {
+    if embedded_backend() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let backend = Backend::Embedded {
+            dir: dir.path().to_path_buf(),
+        };
+        (backend, Some(dir))
+    } else {
+        (Backend::CouchDb { url: couchdb_url() }, None)
+    }
 }
 
 pub struct TestApp {
@@ -46,7 +64,10 @@ pub struct TestApp {
     pub store: Store,
     pub http: reqwest::Client,
     pub server_secret: String,
+    /// The configuration the application runs with (same store as `store`).
+    pub config: Config,
     key: rsa::RsaPrivateKey,
+    _data: Option<TempDir>,
 }
 
 pub struct Account {
@@ -72,26 +93,30 @@ impl Response {
 
 impl TestApp {
     pub async fn spawn() -> TestApp {
-        Self::spawn_with(&couchdb_url()).await
+        let (backend, data) = test_backend();
+        Self::spawn_configured(config_for(backend), data).await
     }
 
+    /// Against a given CouchDB (the recovery test's private server).
     pub async fn spawn_with(couchdb_url: &str) -> TestApp {
-        Self::spawn_configured(test_config(couchdb_url)).await
+        let backend = Backend::CouchDb {
+            url: couchdb_url.to_owned(),
+        };
+        Self::spawn_configured(config_for(backend), None).await
     }
 
-    pub async fn spawn_configured(config: Config) -> TestApp {
+    pub async fn spawn_configured(config: Config, data: Option<TempDir>) -> TestApp {
         let _ = env_logger::builder().is_test(true).try_init();
-        let couchdb_url = config.couchdb_url.clone();
-        let couchdb_url = couchdb_url.as_str();
-        let app = Application::build(config).expect("application builds");
+        let app = Application::build(config.clone()).expect("application builds");
         let base = format!("http://127.0.0.1:{}", app.port());
         tokio::spawn(app.run_until_stopped());
-        let store: Store =
-            Arc::new(CouchClient::new(couchdb_url, Duration::from_secs(10)).unwrap());
+        let store = startup::store(&config).expect("test store");
         let server_secret = provision_key_material(&store).await;
         TestApp {
             base,
             store,
+            config,
+            _data: data,
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
