@@ -109,9 +109,10 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             }
             let app = Application::build(config.clone())?;
             log::info!(
-                "kz-groups listening on port {} (KZ_GROUPS_LISTEN={})",
+                "kz-groups listening on port {} (KZ_GROUPS_LISTEN={}), {}",
                 app.port(),
-                config.listen
+                config.listen,
+                startup::store(&config)?.describe()
             );
             app.run_until_stopped().await.map_err(|e| e.to_string())
         }
