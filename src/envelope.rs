@@ -112,17 +112,21 @@ enum BodyKind {
     Opaque,
 }
 
-fn body_kind(content_type: Option<&str>) -> BodyKind {
-    let Some(ct) = content_type else {
-        return BodyKind::Json;
-    };
-    let mime = ct
+/// The media type of a `Content-Type` value, lower-cased, without parameters.
+pub fn media_type(content_type: &str) -> String {
+    content_type
         .split(';')
         .next()
         .unwrap_or("")
         .trim()
-        .to_ascii_lowercase();
-    match mime.as_str() {
+        .to_ascii_lowercase()
+}
+
+fn body_kind(content_type: Option<&str>) -> BodyKind {
+    let Some(ct) = content_type else {
+        return BodyKind::Json;
+    };
+    match media_type(ct).as_str() {
         "" | "application/json" | "application/x-json" => BodyKind::Json,
         "application/x-www-form-urlencoded" => BodyKind::Form,
         _ => BodyKind::Opaque,

@@ -238,3 +238,31 @@ async fn c55_c56_disabled_users_and_accounts_cannot_log_in() {
         .await;
     assert_eq!(resp.status, 201, "{}", resp.text);
 }
+
+#[tokio::test]
+async fn c46_logins_from_one_address_are_rate_limited() {
+    let app = TestApp::spawn().await;
+    let body = json!({"data": {"api_key": "0".repeat(64)}});
+    // 100 tokens at 2 per login, refilled at 10 a second: a fast client runs dry; the bound only
+    // stops a broken limiter from looping for ever.
+    let mut seen = Vec::new();
+    for _ in 0..2000 {
+        let resp = app
+            .call("PUT", "/v2/api_auth", None, Some(body.clone()))
+            .await;
+        seen.push(resp.status);
+        if resp.status == 429 {
+            assert_eq!(resp.json["message"], "too_many_requests");
+            assert_eq!(resp.json["data"], json!({"message": "too many requests"}));
+            break;
+        }
+        assert_eq!(resp.status, 404, "{}", resp.text);
+    }
+    assert_eq!(
+        seen.last(),
+        Some(&429),
+        "never limited after {} logins",
+        seen.len()
+    );
+    assert!(seen.len() > 40, "limited too early: {seen:?}");
+}

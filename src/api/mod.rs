@@ -1,5 +1,5 @@
-//! The Crossbar request pipeline for the Groups resource, in the stage order of
-//! groups-contract §0, which decides which error a client sees when several apply.
+//! The Crossbar request pipeline for the Groups resource and the login resources, in the stage
+//! order of groups-contract §0, which decides which error a client sees when several apply.
 pub mod groups;
 pub mod limiter;
 pub mod listing;
@@ -472,12 +472,7 @@ fn content_type_accepted(content_type: Option<&str>) -> bool {
     let Some(ct) = content_type else {
         return true;
     };
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let mime = crate::envelope::media_type(ct);
     matches!(
         mime.as_str(),
         "" | "application/json" | "application/x-json" | "application/x-www-form-urlencoded"
