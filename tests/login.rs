@@ -266,3 +266,37 @@ async fn c46_logins_from_one_address_are_rate_limited() {
     );
     assert!(seen.len() > 40, "limited too early: {seen:?}");
 }
+
+#[tokio::test]
+async fn c57_c58_token_auth_shows_the_claims_and_revokes_nothing() {
+    let app = TestApp::spawn().await;
+    let a = app.create_account(None).await;
+    let resp = app
+        .call("GET", "/v2/token_auth", Some(&a.token), None)
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    let data = &resp.json["data"];
+    assert_eq!(data["account_id"], a.id.as_str());
+    assert_eq!(data["owner_id"], a.user_id.as_str());
+    assert_eq!(data["method"], "cb_user_auth");
+    assert_eq!(data["id"], Value::Null);
+    assert!(data["exp"].is_i64());
+    assert!(data
+        .as_object()
+        .unwrap()
+        .keys()
+        .all(|k| !k.starts_with("pvt_")));
+    let resp = app
+        .call("DELETE", "/v2/token_auth", Some(&a.token), None)
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    assert_eq!(resp.json["status"], "success");
+    assert_eq!(
+        app.call("GET", TestApp::groups_path(&a), Some(&a.token), None)
+            .await
+            .status,
+        200
+    );
+    let resp = app.call("GET", "/v2/token_auth", None, None).await;
+    assert_eq!(resp.status, 401);
+}

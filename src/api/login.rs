@@ -237,7 +237,7 @@ async fn system_config(
 }
 
 /// `crossbar_util:response_auth` (§3.4); undefined values are omitted.
-async fn response_auth(
+pub async fn response_auth(
     state: &AppState,
     account: &AccountId,
     owner: Option<&DocId>,
@@ -296,4 +296,24 @@ async fn response_auth(
     );
     data.insert("ui_config".into(), json!({}));
     Ok(data)
+}
+
+/// `GET /v2/token_auth` (auth-contract §4.5): the token's claims without private keys, `id: null`,
+/// and the `response_auth` fields. `DELETE` revokes nothing, as in Kazoo: JWTs are stateless.
+pub async fn token_info(
+    state: &AppState,
+    identity: &crate::auth::Identity,
+    verb: &str,
+) -> Result<Outcome, ApiError> {
+    if verb == "DELETE" {
+        return Ok(Outcome::Done(Success::ok(json!({}), Revision::None)));
+    }
+    let mut data = crate::domain::group::strip_private(&identity.claims);
+    data.insert("id".into(), Value::Null);
+    let owner = identity.owner_id.as_deref().and_then(DocId::parse);
+    data.extend(response_auth(state, &identity.account_id, owner.as_ref()).await?);
+    Ok(Outcome::Done(Success::ok(
+        Value::Object(data),
+        Revision::None,
+    )))
 }

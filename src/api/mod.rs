@@ -232,7 +232,7 @@ async fn pipeline(
         _ => {}
     }
     let identity = match check {
-        TokenCheck::Valid(identity) => Some(identity),
+        TokenCheck::Valid(identity) => Some(*identity),
         _ => None,
     };
 
@@ -245,6 +245,18 @@ async fn pipeline(
                 return Ok(Outcome::Preflight);
             }
             return login_route(req, state, cx, login, &env).await;
+        }
+        Route::TokenAuth => {
+            check_method(cx, &method, &verb, &["GET", "DELETE"])?;
+            if method == "OPTIONS" {
+                return Ok(Outcome::Preflight);
+            }
+            let identity = authenticated(cx, state, req, identity, credential.is_some(), None)?;
+            cx.negotiated = true;
+            if !accepts_json(header(req, "accept")) {
+                return Err(ApiError::Bare(406));
+            }
+            return login::token_info(state, &identity, &verb).await;
         }
         Route::Groups(p) => p,
         Route::NoAccount => {
@@ -290,13 +302,14 @@ async fn pipeline(
     };
 
     // Stage 5: a credential must be present and valid.
-    mark_authenticated(cx, state, identity.as_ref(), req, Some(&account));
-    let Some(identity) = identity else {
-        if credential.is_none() {
-            spend(cx, state, &bucket_key(req, Some(&account)), 1.0)?;
-        }
-        return Err(ApiError::InvalidCredentials);
-    };
+    let identity = authenticated(
+        cx,
+        state,
+        req,
+        identity,
+        credential.is_some(),
+        Some(&account),
+    )?;
 
     // Stage 6: authorisation.
     if !identity.may_access(&account, &account_doc) {
@@ -395,6 +408,28 @@ async fn login_route(
     cx.tail.auth_token = Some(logged_in.token);
     cx.tail.version = Some(state.version.clone());
     Ok(logged_in.outcome)
+}
+
+/// Stage 5: the caller's identity, or 401; a request without any credential is charged to the
+/// client's bucket, and an empty bucket is a 429 (§0, auth-contract §1.7.1).
+fn authenticated(
+    cx: &mut ReplyContext,
+    state: &AppState,
+    req: &HttpRequest,
+    identity: Option<Identity>,
+    has_credential: bool,
+    account: Option<&AccountId>,
+) -> Result<Identity, ApiError> {
+    mark_authenticated(cx, state, identity.as_ref(), req, account);
+    match identity {
+        Some(identity) => Ok(identity),
+        None => {
+            if !has_credential {
+                spend(cx, state, &bucket_key(req, account), 1.0)?;
+            }
+            Err(ApiError::InvalidCredentials)
+        }
+    }
 }
 
 /// Takes `cost` tokens from a client's bucket; an empty bucket is a 429.

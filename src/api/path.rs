@@ -34,6 +34,8 @@ pub enum Route {
     Groups(GroupsPath),
     /// `/vN/api_auth` or `/vN/user_auth`.
     Login(Login),
+    /// `/vN/token_auth`.
+    TokenAuth,
 }
 
 impl GroupsPath {
@@ -73,6 +75,7 @@ pub fn parse(path: &str) -> Route {
         ["groups", ..] => Route::NoAccount,
         ["api_auth"] => Route::Login(Login::ApiKey),
         ["user_auth"] => Route::Login(Login::User),
+        ["token_auth"] => Route::TokenAuth,
         ["accounts", account, rest @ ..] => {
             let account = (*account).to_owned();
             let (user, groups) = match rest {

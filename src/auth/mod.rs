@@ -30,7 +30,7 @@ const KEY_RECHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// The outcome of checking one token.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TokenCheck {
-    Valid(Identity),
+    Valid(Box<Identity>),
     /// Signature good, `exp` passed: 401 variant B at the early stage.
     Expired,
     /// The token's account trial has expired: 400 at the early stage (§1.7 step 9).
@@ -50,6 +50,8 @@ pub struct Identity {
     /// That account's doc from its own database, when it exists (for the superduper rule).
     pub account_doc: Option<Map<String, Value>>,
     pub author: Author,
+    /// Every claim of the token (the "auth doc"), for `GET /v2/token_auth`.
+    pub claims: Map<String, Value>,
 }
 
 impl Identity {
@@ -208,6 +210,7 @@ impl Authenticator {
             account_id: account_id.clone(),
             owner_id: owner_id.clone(),
             method: field(claims, "method").map(str::to_owned),
+            claims: claims.clone(),
             account_doc,
             author: Author {
                 account_id: Some(account_id.to_string()),
@@ -233,7 +236,7 @@ impl Authenticator {
                 }
             }
         }
-        Ok(TokenCheck::Valid(identity))
+        Ok(TokenCheck::Valid(Box::new(identity)))
     }
 
     async fn account_doc(&self, id: &AccountId) -> StoreResult<Option<Map<String, Value>>> {
@@ -484,6 +487,7 @@ mod tests {
             account_id: id(account),
             owner_id: None,
             method: None,
+            claims: Map::new(),
             account_doc: doc.as_object().cloned(),
             author: Author::default(),
         }
