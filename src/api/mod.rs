@@ -288,17 +288,26 @@ async fn pipeline(
         }
         Err(AccountIdError::NoSuchAccount(raw)) => return Err(ApiError::BadIdentifier(raw)),
     };
-    let account_doc = match state
-        .store
-        .get_doc(&account.db(), &DocId::from(account.clone()))
-        .await
-    {
-        Ok(Some(Value::Object(doc))) => doc,
-        Ok(_) => return Err(ApiError::BadIdentifier(account.to_string())),
-        Err(e) => {
-            log::warn!("account {account}: {e}");
-            return Err(ApiError::DatastoreFatal);
-        }
+    // The token check has just read the caller's own account doc; an account acting on itself
+    // (the common case) does not read it twice.
+    let known = identity
+        .as_ref()
+        .filter(|id| id.account_id == account)
+        .and_then(|id| id.account_doc.clone());
+    let account_doc = match known {
+        Some(doc) => doc,
+        None => match state
+            .store
+            .get_doc(&account.db(), &DocId::from(account.clone()))
+            .await
+        {
+            Ok(Some(Value::Object(doc))) => doc,
+            Ok(_) => return Err(ApiError::BadIdentifier(account.to_string())),
+            Err(e) => {
+                log::warn!("account {account}: {e}");
+                return Err(ApiError::DatastoreFatal);
+            }
+        },
     };
 
     // Stage 5: a credential must be present and valid.
