@@ -31,6 +31,13 @@ pub struct Config {
     /// `KZ_GROUPS_KEY_CACHE_SECS`: how long a signing key read from `system_auth` is trusted
     /// before its document is checked for a reset (0: check on every request).
     pub key_cache: Duration,
+    /// `KZ_GROUPS_BODY_TIMEOUT_MS`: the time a request body has to arrive in full.
+    pub body_timeout: Duration,
+    /// `KZ_GROUPS_REQUEST_MEMORY_MB`: what request bodies and their parsed JSON may hold at once.
+    pub request_memory_bytes: usize,
+    /// `KZ_GROUPS_MAX_CONNECTIONS`: simultaneous client connections (default: what the open-file
+    /// limit leaves room for, see `startup::connection_limit`).
+    pub max_connections: Option<usize>,
 }
 
 impl Config {
@@ -75,6 +82,13 @@ impl Config {
             node_name: lookup("KZ_GROUPS_NODE").unwrap_or_else(default_node_name),
             version: lookup("KZ_GROUPS_VERSION").unwrap_or_else(|| "4.3.0".into()),
             key_cache: Duration::from_secs(integer("KZ_GROUPS_KEY_CACHE_SECS", 10, 0)?),
+            body_timeout: Duration::from_millis(number("KZ_GROUPS_BODY_TIMEOUT_MS", 15_000)?),
+            request_memory_bytes: number("KZ_GROUPS_REQUEST_MEMORY_MB", 256)?
+                .saturating_mul(1 << 20) as usize,
+            max_connections: match lookup("KZ_GROUPS_MAX_CONNECTIONS") {
+                None => None,
+                Some(_) => Some(number("KZ_GROUPS_MAX_CONNECTIONS", 0)? as usize),
+            },
         })
     }
 }

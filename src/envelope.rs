@@ -1,14 +1,22 @@
 //! Kazoo's request envelope in (body parsing by content type, key normalisation, the `data`
 //! check, the three-place parameter lookup) and the response envelope out
 //! (groups-contract §2 and §3.1/§3.2).
+use std::borrow::Cow;
+
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::error::ApiError;
+use crate::json;
+use crate::json::raw::Transcoded;
 
 /// Crossbar's `crossbar.max_upload_size` default.
 pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 8_000_000;
 
-/// The parsed request: the normalised envelope, its `data`, and the query string.
+/// The parsed request: the normalised envelope (without its `data`), its `data`, and the query
+/// string.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RequestEnvelope {
     pub envelope: Map<String, Value>,
@@ -16,63 +24,164 @@ pub struct RequestEnvelope {
     pub query: Vec<(String, Option<String>)>,
 }
 
-impl RequestEnvelope {
-    /// Stage 1 of the pipeline: parse the body by its content type and check the envelope.
-    pub fn parse(
-        content_type: Option<&str>,
-        body: &[u8],
-        query_string: &str,
-    ) -> Result<Self, ApiError> {
-        let query = parse_query(query_string);
-        let envelope = match body_kind(content_type) {
-            BodyKind::Json => parse_json_body(body)?,
-            BodyKind::Form => parse_form_body(body)?,
+/// A body measured and found affordable: what building its envelope will cost, and how to build
+/// it. Measuring allocates nothing proportional to the body, so it is safe before authentication.
+#[derive(Debug)]
+pub struct BodyPlan {
+    kind: PlanKind,
+}
+
+#[derive(Debug)]
+enum PlanKind {
+    Empty,
+    Json(json::Measured),
+    Form { cost: usize },
+}
+
+impl BodyPlan {
+    /// Measures `body` as its content type says it is encoded; too deep or too costly bodies
+    /// are refused here, as malformed JSON (§3.5).
+    pub fn measure(content_type: Option<&str>, body: &[u8]) -> Result<Self, ApiError> {
+        let kind = match body_kind(content_type) {
+            BodyKind::Json => measure_json(body)?,
+            BodyKind::Form => match form_shape(body) {
+                FormShape::Empty => PlanKind::Empty,
+                FormShape::Json => measure_json(body)?,
+                FormShape::Fields(count) => {
+                    let cost = count.saturating_mul(FORM_FIELD_COST) + 2 * body.len();
+                    if cost > json::cost_cap(body.len()) {
+                        return Err(json_invalid(DECODE_ERROR));
+                    }
+                    PlanKind::Form { cost }
+                }
+            },
             // Kept by Crossbar as an uploaded file: the JSON data is empty (§2.1).
-            BodyKind::Opaque => Map::new(),
+            BodyKind::Opaque => PlanKind::Empty,
         };
-        let envelope = normalise_keys(envelope);
-        let data = if envelope.is_empty() {
-            Value::Object(Map::new())
-        } else {
-            match envelope.get("data") {
-                None => {
-                    return Err(ApiError::validation(
-                        "data",
-                        "required",
-                        json!({"message": "Field is required but missing", "value": envelope}),
-                    ))
-                }
-                Some(data @ (Value::Object(_) | Value::Array(_))) => data.clone(),
-                Some(other) => {
-                    return Err(ApiError::validation(
-                        "data",
-                        "type",
-                        json!({
-                            "message": "Value did not match type(s): object, array",
-                            "target": "object, array",
-                            "value": other,
-                        }),
-                    ))
-                }
+        Ok(Self { kind })
+    }
+
+    /// Bytes the envelope will take once built.
+    pub fn cost(&self) -> usize {
+        match &self.kind {
+            PlanKind::Empty => 0,
+            PlanKind::Json(measured) => measured.cost,
+            PlanKind::Form { cost } => *cost,
+        }
+    }
+
+    /// Builds the envelope of the measured `body` and checks it (§2.1-§2.3).
+    pub fn build(self, body: &[u8], query_string: &str) -> Result<RequestEnvelope, ApiError> {
+        let query = parse_query(query_string);
+        let mut envelope = match self.kind {
+            PlanKind::Empty => Map::new(),
+            PlanKind::Json(measured) => match json::build(body, &measured, Some(normalise_key)) {
+                Ok(Value::Object(map)) => map,
+                Ok(_) => return Err(json_invalid("All JSON must be valid")),
+                Err(_) => return Err(json_invalid(DECODE_ERROR)),
+            },
+            PlanKind::Form { .. } => parse_query(String::from_utf8_lossy(body).trim())
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        normalise_key(k),
+                        v.map(Value::String).unwrap_or(Value::Bool(true)),
+                    )
+                })
+                .collect(),
+        };
+        if envelope.is_empty() {
+            return Ok(RequestEnvelope {
+                envelope,
+                data: Value::Object(Map::new()),
+                query,
+            });
+        }
+        let data = match envelope.shift_remove("data") {
+            None => {
+                return Err(ApiError::validation(
+                    "data",
+                    "required",
+                    json!({"message": "Field is required but missing", "value": envelope}),
+                ))
+            }
+            Some(data @ (Value::Object(_) | Value::Array(_))) => data,
+            Some(other) => {
+                return Err(ApiError::validation(
+                    "data",
+                    "type",
+                    json!({
+                        "message": "Value did not match type(s): object, array",
+                        "target": "object, array",
+                        "value": other,
+                    }),
+                ))
             }
         };
-        Ok(Self {
+        Ok(RequestEnvelope {
             envelope,
             data,
             query,
         })
     }
+}
+
+/// What one form field costs as an envelope entry, beyond its text: the parsed pair, the map
+/// entry, and their allocations.
+const FORM_FIELD_COST: usize = 256;
+
+fn measure_json(body: &[u8]) -> Result<PlanKind, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(PlanKind::Empty);
+    }
+    match json::measure(body) {
+        Ok(measured) => Ok(PlanKind::Json(measured)),
+        // Kazoo's parser wrapper reports every syntax error this way (§3.5); nesting past
+        // json::MAX_DEPTH and bodies too costly to parse are reported as malformed too.
+        Err(_) => Err(json_invalid(DECODE_ERROR)),
+    }
+}
+
+enum FormShape {
+    Empty,
+    /// A single key with no value: the usual `curl -d '{json}'`.
+    Json,
+    Fields(usize),
+}
+
+/// The shape of an `application/x-www-form-urlencoded` body (§2.1), read without decoding it: a
+/// single key with no value is parsed as JSON; otherwise the form fields are the envelope. A
+/// JSON body containing `=` or `&` is therefore misread as a form, as in Crossbar.
+fn form_shape(body: &[u8]) -> FormShape {
+    let text = body.trim_ascii();
+    let mut parts = text.split(|b| *b == b'&').filter(|p| !p.is_empty());
+    match (parts.next(), parts.count()) {
+        (None, _) => FormShape::Empty,
+        (Some(only), 0) if !only.contains(&b'=') => FormShape::Json,
+        (Some(_), rest) => FormShape::Fields(rest + 1),
+    }
+}
+
+impl RequestEnvelope {
+    /// Stage 1 of the pipeline in one step, for bodies that need no accounting: measure, build.
+    pub fn parse(
+        content_type: Option<&str>,
+        body: &[u8],
+        query_string: &str,
+    ) -> Result<Self, ApiError> {
+        BodyPlan::measure(content_type, body)?.build(body, query_string)
+    }
 
     /// Kazoo's request-value lookup (§2.3): `data.<key>`, then the query string, then the
     /// envelope's top level. A bare query key is JSON `true`.
-    pub fn req_value(&self, key: &str) -> Option<Value> {
+    pub fn req_value(&self, key: &str) -> Option<Cow<'_, Value>> {
         if let Some(v) = self.data.get(key) {
-            return Some(v.clone());
+            return Some(Cow::Borrowed(v));
         }
         if let Some(v) = self.query_value(key) {
-            return Some(v);
+            return Some(Cow::Owned(v));
         }
-        self.envelope.get(key).cloned()
+        self.envelope.get(key).map(Cow::Borrowed)
     }
 
     /// A query-string parameter only (first occurrence; repeated keys are not merged).
@@ -94,11 +203,6 @@ impl RequestEnvelope {
     /// Like `req_flag`, from the query string only (`descending`, `ascending`).
     pub fn query_flag(&self, key: &str) -> Option<bool> {
         self.query_value(key).map(|v| is_true(&v))
-    }
-
-    /// The `data` object, or an empty one when `data` is an array.
-    pub fn data_object(&self) -> Map<String, Value> {
-        self.data.as_object().cloned().unwrap_or_default()
     }
 }
 
@@ -133,40 +237,15 @@ fn body_kind(content_type: Option<&str>) -> BodyKind {
     }
 }
 
+/// Kazoo's answer to a body its JSON decoder cannot read.
+const DECODE_ERROR: &str = "decoder_exit around 0";
+
 fn json_invalid(message: &str) -> ApiError {
     ApiError::validation(
         "json",
         "invalid",
         json!({"message": message, "target": "body"}),
     )
-}
-
-fn parse_json_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
-    }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(json_invalid("All JSON must be valid")),
-        // Kazoo's parser wrapper reports every syntax error this way (§3.5).
-        Err(_) => Err(json_invalid("decoder_exit around 0")),
-    }
-}
-
-/// `application/x-www-form-urlencoded` (§2.1): a single key with no value is the usual
-/// `curl -d '{json}'` and is parsed as JSON; otherwise the form fields are the envelope. A JSON
-/// body containing `=` or `&` is therefore misread as a form, as in Crossbar.
-fn parse_form_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    let text = String::from_utf8_lossy(body);
-    let pairs = parse_query(text.trim());
-    match pairs.as_slice() {
-        [] => Ok(Map::new()),
-        [(_, None)] => parse_json_body(body),
-        _ => Ok(pairs
-            .into_iter()
-            .map(|(k, v)| (k, v.map(Value::String).unwrap_or(Value::Bool(true))))
-            .collect()),
-    }
 }
 
 /// `k=v&k2&...`, percent-decoded, `+` as space; a key without `=` has no value.
@@ -185,15 +264,15 @@ pub fn parse_query(qs: &str) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
-/// Top-level keys: ASCII and Latin-1 capitals lower-cased, `-` becomes `_` (§2.2). Nested keys
-/// are untouched.
-fn normalise_keys(map: Map<String, Value>) -> Map<String, Value> {
-    map.into_iter()
-        .map(|(k, v)| (normalise_key(&k), v))
-        .collect()
-}
-
-fn normalise_key(key: &str) -> String {
+/// A top-level key: ASCII and Latin-1 capitals lower-cased, `-` becomes `_` (§2.2). Nested
+/// keys are untouched.
+fn normalise_key(key: String) -> String {
+    let needs = key
+        .chars()
+        .any(|c| c == '-' || c.is_ascii_uppercase() || ('\u{C0}'..='\u{DE}').contains(&c));
+    if !needs {
+        return key;
+    }
     key.chars()
         .map(|c| match c {
             'A'..='Z' => c.to_ascii_lowercase(),
@@ -220,41 +299,86 @@ pub struct Tail {
 
 impl Tail {
     fn write(&self, out: &mut Map<String, Value>) {
-        if let Some(token) = &self.auth_token {
-            out.insert("auth_token".into(), Value::from(token.as_str()));
+        for (key, value) in self.fields() {
+            out.insert(key.into(), value);
         }
-        out.insert("node".into(), Value::from(self.node.as_str()));
-        out.insert("request_id".into(), Value::from(self.request_id.as_str()));
-        out.insert("timestamp".into(), Value::from(self.timestamp.as_str()));
-        out.insert(
-            "tokens".into(),
+    }
+
+    /// In the order Crossbar sends them.
+    fn fields(&self) -> Vec<(&'static str, Value)> {
+        let mut fields = Vec::with_capacity(6);
+        if let Some(token) = &self.auth_token {
+            fields.push(("auth_token", Value::from(token.as_str())));
+        }
+        fields.push(("node", Value::from(self.node.as_str())));
+        fields.push(("request_id", Value::from(self.request_id.as_str())));
+        fields.push(("timestamp", Value::from(self.timestamp.as_str())));
+        fields.push((
+            "tokens",
             json!({"consumed": self.tokens_consumed, "remaining": self.tokens_remaining}),
-        );
+        ));
         if let Some(version) = &self.version {
-            out.insert("version".into(), Value::from(version.as_str()));
+            fields.push(("version", Value::from(version.as_str())));
+        }
+        fields
+    }
+}
+
+/// A success's `data`: a JSON value, or the rows of a listing as stored JSON text, written out
+/// without ever being built into trees.
+#[derive(Debug)]
+pub enum Data {
+    Json(Value),
+    Rows(Vec<Box<RawValue>>),
+}
+
+impl Data {
+    pub fn is_empty_list(&self) -> bool {
+        match self {
+            Data::Json(Value::Array(items)) => items.is_empty(),
+            Data::Rows(rows) => rows.is_empty(),
+            Data::Json(_) => false,
         }
     }
 }
 
-/// `{"data":…, <extra>, "revision":…, "status":"success", …tail…}`. `extra` carries the
-/// paging keys of listings; absent values are omitted, never `null`.
-pub fn success(
-    data: Value,
-    revision: Option<&str>,
-    extra: &[(&str, Value)],
-    tail: &Tail,
-) -> Map<String, Value> {
-    let mut out = Map::new();
-    for (k, v) in extra {
-        out.insert((*k).to_owned(), v.clone());
+impl Serialize for Data {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Data::Json(value) => value.serialize(serializer),
+            Data::Rows(rows) => serializer.collect_seq(rows.iter().map(|row| Transcoded(row))),
+        }
     }
-    out.insert("data".into(), data);
-    if let Some(rev) = revision {
-        out.insert("revision".into(), Value::from(rev));
+}
+
+/// `{<extra>, "data":…, "revision":…, "status":"success", …tail…}`. `extra` carries the paging
+/// keys of listings; absent values are omitted, never `null`. Without `data`, it is the closing
+/// part of a streamed listing.
+pub struct SuccessBody<'a> {
+    pub extra: &'a [(&'static str, Value)],
+    pub data: Option<&'a Data>,
+    pub revision: Option<&'a str>,
+    pub tail: &'a Tail,
+}
+
+impl Serialize for SuccessBody<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in self.extra {
+            map.serialize_entry(key, value)?;
+        }
+        if let Some(data) = self.data {
+            map.serialize_entry("data", data)?;
+        }
+        if let Some(revision) = self.revision {
+            map.serialize_entry("revision", revision)?;
+        }
+        map.serialize_entry("status", "success")?;
+        for (key, value) in self.tail.fields() {
+            map.serialize_entry(key, &value)?;
+        }
+        map.end()
     }
-    out.insert("status".into(), Value::from("success"));
-    tail.write(&mut out);
-    out
 }
 
 /// The error envelope (§3.2), or `None` for cowboy's bare answers.
@@ -367,8 +491,8 @@ mod tests {
             "verb=PUT&paginate&page_size=7",
         )
         .unwrap();
-        assert_eq!(env.req_value("verb"), Some(json!("PATCH")));
-        assert_eq!(env.req_value("page_size"), Some(json!("7")));
+        assert_eq!(env.req_value("verb").as_deref(), Some(&json!("PATCH")));
+        assert_eq!(env.req_value("page_size").as_deref(), Some(&json!("7")));
         assert_eq!(env.req_flag("paginate"), Some(true));
         assert_eq!(env.req_value("missing"), None);
     }
@@ -386,7 +510,7 @@ mod tests {
     #[test]
     fn repeated_query_keys_take_the_first() {
         let env = RequestEnvelope::parse(None, b"", "page_size=2&page_size=5").unwrap();
-        assert_eq!(env.req_value("page_size"), Some(json!("2")));
+        assert_eq!(env.req_value("page_size").as_deref(), Some(&json!("2")));
     }
 
     #[test]

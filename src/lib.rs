@@ -6,6 +6,7 @@ pub mod config;
 pub mod domain;
 pub mod envelope;
 pub mod error;
+pub mod json;
 pub mod notices;
 pub mod routes;
 pub mod startup;

@@ -3,10 +3,15 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use actix_web::dev::Server;
-use actix_web::{web, App, HttpServer};
+use std::time::Duration;
 
-use crate::api::AppState;
+use actix_http::body::BoxBody;
+use actix_http::{HttpService, Request, Response};
+use actix_service::{fn_service, map_config};
+use actix_web::dev::{AppConfig, Server};
+use actix_web::{web, App};
+
+use crate::api::{self, AppState};
 use crate::config::{Backend, Config};
 use crate::notices::LogNotifier;
 use crate::routes;
@@ -84,6 +89,37 @@ pub fn store(config: &Config) -> Result<Store, String> {
     })
 }
 
+/// The time a client has to send a request's headers (cowboy's and actix's 5 s).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// File descriptors kept for everything but client connections: CouchDB connections, the
+/// embedded store's files, logs.
+const RESERVED_FILES: u64 = 256;
+
+/// Raises the open-file soft limit to the hard limit, and returns how many client connections
+/// may be open at once: `KZ_GROUPS_MAX_CONNECTIONS`, else what the limit leaves after
+/// [`RESERVED_FILES`]. Past it, new connections wait in the listen backlog rather than take the
+/// descriptors the service needs to answer the ones it has.
+pub fn connection_limit(configured: Option<usize>) -> usize {
+    let files = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(files) => files,
+        Err(e) => {
+            log::warn!("cannot raise the open-file limit: {e}");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+        }
+    };
+    let room = files.saturating_sub(RESERVED_FILES).max(64);
+    configured.unwrap_or(room.min(100_000) as usize)
+}
+
+/// An `Expect: 100-continue` refused with a full answer instead of `100 Continue`.
+struct Refused(actix_web::HttpResponse);
+
+impl From<Refused> for Response<BoxBody> {
+    fn from(refused: Refused) -> Self {
+        refused.0.into()
+    }
+}
+
 pub struct Application {
     port: u16,
     server: Server,
@@ -105,17 +141,40 @@ impl Application {
         let listener = TcpListener::bind(&config.listen)
             .map_err(|e| format!("cannot listen on KZ_GROUPS_LISTEN={}: {e}", config.listen))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-        let server = HttpServer::new(move || {
-            App::new()
-                .wrap(actix_web::middleware::Logger::new(
-                    "%a \"%r\" %s %b %Dms request_id=%{x-request-id}o",
-                ))
-                .app_data(state.clone())
-                .configure(routes::configure)
-        })
-        .listen(listener)
-        .map_err(|e| e.to_string())?
-        .run();
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let connections = connection_limit(config.max_connections);
+        let server = actix_server::Server::build()
+            .workers(workers)
+            .max_concurrent_connections(connections.div_ceil(workers))
+            .listen("kz-groups", listener, move || {
+                let app = App::new()
+                    .wrap(actix_web::middleware::Logger::new(
+                        "%a \"%r\" %s %b %Dms request_id=%{x-request-id}o",
+                    ))
+                    .app_data(state.clone())
+                    .configure(routes::configure);
+                let expect_state = state.clone();
+                HttpService::build()
+                    .client_request_timeout(HEADER_TIMEOUT)
+                    .expect(fn_service(move |req: Request| {
+                        let refused =
+                            api::refuse_announced_body(req.head(), req.peer_addr(), &expect_state);
+                        async move {
+                            match refused {
+                                Some(answer) => Err(Refused(answer)),
+                                None => Ok(req),
+                            }
+                        }
+                    }))
+                    .finish(map_config(app, |_| AppConfig::default()))
+                    .tcp()
+            })
+            .map_err(|e| e.to_string())?
+            .run();
+        log::info!(
+            "listening on {} with {workers} workers, up to {connections} connections",
+            config.listen
+        );
         Ok(Self { port, server })
     }
 

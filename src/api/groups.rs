@@ -112,13 +112,24 @@ pub async fn handle(req: GroupRequest<'_>, tail: &Tail) -> Result<Outcome, ApiEr
     if req.method != "POST" && req.verb != req.method {
         return Err(ApiError::Bare(404));
     }
+    let mut req = req;
     match (&req.target, req.verb.as_str()) {
         (Target::Collection, "GET") => listing::summary(&req, user.as_ref(), tail).await,
-        (Target::Collection, "PUT") => create(&req).await,
         (Target::Entity(_), "GET") => fetch(&req).await,
-        (Target::Entity(_), "POST") => update(&req).await,
-        (Target::Entity(_), "PATCH") => patch(&req).await,
         (Target::Entity(_), "DELETE") => delete(&req).await,
+        // Writes take the request data: it becomes the document, without being copied.
+        (Target::Collection, "PUT") => {
+            let data = std::mem::take(&mut req.env.data);
+            create(&req, data).await
+        }
+        (Target::Entity(_), "POST") => {
+            let data = std::mem::take(&mut req.env.data);
+            update(&req, data).await
+        }
+        (Target::Entity(_), "PATCH") => {
+            let data = std::mem::take(&mut req.env.data);
+            patch(&req, data).await
+        }
         _ => Err(ApiError::InvalidMethod),
     }
 }
@@ -138,18 +149,18 @@ async fn check_user(req: &GroupRequest<'_>, raw: &str) -> Result<DocId, ApiError
 }
 
 /// The request data with private keys removed; `start_key` is a paging option, not data (§2.3).
-fn request_public_data(env: &RequestEnvelope) -> Value {
-    match &env.data {
+fn request_public_data(data: Value) -> Value {
+    match data {
         Value::Object(data) => {
             let mut public = group::strip_private(data);
             public.remove("start_key");
             Value::Object(public)
         }
-        other => other.clone(),
+        other => other,
     }
 }
 
-fn validate(state: &AppState, data: &Value) -> Result<Map<String, Value>, ApiError> {
+fn validate(state: &AppState, data: Value) -> Result<Map<String, Value>, ApiError> {
     state
         .schemas
         .groups
@@ -197,20 +208,18 @@ fn stamp(req: &GroupRequest<'_>, doc: &mut Map<String, Value>) {
     );
 }
 
-/// Saves and announces; a CouchDB conflict is a 409 and nothing is announced.
+/// Saves and announces; a CouchDB conflict is a 409 and nothing is announced. Gives the saved
+/// document back, for the answer.
 async fn save(
     req: &GroupRequest<'_>,
     id: &DocId,
-    doc: &Map<String, Value>,
+    doc: Map<String, Value>,
     action: ChangeAction,
-) -> Result<String, ApiError> {
-    let rev = req
-        .state
-        .store
-        .put_doc(&req.account.db(), id, &Value::Object(doc.clone()))
-        .await?;
+) -> Result<(String, Map<String, Value>), ApiError> {
+    let doc = Value::Object(doc);
+    let rev = req.state.store.put_doc(&req.account.db(), id, &doc).await?;
     announce(req, id, &rev, action);
-    Ok(rev)
+    Ok((rev, super::as_map(doc)))
 }
 
 fn announce(req: &GroupRequest<'_>, id: &DocId, rev: &str, action: ChangeAction) {
@@ -226,31 +235,26 @@ fn announce(req: &GroupRequest<'_>, id: &DocId, rev: &str, action: ChangeAction)
 fn assemble(
     id: &DocId,
     public: Map<String, Value>,
-    private: Map<String, Value>,
+    mut private: Map<String, Value>,
 ) -> Map<String, Value> {
-    let mut doc = Map::new();
+    let mut doc = Map::with_capacity(public.len() + private.len() + 1);
     doc.insert("_id".into(), Value::from(id.as_str()));
-    if let Some(rev) = private.get("_rev") {
-        doc.insert("_rev".into(), rev.clone());
+    if let Some(rev) = private.shift_remove("_rev") {
+        doc.insert("_rev".into(), rev);
     }
     doc.extend(public);
-    for (k, v) in private {
-        if k != "_id" && k != "_rev" {
-            doc.insert(k, v);
-        }
-    }
+    doc.extend(private.into_iter().filter(|(k, _)| k != "_id"));
     doc
 }
 
 /// PUT: validate, choose the id, create (§4.3, §6.2).
-async fn create(req: &GroupRequest<'_>) -> Result<Outcome, ApiError> {
-    let data = request_public_data(&req.env);
-    let requested = req.env.data.as_object().and_then(group::requested_id);
+async fn create(req: &GroupRequest<'_>, data: Value) -> Result<Outcome, ApiError> {
+    let requested = data.as_object().and_then(group::requested_id);
     let chosen = requested.as_ref().map(|raw| match raw {
         Value::String(s) => DocId::parse(s).ok_or(raw),
         other => Err(other),
     });
-    let validated = validate(req.state, &data);
+    let validated = validate(req.state, request_public_data(data));
     let id = match chosen {
         Some(Err(bad)) => {
             // One response carries every error of the request (§6.6).
@@ -275,59 +279,67 @@ async fn create(req: &GroupRequest<'_>) -> Result<Outcome, ApiError> {
     req.conditions.check_content_type()?;
     let mut doc = assemble(&id, public, Map::new());
     stamp(req, &mut doc);
-    let rev = save(req, &id, &doc, ChangeAction::Created).await?;
+    let (rev, doc) = save(req, &id, doc, ChangeAction::Created).await?;
     Ok(Outcome::Done(Success {
         status: 201,
         location: Some(format!("{}/{}", req.path, id)),
-        ..Success::ok(Value::Object(group::public_view(&doc)), Revision::Doc(rev))
+        ..Success::ok(Value::Object(group::public_view(doc)), Revision::Doc(rev))
     }))
+}
+
+fn revision(doc: &Map<String, Value>) -> String {
+    doc.get("_rev")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// GET one group.
 async fn fetch(req: &GroupRequest<'_>) -> Result<Outcome, ApiError> {
     let id = group_id(req)?;
     let doc = load(req, &id, true).await?.ok_or_else(|| not_found(req))?;
-    let rev = doc
-        .get("_rev")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    let rev = revision(&doc);
     if let Some(outcome) = req.conditions.check(Some(&rev), true)? {
         return Ok(outcome);
     }
     Ok(Outcome::Done(Success {
         is_get: true,
-        ..Success::ok(Value::Object(group::public_view(&doc)), Revision::Doc(rev))
+        ..Success::ok(Value::Object(group::public_view(doc)), Revision::Doc(rev))
     }))
 }
 
 /// POST: the body replaces the public part; the stored private fields are kept (§6.3).
-async fn update(req: &GroupRequest<'_>) -> Result<Outcome, ApiError> {
-    let public = validate(req.state, &request_public_data(&req.env))?;
+async fn update(req: &GroupRequest<'_>, data: Value) -> Result<Outcome, ApiError> {
+    let public = validate(req.state, request_public_data(data))?;
     let id = group_id(req)?;
     let stored = load(req, &id, true).await?.ok_or_else(|| not_found(req))?;
-    write_over(req, &id, public, &stored).await
+    let (_, private) = group::split(stored);
+    write_over(req, &id, public, private).await
 }
 
 /// PATCH: deep-merge into the stored doc, then validate the result (§6.4, §6.5).
-async fn patch(req: &GroupRequest<'_>) -> Result<Outcome, ApiError> {
-    let body = request_public_data(&req.env);
+async fn patch(req: &GroupRequest<'_>, data: Value) -> Result<Outcome, ApiError> {
+    let body = request_public_data(data);
     let id = group_id(req);
     // The first load accepts any type; without a doc only the body is validated.
     let stored = match &id {
         Ok(id) => load(req, id, false).await?,
         Err(_) => None,
     };
-    let merged = match &stored {
-        Some(doc) => patch_merge(&Value::Object(group::strip_private(doc)), &body),
-        None => body,
+    let live = stored.as_ref().is_some_and(group::is_live_group);
+    let (merged, private) = match stored {
+        Some(doc) => {
+            let (public, private) = group::split(doc);
+            (patch_merge(Value::Object(public), body), private)
+        }
+        None => (body, Map::new()),
     };
-    let public = validate(req.state, &merged)?;
+    let public = validate(req.state, merged)?;
     let id = id?;
-    let stored = stored
-        .filter(group::is_live_group)
-        .ok_or_else(|| not_found(req))?;
-    write_over(req, &id, public, &stored).await
+    if !live {
+        return Err(not_found(req));
+    }
+    write_over(req, &id, public, private).await
 }
 
 /// The common end of POST and PATCH: conditions, content type, save over the stored rev.
@@ -335,21 +347,17 @@ async fn write_over(
     req: &GroupRequest<'_>,
     id: &DocId,
     public: Map<String, Value>,
-    stored: &Map<String, Value>,
+    private: Map<String, Value>,
 ) -> Result<Outcome, ApiError> {
-    let rev = stored
-        .get("_rev")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    if let Some(outcome) = req.conditions.check(Some(rev), false)? {
+    if let Some(outcome) = req.conditions.check(Some(&revision(&private)), false)? {
         return Ok(outcome);
     }
     req.conditions.check_content_type()?;
-    let mut doc = assemble(id, public, group::private_part(stored));
+    let mut doc = assemble(id, public, private);
     stamp(req, &mut doc);
-    let new_rev = save(req, id, &doc, ChangeAction::Edited).await?;
+    let (new_rev, doc) = save(req, id, doc, ChangeAction::Edited).await?;
     Ok(Outcome::Done(Success::ok(
-        Value::Object(group::public_view(&doc)),
+        Value::Object(group::public_view(doc)),
         Revision::Doc(new_rev),
     )))
 }
@@ -358,20 +366,17 @@ async fn write_over(
 async fn delete(req: &GroupRequest<'_>) -> Result<Outcome, ApiError> {
     let id = group_id(req)?;
     let stored = load(req, &id, true).await?.ok_or_else(|| not_found(req))?;
-    let rev = stored
-        .get("_rev")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    let rev = revision(&stored);
     if let Some(outcome) = req.conditions.check(Some(&rev), false)? {
         return Ok(outcome);
     }
+    let mut data = group::public_view(stored.clone());
     let soft = req.env.req_flag("should_soft_delete").unwrap_or(true);
     if soft {
-        let mut doc = stored.clone();
+        let mut doc = stored;
         doc.insert("pvt_deleted".into(), Value::Bool(true));
         stamp(req, &mut doc);
-        save(req, &id, &doc, ChangeAction::Deleted { soft: true }).await?;
+        save(req, &id, doc, ChangeAction::Deleted { soft: true }).await?;
     } else {
         let new_rev = req
             .state
@@ -380,7 +385,6 @@ async fn delete(req: &GroupRequest<'_>) -> Result<Outcome, ApiError> {
             .await?;
         announce(req, &id, &new_rev, ChangeAction::Deleted { soft: false });
     }
-    let mut data = group::public_view(&stored);
     data.insert("_read_only".into(), json!({"deleted": true}));
     Ok(Outcome::Done(Success::ok(
         Value::Object(data),

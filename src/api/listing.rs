@@ -6,17 +6,18 @@
 //! `startkey_docid`. Servers that ignore `startkey_docid` are detected and read with `skip`.
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::groups::GroupRequest;
 use super::reply::{md5_hex, Outcome, Revision, Streamed, Success};
 use crate::domain::filters::Filters;
 use crate::domain::ids::{AccountId, DbName, DocId};
 use crate::domain::start_key;
-use crate::envelope::{self, Tail};
+use crate::envelope::{Data, SuccessBody, Tail};
 use crate::error::ApiError;
+use crate::json::raw::Transcoded;
 use crate::store::views::ViewInstaller;
-use crate::store::{Store, StoreError, ViewQuery, ViewRow};
+use crate::store::{RowStream, Store, StoreError, ViewQuery, ViewRow};
 
 const DESIGN: &str = "groups";
 /// Crossbar's `load_view_chunk_size`: rows read per CouchDB call when streaming.
@@ -31,7 +32,8 @@ enum Cursor {
     UserDoc { user: String, docid: Option<String> },
 }
 
-/// Reads the rows of one view range in order, a chunk at a time, so memory stays flat.
+/// Reads the rows of one view range in order, `chunk` rows per query, each query's rows as they
+/// are consumed: memory stays flat however long the range and however large its rows.
 pub struct RowReader {
     store: Store,
     db: DbName,
@@ -41,7 +43,9 @@ pub struct RowReader {
     descending: bool,
     include_docs: bool,
     chunk: usize,
-    buffer: std::collections::VecDeque<ViewRow>,
+    /// The rows of the current query, and how many of them were read.
+    rows: Option<RowStream>,
+    got: usize,
     exhausted: bool,
     /// Set once the server is seen ignoring `startkey_docid`: rows are then read with `skip`
     /// from the start of the user's range and filtered against `docid_bound`.
@@ -59,11 +63,13 @@ impl RowReader {
         }
     }
 
-    async fn fill(&mut self) -> Result<(), StoreError> {
+    /// The next query: `chunk` rows and one more, which is where the query after it starts.
+    fn query(&self) -> ViewQuery {
         let mut query = ViewQuery {
             descending: self.descending,
             include_docs: self.include_docs,
             limit: Some(self.chunk + 1),
+            skip: self.skip.unwrap_or(0),
             ..Default::default()
         };
         match &self.cursor {
@@ -79,54 +85,62 @@ impl RowReader {
                 }
             }
         }
-        query.skip = self.skip.unwrap_or(0);
-        let rows = self
-            .store
-            .query_view(&self.db, DESIGN, self.view, &query)
-            .await?;
-        let got = rows.len();
-        if self.skip.is_none() && rows.iter().any(|r| self.before_bound(&r.id)) {
-            // startkey_docid was ignored: restart this range with skip-based reading.
-            self.skip = Some(0);
-            return Box::pin(self.fill()).await;
-        }
-        let mut rows: std::collections::VecDeque<ViewRow> = rows.into();
-        let resume = (got > self.chunk).then(|| rows.pop_back()).flatten();
-        if let Some(skip) = self.skip.as_mut() {
-            *skip += got - usize::from(resume.is_some());
-        }
-        let bounded: Vec<ViewRow> = rows
-            .into_iter()
-            .filter(|r| !self.before_bound(&r.id))
-            .collect();
-        self.buffer.extend(bounded);
-        match resume {
-            Some(row) => match &mut self.cursor {
-                Cursor::Key(key) => *key = Some(row.key),
-                Cursor::UserDoc { docid, .. } => {
-                    if self.skip.is_none() {
-                        *docid = Some(row.id.clone());
-                        self.docid_bound = Some(row.id);
-                    }
-                }
-            },
-            None => self.exhausted = true,
-        }
-        Ok(())
+        query
     }
 
     /// The next row, or `None` at the end of the range.
     pub async fn next(&mut self) -> Result<Option<ViewRow>, StoreError> {
-        while self.buffer.is_empty() && !self.exhausted {
-            self.fill().await?;
+        loop {
+            let rows = match &mut self.rows {
+                Some(rows) => rows,
+                None if self.exhausted => return Ok(None),
+                None => {
+                    let query = self.query();
+                    self.got = 0;
+                    self.rows.insert(
+                        self.store
+                            .view_rows(&self.db, DESIGN, self.view, &query)
+                            .await?,
+                    )
+                }
+            };
+            let Some(row) = rows.next().await.transpose()? else {
+                // The range ended within this query.
+                self.rows = None;
+                self.exhausted = true;
+                return Ok(None);
+            };
+            self.got += 1;
+            if self.skip.is_none() && self.before_bound(&row.id) {
+                // startkey_docid was ignored: read this range again, with skip.
+                self.skip = Some(0);
+                self.rows = None;
+                continue;
+            }
+            if self.got > self.chunk {
+                // The row past the chunk: the next query starts with it.
+                self.rows = None;
+                match (&mut self.cursor, self.skip.as_mut()) {
+                    (Cursor::Key(key), _) => *key = Some(row.key),
+                    (Cursor::UserDoc { .. }, Some(skip)) => *skip += self.chunk,
+                    (Cursor::UserDoc { docid, .. }, None) => {
+                        *docid = Some(row.id.clone());
+                        self.docid_bound = Some(row.id);
+                    }
+                }
+                continue;
+            }
+            if self.before_bound(&row.id) {
+                continue;
+            }
+            return Ok(Some(row));
         }
-        Ok(self.buffer.pop_front())
     }
 
-    /// The next row that passes `filters`.
+    /// The next row that passes `filters`, judged on its document's text.
     async fn next_passing(&mut self, filters: &Filters) -> Result<Option<ViewRow>, StoreError> {
         while let Some(row) = self.next().await? {
-            if filters.is_empty() || row.doc.as_ref().is_some_and(|d| filters.matches(d)) {
+            if filters.is_empty() || row.doc.as_deref().is_some_and(|d| filters.matches(d)) {
                 return Ok(Some(row));
             }
         }
@@ -158,7 +172,7 @@ fn parse_request(req: &GroupRequest<'_>) -> Result<ListingRequest, ApiError> {
     let page_size = match env.req_value("page_size") {
         None => req.state.page_size,
         Some(v) => {
-            let n = match &v {
+            let n = match &*v {
                 Value::Number(n) => n.as_i64(),
                 Value::String(s) => s.trim().parse::<i64>().ok(),
                 _ => None,
@@ -179,8 +193,12 @@ fn parse_request(req: &GroupRequest<'_>) -> Result<ListingRequest, ApiError> {
         paginate,
         page_size,
         descending,
-        start_key: env.req_value("start_key").map(request_key),
-        end_key: env.req_value("end_key").map(request_key),
+        start_key: env
+            .req_value("start_key")
+            .map(|v| request_key(v.into_owned())),
+        end_key: env
+            .req_value("end_key")
+            .map(|v| request_key(v.into_owned())),
         filters: Filters::from_query(&env.query),
     })
 }
@@ -229,7 +247,8 @@ fn reader(
         descending: listing.descending,
         include_docs: !listing.filters.is_empty(),
         chunk,
-        buffer: Default::default(),
+        rows: None,
+        got: 0,
         exhausted: false,
         skip: None,
         docid_bound,
@@ -307,7 +326,7 @@ pub async fn summary(
     Ok(Outcome::Done(Success {
         extra,
         is_get: true,
-        ..Success::ok(Value::Array(items), revision)
+        ..Success::of(Data::Rows(items), revision)
     }))
 }
 
@@ -328,14 +347,17 @@ async fn stream_all(
         .map_err(|e| view_error(&state.views, &req.account, e))?;
     // Any opaque token will do for a listing's ETag (§3.4); this one is fixed before the body.
     let etag = first.as_ref().map(|row| {
-        md5_hex(format!("{}{}{}", tail.request_id, tail.timestamp, row.value).as_bytes())
+        let value = serde_json::to_string(&Transcoded(&row.value)).unwrap_or_default();
+        md5_hex(format!("{}{}{value}", tail.request_id, tail.timestamp).as_bytes())
     });
-    let closing: Map<String, Value> = {
-        let mut body = envelope::success(Value::Null, etag.as_deref(), &[], tail);
-        body.remove("data");
-        body
-    };
-    let closing = format!("],{}", &Value::Object(closing).to_string()[1..]);
+    let closing = serde_json::to_string(&SuccessBody {
+        extra: &[],
+        data: None,
+        revision: etag.as_deref(),
+        tail,
+    })
+    .unwrap_or_default();
+    let closing = format!("],{}", &closing[1..]);
     let filters = listing.filters;
     let head = Bytes::from_static(b"{\"data\":[");
 
@@ -364,17 +386,26 @@ async fn stream_all(
                         // Nothing follows an error: no closing, so the list is never complete.
                         st.closing = None;
                         st.rows.exhausted = true;
-                        st.rows.buffer.clear();
+                        st.rows.rows = None;
                         return Some((Err(std::io::Error::other(e.to_string())), st));
                     }
                 },
             };
             match row {
                 Some(row) => {
-                    let sep = if st.first { "" } else { "," };
+                    // One row at a time, re-encoded straight from its text.
+                    let mut chunk = Vec::with_capacity(row.value.get().len() + 1);
+                    if !st.first {
+                        chunk.push(b',');
+                    }
                     st.first = false;
-                    let chunk = Bytes::from(format!("{sep}{}", row.value));
-                    Some((Ok(chunk), st))
+                    let written = serde_json::to_writer(&mut chunk, &Transcoded(&row.value));
+                    Some((
+                        written
+                            .map(|()| Bytes::from(chunk))
+                            .map_err(std::io::Error::other),
+                        st,
+                    ))
                 }
                 None => st.closing.take().map(|c| (Ok(Bytes::from(c)), st)),
             }

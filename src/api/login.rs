@@ -8,7 +8,6 @@ use crate::auth::issuer::Subject;
 use crate::domain::clock;
 use crate::domain::group::truthy;
 use crate::domain::ids::{AccountId, DbName, DocId};
-use crate::envelope::RequestEnvelope;
 use crate::error::ApiError;
 use crate::store::{StoreError, ViewQuery};
 
@@ -38,13 +37,13 @@ pub struct LoggedIn {
 pub async fn handle(
     state: &AppState,
     login: Login,
-    env: &RequestEnvelope,
+    data: Value,
     path: &str,
 ) -> Result<LoggedIn, ApiError> {
     let (account, owner, method) = match login {
-        Login::ApiKey => (api_key_account(state, env).await?, None, "cb_api_auth"),
+        Login::ApiKey => (api_key_account(state, data).await?, None, "cb_api_auth"),
         Login::User => {
-            let (account, owner) = user_credentials(state, env).await?;
+            let (account, owner) = user_credentials(state, data).await?;
             (account, Some(owner), "cb_user_auth")
         }
     };
@@ -72,24 +71,20 @@ pub async fn handle(
     })
 }
 
-fn validated(
-    state: &AppState,
-    login: Login,
-    env: &RequestEnvelope,
-) -> Result<Map<String, Value>, ApiError> {
+fn validated(state: &AppState, login: Login, data: Value) -> Result<Map<String, Value>, ApiError> {
     let schema = match login {
         Login::ApiKey => &state.schemas.api_auth,
         Login::User => &state.schemas.user_auth,
     };
     schema
-        .validate(&env.data)
+        .validate(data)
         .map(super::as_map)
         .map_err(ApiError::Validation)
 }
 
 /// §3.2: the key is looked up in `accounts/listing_by_api`; no row is a 404 naming the key.
-async fn api_key_account(state: &AppState, env: &RequestEnvelope) -> Result<AccountId, ApiError> {
-    let data = validated(state, Login::ApiKey, env)?;
+async fn api_key_account(state: &AppState, data: Value) -> Result<AccountId, ApiError> {
+    let data = validated(state, Login::ApiKey, data)?;
     let key = data
         .get("api_key")
         .and_then(Value::as_str)
@@ -122,18 +117,15 @@ async fn lookup(state: &AppState, view: &str, key: &str) -> Result<Vec<AccountId
     };
     Ok(rows
         .iter()
-        .filter_map(|row| row.value.get("account_id").and_then(Value::as_str))
-        .filter_map(|id| AccountId::parse(id).ok())
+        .filter_map(|row| row.value_str("account_id"))
+        .filter_map(|id| AccountId::parse(&id).ok())
         .collect())
 }
 
 /// §4.2–§4.3: the accounts named by realm, else by name; the first whose user view holds the
 /// credentials wins; then the account must be neither expired nor disabled.
-async fn user_credentials(
-    state: &AppState,
-    env: &RequestEnvelope,
-) -> Result<(AccountId, DocId), ApiError> {
-    let data = validated(state, Login::User, env)?;
+async fn user_credentials(state: &AppState, data: Value) -> Result<(AccountId, DocId), ApiError> {
+    let data = validated(state, Login::User, data)?;
     let credentials = data
         .get("credentials")
         .and_then(Value::as_str)
@@ -176,8 +168,8 @@ async fn user_credentials(
         };
         let Some(owner) = rows
             .iter()
-            .find_map(|row| row.value.get("owner_id").and_then(Value::as_str))
-            .and_then(DocId::parse)
+            .find_map(|row| row.value_str("owner_id"))
+            .and_then(|id| DocId::parse(&id))
         else {
             continue;
         };
@@ -308,7 +300,7 @@ pub async fn token_info(
     if verb == "DELETE" {
         return Ok(Outcome::Done(Success::ok(json!({}), Revision::None)));
     }
-    let mut data = crate::domain::group::strip_private(&identity.claims);
+    let mut data = crate::domain::group::strip_private(identity.claims.clone());
     data.insert("id".into(), Value::Null);
     let owner = identity.owner_id.as_deref().and_then(DocId::parse);
     data.extend(response_auth(state, &identity.account_id, owner.as_ref()).await?);

@@ -4,9 +4,14 @@ pub mod groups;
 pub mod limiter;
 pub mod listing;
 pub mod login;
+pub mod memory;
 pub mod path;
 pub mod reply;
 
+use std::net::SocketAddr;
+
+use actix_web::dev::RequestHead;
+use actix_web::http::header::HeaderMap;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
 use futures::StreamExt;
@@ -19,13 +24,14 @@ use crate::auth::{Authenticator, Identity, TokenCheck};
 use crate::config::Config;
 use crate::domain::clock;
 use crate::domain::ids::{random_hex, AccountId, AccountIdError, DocId};
-use crate::envelope::{RequestEnvelope, Tail};
+use crate::envelope::{BodyPlan, RequestEnvelope, Tail};
 use crate::error::ApiError;
 use crate::notices::ChangeNotifier;
 use crate::startup::Schemas;
 use crate::store::views::ViewInstaller;
 use crate::store::Store;
 use limiter::RateLimiter;
+use memory::{MemoryBudget, Reservation};
 use path::{Route, Target};
 use reply::{Outcome, ReplyContext, GLOBAL_METHODS};
 
@@ -40,6 +46,12 @@ pub struct AppState {
     pub notifier: Box<dyn ChangeNotifier>,
     pub page_size: usize,
     pub max_upload_bytes: usize,
+    /// `KZ_GROUPS_BODY_TIMEOUT_MS`.
+    pub body_timeout: std::time::Duration,
+    /// What request bodies and their parsed JSON may hold at once.
+    pub memory: MemoryBudget,
+    /// Large bodies measured or built at once, off the workers: one per core.
+    parse_slots: tokio::sync::Semaphore,
     /// base64url(md5(node name)), the envelope's `node`.
     pub node: String,
     pub version: String,
@@ -67,9 +79,28 @@ impl AppState {
             notifier,
             page_size: config.page_size,
             max_upload_bytes: config.max_upload_bytes,
+            body_timeout: config.body_timeout,
+            memory: MemoryBudget::new(config.request_memory_bytes),
+            parse_slots: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ),
             node: Self::node_id(&config.node_name),
             version: config.version.clone(),
         }
+    }
+}
+
+impl AppState {
+    /// Runs CPU-heavy work on the blocking pool, at most one job per core at a time.
+    async fn off_workers<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let _slot = self.parse_slots.acquire().await;
+        tokio::task::spawn_blocking(job).await.map_err(|e| {
+            log::error!("parsing a body failed: {e}");
+            ApiError::Bare(500)
+        })
     }
 }
 
@@ -81,9 +112,24 @@ pub async fn crossbar(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
+    let mut cx = reply_context(req.headers(), req.peer_addr(), &state);
+    // What the request's body and parsed JSON hold, given back once the answer is rendered.
+    let mut memory = Reservation::default();
+    let outcome = pipeline(&req, payload, &state, &mut cx, &mut memory).await;
+    let answer = cx.render(outcome);
+    if memory.bytes() > 0 {
+        drop(memory);
+        memory::give_back();
+    }
+    answer
+}
+
+/// What every answer to a request carries, read from its headers before anything else.
+fn reply_context(headers: &HeaderMap, peer: Option<SocketAddr>, state: &AppState) -> ReplyContext {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let mut cx = ReplyContext {
         tail: Tail {
-            request_id: header(&req, "x-request-id")
+            request_id: header("x-request-id")
                 .filter(|v| !v.is_empty())
                 .map(str::to_owned)
                 .unwrap_or_else(|| random_hex(16)),
@@ -93,52 +139,121 @@ pub async fn crossbar(
             tokens_remaining: 0,
             ..Default::default()
         },
-        pretty: header(&req, "x-pretty-print") == Some("true"),
+        pretty: header("x-pretty-print") == Some("true"),
         cors_request: [
             "origin",
             "access-control-request-method",
             "access-control-request-headers",
         ]
         .iter()
-        .any(|h| req.headers().contains_key(*h)),
+        .any(|h| headers.contains_key(*h)),
         allowed_methods: GLOBAL_METHODS.to_vec(),
-        requested_method: header(&req, "access-control-request-method").map(str::to_owned),
+        requested_method: header("access-control-request-method").map(str::to_owned),
         negotiated: false,
-        language: header(&req, "accept-language")
+        language: header("accept-language")
             .and_then(|l| l.split([',', ';']).next())
             .map(str::trim)
             .filter(|l| !l.is_empty())
             .unwrap_or("en")
             .to_owned(),
         jsonp: None,
+        close: false,
     };
-    cx.tail.tokens_remaining = state.limiter.remaining(&bucket_key(&req, None));
-    let outcome = pipeline(&req, payload, &state, &mut cx).await;
-    cx.render(outcome)
+    cx.tail.tokens_remaining = state.limiter.remaining(&bucket_key(peer, None));
+    cx
+}
+
+/// An `Expect: 100-continue` request whose announced body is over `max_upload_size` is answered
+/// at once, with the 400 its body would get, so the client never sends it. The stage-1 order
+/// holds: an API version 1 path is still answered 410 by the pipeline.
+pub fn refuse_announced_body(
+    head: &RequestHead,
+    peer: Option<SocketAddr>,
+    state: &AppState,
+) -> Option<HttpResponse> {
+    let announced = head
+        .headers
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())?;
+    if announced <= state.max_upload_bytes as u64 || path::parse(head.uri.path()) == Route::Gone {
+        return None;
+    }
+    let mut cx = reply_context(&head.headers, peer, state);
+    cx.close = true;
+    Some(cx.render(Err(too_large(state.max_upload_bytes))))
 }
 
 fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| ApiError::Bare(400))?;
-        if body.len() + chunk.len() > limit {
-            // §3.6: the size error is rendered as a 400 validation error.
-            return Err(ApiError::validation(
-                "file",
-                "maxSize",
-                serde_json::json!({
-                    "message": format!("Payload or Files must not be more than {limit} bytes"),
-                    "target": limit,
-                }),
-            ));
+/// The request body, taken in within `KZ_GROUPS_BODY_TIMEOUT_MS` and reserved against the
+/// request memory budget as it grows. Past the time the answer is a bare 408 and the connection
+/// is closed, so a stalled upload holds its socket no longer than that.
+async fn read_body(
+    mut payload: web::Payload,
+    state: &AppState,
+    memory: &mut Reservation,
+) -> Result<Vec<u8>, ApiError> {
+    let limit = state.max_upload_bytes;
+    let read = async {
+        let mut body = Vec::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|_| ApiError::Bare(400))?;
+            let len = body.len() + chunk.len();
+            if len > limit {
+                return Err(too_large(limit));
+            }
+            if len > body.capacity() {
+                let capacity = len.next_power_of_two().min(limit);
+                memory.merge(state.memory.reserve(capacity - body.capacity()).await);
+                body.reserve_exact(capacity - body.len());
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
+        Ok(body)
+    };
+    tokio::time::timeout(state.body_timeout, read)
+        .await
+        .unwrap_or(Err(ApiError::Bare(408)))
+}
+
+/// §3.6: a body over `max_upload_size` is rendered as a 400 validation error.
+pub fn too_large(limit: usize) -> ApiError {
+    ApiError::validation(
+        "file",
+        "maxSize",
+        serde_json::json!({
+            "message": format!("Payload or Files must not be more than {limit} bytes"),
+            "target": limit,
+        }),
+    )
+}
+
+/// Stage 1's parse: measured first (refusing what is too deep or too costly), then reserved
+/// against the memory budget, then built. Large bodies are measured and built on the blocking
+/// pool, a few at a time, so the workers keep answering other clients meanwhile.
+async fn parse_envelope(
+    state: &AppState,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+    query: &str,
+    memory: &mut Reservation,
+) -> Result<RequestEnvelope, ApiError> {
+    if body.len() < memory::SMALL {
+        let plan = BodyPlan::measure(content_type, &body)?;
+        memory.merge(state.memory.reserve(plan.cost()).await);
+        return plan.build(&body, query);
     }
-    Ok(body)
+    let content_type = content_type.map(str::to_owned);
+    let (plan, body) = state
+        .off_workers(move || (BodyPlan::measure(content_type.as_deref(), &body), body))
+        .await?;
+    let plan = plan?;
+    memory.merge(state.memory.reserve(plan.cost()).await);
+    let query = query.to_owned();
+    state.off_workers(move || plan.build(&body, &query)).await?
 }
 
 /// A credential as received, and whether it is one Kazoo would verify as a JWT.
@@ -157,9 +272,13 @@ fn find_credential(req: &HttpRequest, env: &RequestEnvelope) -> Option<Credentia
     if let Some(token) = header(req, "x-auth-token").filter(|t| !t.is_empty()) {
         return Some(jwt(token.to_owned()));
     }
-    if let Some(Value::String(token)) = env.req_value("auth_token") {
+    if let Some(token) = env
+        .req_value("auth_token")
+        .as_deref()
+        .and_then(Value::as_str)
+    {
         if !token.is_empty() {
-            return Some(jwt(token));
+            return Some(jwt(token.to_owned()));
         }
     }
     // `Authorization: Bearer <t>` (or Basic) is never a Kazoo JWT here: it is echoed, and refused.
@@ -178,14 +297,29 @@ async fn pipeline(
     payload: web::Payload,
     state: &AppState,
     cx: &mut ReplyContext,
+    memory: &mut Reservation,
 ) -> Result<Outcome, ApiError> {
     // Stage 1: version, then the body, before any authentication.
     let route = path::parse(req.path());
     if route == Route::Gone {
         return Err(ApiError::Gone);
     }
-    let body = read_body(payload, state.max_upload_bytes).await?;
-    let env = RequestEnvelope::parse(header(req, "content-type"), &body, req.query_string())?;
+    // A CONNECT's "body" is the rest of the connection: there is none to read (stage 2 answers).
+    let body = if req.method() == actix_web::http::Method::CONNECT {
+        Vec::new()
+    } else {
+        read_body(payload, state, memory)
+            .await
+            .inspect_err(|_| cx.close = true)?
+    };
+    let env = parse_envelope(
+        state,
+        header(req, "content-type"),
+        body,
+        req.query_string(),
+        memory,
+    )
+    .await?;
     if env.req_flag("pretty_print") == Some(true) {
         cx.pretty = true;
     }
@@ -244,7 +378,7 @@ async fn pipeline(
             if method == "OPTIONS" {
                 return Ok(Outcome::Preflight);
             }
-            return login_route(req, state, cx, login, &env).await;
+            return login_route(req, state, cx, login, env.data).await;
         }
         Route::TokenAuth => {
             check_method(cx, &method, &verb, &["GET", "DELETE"])?;
@@ -406,14 +540,14 @@ async fn login_route(
     state: &AppState,
     cx: &mut ReplyContext,
     login: login::Login,
-    env: &RequestEnvelope,
+    data: Value,
 ) -> Result<Outcome, ApiError> {
-    spend(cx, state, &bucket_key(req, None), 2.0)?;
+    spend(cx, state, &bucket_key(req.peer_addr(), None), 2.0)?;
     cx.negotiated = true;
     if !accepts_json(header(req, "accept")) {
         return Err(ApiError::Bare(406));
     }
-    let logged_in = login::handle(state, login, env, login.path()).await?;
+    let logged_in = login::handle(state, login, data, login.path()).await?;
     cx.tail.auth_token = Some(logged_in.token);
     cx.tail.version = Some(state.version.clone());
     Ok(logged_in.outcome)
@@ -434,7 +568,7 @@ fn authenticated(
         Some(identity) => Ok(identity),
         None => {
             if !has_credential {
-                spend(cx, state, &bucket_key(req, account), 1.0)?;
+                spend(cx, state, &bucket_key(req.peer_addr(), account), 1.0)?;
             }
             Err(ApiError::InvalidCredentials)
         }
@@ -456,18 +590,20 @@ fn spend(cx: &mut ReplyContext, state: &AppState, key: &str, cost: f64) -> Resul
 }
 
 fn tunnelled_verb(env: &RequestEnvelope) -> Option<String> {
-    let from_data = env.data.get("verb").cloned();
     let from_query = env.query_value("verb");
-    let from_envelope = env.envelope.get("verb").cloned();
-    [from_data, from_query, from_envelope]
-        .into_iter()
-        .flatten()
-        .find_map(|v| v.as_str().map(str::to_ascii_uppercase))
+    let verb = [
+        env.data.get("verb"),
+        from_query.as_ref(),
+        env.envelope.get("verb"),
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(|v| v.as_str().map(str::to_ascii_uppercase));
+    verb
 }
 
-fn bucket_key(req: &HttpRequest, account: Option<&AccountId>) -> String {
-    let ip = req
-        .peer_addr()
+fn bucket_key(peer: Option<SocketAddr>, account: Option<&AccountId>) -> String {
+    let ip = peer
         .map(|a| a.ip().to_string())
         .unwrap_or_else(|| "unknown".into());
     match account {
@@ -483,7 +619,9 @@ fn mark_authenticated(
     req: &HttpRequest,
     account: Option<&AccountId>,
 ) {
-    cx.tail.tokens_remaining = state.limiter.remaining(&bucket_key(req, account));
+    cx.tail.tokens_remaining = state
+        .limiter
+        .remaining(&bucket_key(req.peer_addr(), account));
     if identity.is_some() {
         cx.tail.version = Some(state.version.clone());
     }

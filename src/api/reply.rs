@@ -6,9 +6,10 @@ use actix_web::HttpResponse;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use md5::{Digest, Md5};
-use serde_json::{Map, Value};
+use serde::Serialize;
+use serde_json::Value;
 
-use crate::envelope::{self, Tail};
+use crate::envelope::{self, Data, SuccessBody, Tail};
 use crate::error::ApiError;
 
 pub const EXPIRES: &str = "Fri, 01 Jan 1999 00:00:00 GMT";
@@ -31,7 +32,7 @@ pub enum Revision {
 #[derive(Debug)]
 pub struct Success {
     pub status: u16,
-    pub data: Value,
+    pub data: Data,
     pub revision: Revision,
     /// Paging keys of listings.
     pub extra: Vec<(&'static str, Value)>,
@@ -42,6 +43,10 @@ pub struct Success {
 
 impl Success {
     pub fn ok(data: Value, revision: Revision) -> Self {
+        Self::of(Data::Json(data), revision)
+    }
+
+    pub fn of(data: Data, revision: Revision) -> Self {
         Self {
             status: 200,
             data,
@@ -95,10 +100,21 @@ pub struct ReplyContext {
     pub language: String,
     /// `jsonp=<callback>`: the body is sent as `callback(<json>);` (groups-contract §2.3).
     pub jsonp: Option<String>,
+    /// The request body was not read to its end: the connection cannot be reused.
+    pub close: bool,
 }
 
 impl ReplyContext {
     pub fn render(&self, outcome: Result<Outcome, ApiError>) -> HttpResponse {
+        let mut resp = self.render_outcome(outcome);
+        if self.close {
+            resp.head_mut()
+                .set_connection_type(actix_web::http::ConnectionType::Close);
+        }
+        resp
+    }
+
+    fn render_outcome(&self, outcome: Result<Outcome, ApiError>) -> HttpResponse {
         match outcome {
             Ok(Outcome::Done(success)) => self.render_success(success),
             Ok(Outcome::NotModified { etag }) => {
@@ -128,22 +144,24 @@ impl ReplyContext {
     }
 
     fn render_success(&self, success: Success) -> HttpResponse {
-        let mut revision = match &success.revision {
+        let body = |revision| SuccessBody {
+            extra: &success.extra,
+            data: Some(&success.data),
+            revision,
+            tail: &self.tail,
+        };
+        let revision = match &success.revision {
             Revision::None => None,
             Revision::Doc(rev) => Some(rev.clone()),
-            Revision::BodyHash => Some("automatic".to_owned()),
+            // Hashed as it is written: the draft body is never held.
+            Revision::BodyHash => {
+                let mut hash = HashWriter(Md5::new());
+                serde_json::to_writer(&mut hash, &body(Some("automatic"))).ok();
+                Some(hex(&hash.0.finalize()))
+            }
         };
-        let body = |revision: Option<&str>| {
-            envelope::success(success.data.clone(), revision, &success.extra, &self.tail)
-        };
-        if success.revision == Revision::BodyHash {
-            let draft =
-                serde_json::to_vec(&Value::Object(body(revision.as_deref()))).unwrap_or_default();
-            revision = Some(md5_hex(&draft));
-        }
-        let json = body(revision.as_deref());
         let status = StatusCode::from_u16(success.status).unwrap_or(StatusCode::OK);
-        let mut resp = self.json(status, json);
+        let mut resp = self.json(status, &body(revision.as_deref()));
         self.common_headers(&mut resp, self.cors_request);
         if success.is_get {
             if let Some(rev) = &revision {
@@ -162,7 +180,7 @@ impl ReplyContext {
             StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         match envelope::error(err, &self.tail) {
             Some(body) => {
-                let mut resp = self.json(status, body);
+                let mut resp = self.json(status, &body);
                 // Crossbar adds CORS headers to every enveloped error (§3.3).
                 self.common_headers(&mut resp, true);
                 resp
@@ -177,12 +195,11 @@ impl ReplyContext {
         resp
     }
 
-    fn json(&self, status: StatusCode, body: Map<String, Value>) -> HttpResponse {
-        let value = Value::Object(body);
+    fn json(&self, status: StatusCode, body: &impl Serialize) -> HttpResponse {
         let bytes = if self.pretty {
-            serde_json::to_vec_pretty(&value)
+            serde_json::to_vec_pretty(body)
         } else {
-            serde_json::to_vec(&value)
+            serde_json::to_vec(body)
         }
         .unwrap_or_default();
         match &self.jsonp {
@@ -239,8 +256,23 @@ pub fn quote(etag: &str) -> String {
 }
 
 pub fn md5_hex(bytes: &[u8]) -> String {
-    Md5::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Md5::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Feeds what is written to an MD5 digest.
+struct HashWriter(Md5);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

@@ -1,7 +1,10 @@
 //! Owns Crossbar's query-string filters for listings (contract §5.4): which parameters are
 //! filters, and whether a full stored document (private fields included) passes all of them.
 
+use serde_json::value::RawValue;
 use serde_json::Value;
+
+use crate::json::raw::{self, Leaf};
 
 /// The filters of one listing request, in query-string order. Repeated parameters are all kept
 /// and all applied, because Kazoo does not merge repeated keys (§2.3).
@@ -52,7 +55,8 @@ impl Filters {
     }
 
     /// AND of all filters; a filter that "throws" (e.g. non-integer created_from) excludes the doc.
-    pub fn matches(&self, doc: &Value) -> bool {
+    /// The document is read as stored JSON text, so a large one is never built into a tree.
+    pub fn matches(&self, doc: &RawValue) -> bool {
         self.filters.iter().all(|f| f.matches(doc))
     }
 }
@@ -100,21 +104,31 @@ impl Filter {
         }
     }
 
-    fn matches(&self, doc: &Value) -> bool {
+    fn matches(&self, doc: &RawValue) -> bool {
+        let leaf = |path: &[String]| raw::lookup(doc, path).and_then(Leaf::of);
         match self {
             Filter::Equals {
                 path,
                 expected,
                 negate,
-            } => value_matches(lookup(doc, path), expected) != *negate,
-            Filter::HasKey(path) => path.as_ref().is_some_and(|p| lookup(doc, p).is_some()),
-            Filter::KeyMissing(path) => path.as_ref().is_some_and(|p| lookup(doc, p).is_none()),
-            Filter::HasValue(path) => path.as_ref().is_some_and(|p| has_value(lookup(doc, p))),
-            Filter::ValueMissing(path) => path.as_ref().is_some_and(|p| !has_value(lookup(doc, p))),
-            Filter::Created(bound, limit) => in_range(doc.get("pvt_created"), *bound, *limit),
-            Filter::Modified(bound, limit) => in_range(doc.get("pvt_modified"), *bound, *limit),
+            } => value_matches(leaf(path).as_ref(), expected) != *negate,
+            Filter::HasKey(path) => path.as_ref().is_some_and(|p| raw::lookup(doc, p).is_some()),
+            Filter::KeyMissing(path) => {
+                path.as_ref().is_some_and(|p| raw::lookup(doc, p).is_none())
+            }
+            Filter::HasValue(path) => path.as_ref().is_some_and(|p| has_value(leaf(p).as_ref())),
+            Filter::ValueMissing(path) => {
+                path.as_ref().is_some_and(|p| !has_value(leaf(p).as_ref()))
+            }
+            Filter::Created(bound, limit) => in_range(field(doc, "pvt_created"), *bound, *limit),
+            Filter::Modified(bound, limit) => in_range(field(doc, "pvt_modified"), *bound, *limit),
         }
     }
+}
+
+/// A top-level member of the document.
+fn field(doc: &RawValue, name: &str) -> Option<Leaf> {
+    raw::child(doc, name).and_then(Leaf::of)
 }
 
 /// Dot-separated, every piece kept (Kazoo's `binary:split(Key, <<".">>, [global])`).
@@ -122,22 +136,9 @@ fn split_path(path: &str) -> Vec<String> {
     path.split('.').map(str::to_string).collect()
 }
 
-/// kz_json path lookup: object keys by name; inside an array a segment is a **1-based** index, as
-/// kz_json uses `lists:nth/2`. A JSON null is a present value.
-fn lookup<'a>(doc: &'a Value, path: &[String]) -> Option<&'a Value> {
-    path.iter().try_fold(doc, |value, segment| match value {
-        Value::Object(map) => map.get(segment),
-        Value::Array(items) => {
-            let index: usize = segment.parse().ok()?;
-            items.get(index.checked_sub(1)?)
-        }
-        _ => None,
-    })
-}
-
 /// `filter_{path}={v}` (§5.4): equal as text, else `v` read as JSON: a list passes when it holds
 /// the text as a string element, a string passes when equal; anything else fails.
-fn value_matches(doc_value: Option<&Value>, expected: &str) -> bool {
+fn value_matches(doc_value: Option<&Leaf>, expected: &str) -> bool {
     let Some(text) = doc_text(doc_value) else {
         return false;
     };
@@ -155,40 +156,39 @@ fn value_matches(doc_value: Option<&Value>, expected: &str) -> bool {
 /// objects become ""; null is the atom `null`, so "null"; floats use Erlang's shortest form.
 /// A list is concatenated when every element is a string; any other list is `None` and never
 /// equals anything (so `filter_not_` passes).
-fn doc_text(value: Option<&Value>) -> Option<String> {
+fn doc_text(value: Option<&Leaf>) -> Option<String> {
     Some(match value {
-        None | Some(Value::Object(_)) => String::new(),
-        Some(Value::Null) => "null".to_string(),
-        Some(Value::Bool(b)) => b.to_string(),
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => match n.as_f64() {
+        None | Some(Leaf::Object { .. }) => String::new(),
+        Some(Leaf::Null) => "null".to_string(),
+        Some(Leaf::Bool(b)) => b.to_string(),
+        Some(Leaf::String(s)) => s.clone(),
+        Some(Leaf::Number(n)) => match n.as_f64() {
             Some(f) if n.is_f64() => erlang_float_text(f),
             _ => n.to_string(),
         },
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(Value::as_str)
-            .collect::<Option<Vec<_>>>()?
-            .concat(),
+        Some(Leaf::Array { text, .. }) => text.clone()?,
     })
 }
 
 /// Kazoo's kz_term:is_empty/1 as used by `has_value` (§5.4).
-fn has_value(value: Option<&Value>) -> bool {
+fn has_value(value: Option<&Leaf>) -> bool {
     match value {
-        None | Some(Value::Null) => false,
-        Some(Value::String(s)) => !matches!(s.as_str(), "" | "0" | "NULL" | "undefined"),
-        Some(Value::Number(n)) => n.as_f64() != Some(0.0),
-        Some(Value::Array(items)) => !items.is_empty(),
-        Some(Value::Object(map)) => !map.is_empty(),
-        Some(Value::Bool(_)) => true,
+        None | Some(Leaf::Null) => false,
+        Some(Leaf::String(s)) => !matches!(s.as_str(), "" | "0" | "NULL" | "undefined"),
+        Some(Leaf::Number(n)) => n.as_f64() != Some(0.0),
+        Some(Leaf::Array { empty, .. } | Leaf::Object { empty }) => !empty,
+        Some(Leaf::Bool(_)) => true,
     }
 }
 
 /// `created_*` / `modified_*`: both bounds inclusive, Gregorian seconds. A bound that is not an
 /// integer, or a document field that is missing or not an integer, excludes the document.
-fn in_range(field: Option<&Value>, bound: Bound, limit: Option<i64>) -> bool {
-    let (Some(limit), Some(stamp)) = (limit, field.and_then(Value::as_i64)) else {
+fn in_range(field: Option<Leaf>, bound: Bound, limit: Option<i64>) -> bool {
+    let stamp = match field {
+        Some(Leaf::Number(n)) => n.as_i64(),
+        _ => None,
+    };
+    let (Some(limit), Some(stamp)) = (limit, stamp) else {
         return false;
     };
     match bound {
@@ -260,6 +260,12 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    impl Filters {
+        fn matches_json(&self, doc: &Value) -> bool {
+            self.matches(&RawValue::from_string(doc.to_string()).unwrap())
+        }
+    }
+
     fn q(pairs: &[(&str, Option<&str>)]) -> Filters {
         let params: Vec<(String, Option<String>)> = pairs
             .iter()
@@ -286,7 +292,7 @@ mod tests {
     fn ids(filters: &Filters) -> Vec<String> {
         docs()
             .iter()
-            .filter(|d| filters.matches(d))
+            .filter(|d| filters.matches_json(d))
             .map(|d| d["_id"].as_str().unwrap().to_string())
             .collect()
     }
@@ -327,11 +333,11 @@ mod tests {
     fn time_bounds_need_integers_on_both_sides() {
         assert_eq!(ids(&one("created_to", "1.5")), Vec::<String>::new());
         assert_eq!(ids(&q(&[("modified_to", None)])), Vec::<String>::new());
-        assert!(one("created_from", "+5").matches(&json!({"pvt_created": 5})));
-        assert!(one("created_to", "-5").matches(&json!({"pvt_created": -5})));
-        assert!(!one("created_from", "5").matches(&json!({})));
-        assert!(!one("created_from", "5").matches(&json!({"pvt_created": "9"})));
-        assert!(!one("created_from", "5").matches(&json!({"pvt_created": 9.5})));
+        assert!(one("created_from", "+5").matches_json(&json!({"pvt_created": 5})));
+        assert!(one("created_to", "-5").matches_json(&json!({"pvt_created": -5})));
+        assert!(!one("created_from", "5").matches_json(&json!({})));
+        assert!(!one("created_from", "5").matches_json(&json!({"pvt_created": "9"})));
+        assert!(!one("created_from", "5").matches_json(&json!({"pvt_created": 9.5})));
     }
 
     #[test]
@@ -361,7 +367,7 @@ mod tests {
             ("missing_value", Some("a")),
         ]);
         assert!(f.is_empty());
-        assert!(f.matches(&json!({})));
+        assert!(f.matches_json(&json!({})));
     }
 
     #[test]
@@ -388,27 +394,27 @@ mod tests {
     #[test]
     fn bare_filter_compares_with_true() {
         let f = q(&[("filter_enabled", None)]);
-        assert!(f.matches(&json!({"enabled": true})));
-        assert!(!f.matches(&json!({"enabled": false})));
+        assert!(f.matches_json(&json!({"enabled": true})));
+        assert!(!f.matches_json(&json!({"enabled": false})));
     }
 
     #[test]
     fn has_key_counts_null_as_present() {
-        assert!(one("has_key", "a").matches(&json!({"a": null})));
-        assert!(!one("key_missing", "a").matches(&json!({"a": null})));
-        assert!(!one("has_key", "a").matches(&json!({"b": 1})));
+        assert!(one("has_key", "a").matches_json(&json!({"a": null})));
+        assert!(!one("key_missing", "a").matches_json(&json!({"a": null})));
+        assert!(!one("has_key", "a").matches_json(&json!({"b": 1})));
     }
 
     #[test]
     fn paths_are_dot_separated_and_index_arrays_from_one() {
         let doc = json!({"endpoints": {"u1": {"type": "user"}}, "flags": ["x", "y"]});
-        assert!(one("has_key", "endpoints.u1.type").matches(&doc));
-        assert!(one("filter_endpoints.u1.type", "user").matches(&doc));
-        assert!(one("filter_flags.1", "x").matches(&doc));
-        assert!(one("filter_flags.2", "y").matches(&doc));
-        assert!(one("key_missing", "flags.0").matches(&doc));
-        assert!(one("key_missing", "flags.3").matches(&doc));
-        assert!(one("key_missing", "endpoints.u1.type.deeper").matches(&doc));
+        assert!(one("has_key", "endpoints.u1.type").matches_json(&doc));
+        assert!(one("filter_endpoints.u1.type", "user").matches_json(&doc));
+        assert!(one("filter_flags.1", "x").matches_json(&doc));
+        assert!(one("filter_flags.2", "y").matches_json(&doc));
+        assert!(one("key_missing", "flags.0").matches_json(&doc));
+        assert!(one("key_missing", "flags.3").matches_json(&doc));
+        assert!(one("key_missing", "endpoints.u1.type.deeper").matches_json(&doc));
     }
 
     #[test]
@@ -425,8 +431,8 @@ mod tests {
             json!("undefined"),
         ] {
             let doc = json!({ "v": empty });
-            assert!(!one("has_value", "v").matches(&doc), "{empty}");
-            assert!(one("value_missing", "v").matches(&doc), "{empty}");
+            assert!(!one("has_value", "v").matches_json(&doc), "{empty}");
+            assert!(one("value_missing", "v").matches_json(&doc), "{empty}");
         }
         for full in [
             json!("x"),
@@ -439,63 +445,63 @@ mod tests {
             json!({"a": null}),
         ] {
             let doc = json!({ "v": full });
-            assert!(one("has_value", "v").matches(&doc), "{full}");
-            assert!(!one("value_missing", "v").matches(&doc), "{full}");
+            assert!(one("has_value", "v").matches_json(&doc), "{full}");
+            assert!(!one("value_missing", "v").matches_json(&doc), "{full}");
         }
-        assert!(one("value_missing", "v").matches(&json!({})));
+        assert!(one("value_missing", "v").matches_json(&json!({})));
     }
 
     #[test]
     fn filter_converts_the_document_value_to_text() {
         let doc = json!({"n": 5, "f": 1.5, "b": false, "z": null, "o": {"a": 1},
                          "l": ["ab", "c"], "m": ["a", 1], "e": []});
-        assert!(one("filter_n", "5").matches(&doc));
-        assert!(one("filter_f", "1.5").matches(&doc));
-        assert!(one("filter_b", "false").matches(&doc));
-        assert!(one("filter_z", "null").matches(&doc));
+        assert!(one("filter_n", "5").matches_json(&doc));
+        assert!(one("filter_f", "1.5").matches_json(&doc));
+        assert!(one("filter_b", "false").matches_json(&doc));
+        assert!(one("filter_z", "null").matches_json(&doc));
         assert!(
-            one("filter_o", "").matches(&doc),
+            one("filter_o", "").matches_json(&doc),
             "objects read as empty text"
         );
         assert!(
-            one("filter_missing", "").matches(&doc),
+            one("filter_missing", "").matches_json(&doc),
             "missing reads as empty text"
         );
         assert!(
-            one("filter_l", "abc").matches(&doc),
+            one("filter_l", "abc").matches_json(&doc),
             "string lists concatenate"
         );
-        assert!(one("filter_e", "").matches(&doc));
+        assert!(one("filter_e", "").matches_json(&doc));
         assert!(
-            !one("filter_m", "a1").matches(&doc),
+            !one("filter_m", "a1").matches_json(&doc),
             "mixed lists never match"
         );
-        assert!(!one("filter_m", "").matches(&doc));
-        assert!(one("filter_not_m", "a1").matches(&doc));
+        assert!(!one("filter_m", "").matches_json(&doc));
+        assert!(one("filter_not_m", "a1").matches_json(&doc));
     }
 
     #[test]
     fn filter_value_as_json_list_or_string() {
         let doc = json!({"name": "G1", "n": 5});
-        assert!(one("filter_name", r#"["G0","G1"]"#).matches(&doc));
-        assert!(!one("filter_name", r#"["G0","G2"]"#).matches(&doc));
-        assert!(one("filter_name", r#""G1""#).matches(&doc));
+        assert!(one("filter_name", r#"["G0","G1"]"#).matches_json(&doc));
+        assert!(!one("filter_name", r#"["G0","G2"]"#).matches_json(&doc));
+        assert!(one("filter_name", r#""G1""#).matches_json(&doc));
         assert!(
-            !one("filter_n", "[5]").matches(&doc),
+            !one("filter_n", "[5]").matches_json(&doc),
             "only string elements can match"
         );
-        assert!(one("filter_n", r#"["5"]"#).matches(&doc));
-        assert!(!one("filter_name", "{\"G1\":1}").matches(&doc));
-        assert!(!one("filter_name", "[G1").matches(&doc));
-        assert!(one("filter_not_name", r#"["G0"]"#).matches(&doc));
-        assert!(!one("filter_not_name", r#"["G1"]"#).matches(&doc));
+        assert!(one("filter_n", r#"["5"]"#).matches_json(&doc));
+        assert!(!one("filter_name", "{\"G1\":1}").matches_json(&doc));
+        assert!(!one("filter_name", "[G1").matches_json(&doc));
+        assert!(one("filter_not_name", r#"["G0"]"#).matches_json(&doc));
+        assert!(!one("filter_not_name", r#"["G1"]"#).matches_json(&doc));
     }
 
     #[test]
     fn filter_not_is_checked_before_filter() {
         // "filter_not_name" must not be read as a filter on the key "not_name".
         let doc = json!({"name": "x", "not_name": "x"});
-        assert!(!one("filter_not_name", "x").matches(&doc));
+        assert!(!one("filter_not_name", "x").matches_json(&doc));
     }
 
     #[test]

@@ -12,30 +12,25 @@ pub fn is_private_key(key: &str) -> bool {
 }
 
 /// The request data with private keys removed (top level, as `kz_doc:public_fields`).
-pub fn strip_private(data: &Map<String, Value>) -> Map<String, Value> {
-    data.iter()
-        .filter(|(k, _)| !is_private_key(k))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+pub fn strip_private(mut data: Map<String, Value>) -> Map<String, Value> {
+    data.retain(|k, _| !is_private_key(k));
+    data
 }
 
 /// What a client sees of a stored doc: the public fields, then `id`.
-pub fn public_view(doc: &Map<String, Value>) -> Map<String, Value> {
-    let mut out = strip_private(doc);
-    out.remove("id");
-    if let Some(id) = doc.get("_id") {
-        out.insert("id".into(), id.clone());
+pub fn public_view(doc: Map<String, Value>) -> Map<String, Value> {
+    let (mut public, mut private) = split(doc);
+    public.remove("id");
+    if let Some(id) = private.remove("_id") {
+        public.insert("id".into(), id);
     }
-    out
+    public
 }
 
-/// The private fields of a stored doc (`_id`, `_rev`, `pvt_*`), laid over a new public part on
-/// POST (§6.3).
-pub fn private_part(doc: &Map<String, Value>) -> Map<String, Value> {
-    doc.iter()
-        .filter(|(k, _)| is_private_key(k))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+/// A stored doc as its public part and its private fields (`_id`, `_rev`, `pvt_*`), which are
+/// laid over a new public part on POST and PATCH (§6.3), each in its stored order.
+pub fn split(doc: Map<String, Value>) -> (Map<String, Value>, Map<String, Value>) {
+    doc.into_iter().partition(|(k, _)| !is_private_key(k))
 }
 
 /// The id a PUT asks for (§4.3): `_id`, else `id`, else `ID`, else `value.id`, else `doc._id`;
@@ -180,7 +175,7 @@ mod tests {
     #[test]
     fn private_keys_are_stripped_and_id_comes_last() {
         let doc = obj(json!({"_id":"g","_rev":"1-a","name":"x","pvt_type":"group","endpoints":{}}));
-        let view = public_view(&doc);
+        let view = public_view(doc.clone());
         assert_eq!(
             Value::Object(view.clone()),
             json!({"name":"x","endpoints":{},"id":"g"})

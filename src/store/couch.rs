@@ -3,12 +3,14 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::stream::{self, StreamExt};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{DocStore, StoreError, StoreResult, ViewQuery, ViewRow};
+use super::rows::{Malformed, RowSplitter};
+use super::{DocStore, RowStream, StoreError, StoreResult, ViewQuery, ViewRow};
 use crate::domain::ids::{DbName, DocId};
 
 /// Everything but the unreserved characters is escaped in a path segment, `/` included.
@@ -23,11 +25,9 @@ pub struct CouchClient {
     http: reqwest::Client,
     base: Url,
     user: Option<(String, Option<String>)>,
-}
-
-#[derive(Deserialize)]
-struct ViewResponse {
-    rows: Vec<ViewRow>,
+    /// Every call's whole answer must arrive within this; a view's rows, read as they are
+    /// consumed, must keep arriving (no read waits longer).
+    timeout: Duration,
 }
 
 #[derive(Deserialize)]
@@ -58,12 +58,17 @@ impl CouchClient {
             base.set_path(&path);
         }
         let http = reqwest::Client::builder()
-            .timeout(timeout)
             .connect_timeout(timeout)
+            .read_timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(Self { http, base, user })
+        Ok(Self {
+            http,
+            base,
+            user,
+            timeout,
+        })
     }
 
     /// The base URL without credentials, for logs.
@@ -86,7 +91,13 @@ impl CouchClient {
         url
     }
 
+    /// A call whose whole answer is read at once, within the timeout.
     fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
+        self.streamed(method, url).timeout(self.timeout)
+    }
+
+    /// A call whose answer is read as it is consumed (the read timeout still applies).
+    fn streamed(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
         let builder = self.http.request(method, url);
         match &self.user {
             Some((user, pass)) => builder.basic_auth(user, pass.as_deref()),
@@ -257,24 +268,54 @@ impl DocStore for CouchClient {
         }
     }
 
-    async fn query_view(
+    async fn view_rows(
         &self,
         db: &DbName,
         design: &str,
         view: &str,
         query: &ViewQuery,
-    ) -> StoreResult<Vec<ViewRow>> {
+    ) -> StoreResult<RowStream> {
         let url = self.url(
             &[db.as_str(), "_design", design, "_view", view],
             &view_params(query),
         );
-        let body = self.json(self.request(Method::GET, url)).await?;
-        let parsed: ViewResponse = serde_json::from_value(body).map_err(|e| StoreError::Other {
-            status: 200,
-            error: "bad_answer".into(),
-            reason: format!("unexpected view answer: {e}"),
-        })?;
-        Ok(parsed.rows)
+        let body = self
+            .send(self.streamed(Method::GET, url))
+            .await?
+            .bytes_stream();
+        let rows = stream::try_unfold(
+            (body, RowSplitter::default()),
+            |(mut body, mut splitter)| async move {
+                loop {
+                    if let Some(row) = splitter.next_row().map_err(bad_view_answer)? {
+                        let row: ViewRow = serde_json::from_slice(&row)
+                            .map_err(|e| bad_view_answer(Malformed(leak_reason(e))))?;
+                        return Ok(Some((row, (body, splitter))));
+                    }
+                    match body.next().await {
+                        Some(chunk) => splitter.push(&chunk.map_err(transport_error)?),
+                        None => {
+                            splitter.finish().map_err(bad_view_answer)?;
+                            return Ok(None);
+                        }
+                    }
+                }
+            },
+        );
+        Ok(Box::pin(rows))
+    }
+}
+
+fn leak_reason(e: serde_json::Error) -> &'static str {
+    log::warn!("unreadable view row: {e}");
+    "a view row is not a row"
+}
+
+fn bad_view_answer(e: Malformed) -> StoreError {
+    StoreError::Other {
+        status: 200,
+        error: "bad_answer".into(),
+        reason: format!("unexpected view answer: {}", e.0),
     }
 }
 

@@ -12,9 +12,12 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use md5::{Digest, Md5};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
-use super::{collation, native_views, DocStore, StoreError, StoreResult, ViewQuery, ViewRow};
+use super::{
+    collation, native_views, DocStore, RowStream, StoreError, StoreResult, ViewQuery, ViewRow,
+};
 use crate::domain::ids::{DbName, DocId};
 
 const FILE_NAME: &str = "kz-groups.sqlite3";
@@ -152,6 +155,13 @@ fn current(conn: &Connection, db: &str, id: &str) -> StoreResult<Option<Current>
 
 /// The stored document as CouchDB returns it: `_id`, `_rev`, the body, attachment stubs.
 fn load(conn: &Connection, db: &str, id: &str) -> StoreResult<Option<Value>> {
+    load_text(conn, db, id)?
+        .map(|text| serde_json::from_str(&text).map_err(fault))
+        .transpose()
+}
+
+/// [`load`] as JSON text, put together from the stored parts without parsing the body.
+fn load_text(conn: &Connection, db: &str, id: &str) -> StoreResult<Option<String>> {
     let row = conn
         .query_row(
             "SELECT rev, body FROM docs WHERE db = ?1 AND id = ?2 AND deleted = 0",
@@ -163,13 +173,8 @@ fn load(conn: &Connection, db: &str, id: &str) -> StoreResult<Option<Value>> {
     let Some((rev, body)) = row else {
         return Ok(None);
     };
-    let body: Map<String, Value> = serde_json::from_str(&body).map_err(fault)?;
-    let mut doc = Map::new();
-    doc.insert("_id".into(), json!(id));
-    doc.insert("_rev".into(), json!(rev));
-    doc.extend(body);
     let mut stmt = conn
-        .prepare("SELECT name, content_type, digest, length(data) FROM attachments WHERE db = ?1 AND id = ?2 ORDER BY name")
+        .prepare_cached("SELECT name, content_type, digest, length(data) FROM attachments WHERE db = ?1 AND id = ?2 ORDER BY name")
         .map_err(sql_error)?;
     let stubs = stmt
         .query_map([db, id], |row| {
@@ -182,10 +187,26 @@ fn load(conn: &Connection, db: &str, id: &str) -> StoreResult<Option<Value>> {
         .map_err(sql_error)?
         .collect::<Result<Map<String, Value>, _>>()
         .map_err(sql_error)?;
-    if !stubs.is_empty() {
-        doc.insert("_attachments".into(), Value::Object(stubs));
+    // The body is stored as a compact object without `_` fields: `{` + members + `}`.
+    let members = body
+        .strip_prefix('{')
+        .and_then(|b| b.strip_suffix('}'))
+        .ok_or_else(|| fault(format!("{db}/{id}: stored body is not an object")))?;
+    let mut text = String::with_capacity(body.len() + id.len() + rev.len() + 32);
+    text.push_str("{\"_id\":");
+    text.push_str(&Value::from(id).to_string());
+    text.push_str(",\"_rev\":");
+    text.push_str(&Value::from(rev).to_string());
+    if !members.is_empty() {
+        text.push(',');
+        text.push_str(members);
     }
-    Ok(Some(Value::Object(doc)))
+    if !stubs.is_empty() {
+        text.push_str(",\"_attachments\":");
+        text.push_str(&Value::Object(stubs).to_string());
+    }
+    text.push('}');
+    Ok(Some(text))
 }
 
 /// CouchDB's revision check: a live doc is replaced only through its current revision; a
@@ -199,58 +220,96 @@ fn check_rev(current: Option<&Current>, given: Option<&str>) -> StoreResult<u64>
     }
 }
 
-fn reindex(conn: &Connection, db: &str, id: &str, doc: Option<&Value>) -> StoreResult<()> {
-    conn.execute("DELETE FROM view_rows WHERE db = ?1 AND id = ?2", [db, id])
-        .map_err(sql_error)?;
-    let Some(doc) = doc else {
-        return Ok(());
-    };
-    let mut insert = conn
-        .prepare_cached("INSERT INTO view_rows (db, design, view, key, id, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
-        .map_err(sql_error)?;
-    for (design, view) in native_views::VIEWS {
-        for (key, value) in native_views::emit(design, view, doc) {
-            insert
-                .execute(params![
-                    db,
-                    design,
-                    view,
-                    key.to_string(),
-                    id,
-                    value.to_string()
-                ])
-                .map_err(sql_error)?;
-        }
-    }
-    Ok(())
+/// A document ready to be written, prepared from its JSON before the connection is taken: the
+/// stored body text (the document without its `_` fields), and the view rows it emits.
+struct Prepared {
+    rev: Option<String>,
+    deleted: bool,
+    /// Attachments the new revision names; the others are dropped, as in CouchDB.
+    keep: Vec<String>,
+    body: String,
+    rows: Vec<(&'static str, &'static str, String, String)>,
 }
 
-/// Writes a document (or its tombstone) inside an open transaction.
+impl Prepared {
+    fn of(id: &str, doc: &Value) -> StoreResult<Self> {
+        let empty = Map::new();
+        let fields = doc.as_object().unwrap_or(&empty);
+        let deleted = fields.get("_deleted") == Some(&Value::Bool(true));
+        let keep = fields
+            .get("_attachments")
+            .and_then(Value::as_object)
+            .map(|a| a.keys().cloned().collect())
+            .unwrap_or_default();
+        if deleted {
+            return Ok(Self {
+                rev: rev_of(fields),
+                deleted,
+                keep,
+                body: "{}".into(),
+                rows: Vec::new(),
+            });
+        }
+        let body = serde_json::to_string(&PublicFields(fields)).map_err(fault)?;
+        // The views read `_id`; a document that does not carry its own is indexed as stored.
+        let rows = if fields.get("_id").and_then(Value::as_str) == Some(id) {
+            emitted(doc)
+        } else {
+            let mut with_id = fields.clone();
+            with_id.insert("_id".into(), Value::from(id));
+            emitted(&Value::Object(with_id))
+        };
+        Ok(Self {
+            rev: rev_of(fields),
+            deleted,
+            keep,
+            body,
+            rows,
+        })
+    }
+}
+
+fn rev_of(fields: &Map<String, Value>) -> Option<String> {
+    fields
+        .get("_rev")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+/// The rows every native view emits for `doc`, as stored text.
+fn emitted(doc: &Value) -> Vec<(&'static str, &'static str, String, String)> {
+    native_views::VIEWS
+        .iter()
+        .flat_map(|(design, view)| {
+            native_views::emit(design, view, doc)
+                .into_iter()
+                .map(|(key, value)| (*design, *view, key.to_string(), value.to_string()))
+        })
+        .collect()
+}
+
+/// Serialises an object without its `_` fields, as the body is stored.
+struct PublicFields<'a>(&'a Map<String, Value>);
+
+impl serde::Serialize for PublicFields<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().filter(|(k, _)| !k.starts_with('_')))
+    }
+}
+
+/// Writes a prepared document (or its tombstone) inside an open transaction.
 fn write(
     conn: &Connection,
     db: &str,
     id: &str,
-    doc: &Value,
+    doc: &Prepared,
     generation: u64,
 ) -> StoreResult<String> {
-    let mut body = doc.as_object().cloned().unwrap_or_default();
-    let deleted = body.get("_deleted") == Some(&Value::Bool(true));
-    let keep: Vec<String> = body
-        .get("_attachments")
-        .and_then(Value::as_object)
-        .map(|a| a.keys().cloned().collect())
-        .unwrap_or_default();
-    body.retain(|k, _| !k.starts_with('_'));
-    let text = if deleted {
-        "{}".to_owned()
-    } else {
-        Value::Object(body).to_string()
-    };
-    let rev = new_rev(generation, &text);
+    let rev = new_rev(generation, &doc.body);
     conn.execute(
         "INSERT INTO docs (db, id, rev, deleted, body) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (db, id) DO UPDATE SET rev = ?3, deleted = ?4, body = ?5",
-        params![db, id, rev, deleted as i64, text],
+        params![db, id, rev, doc.deleted as i64, doc.body],
     )
     .map_err(sql_error)?;
     // As in CouchDB, attachments not named in the new revision are dropped.
@@ -262,21 +321,32 @@ fn write(
         .map_err(sql_error)?
         .collect::<Result<_, _>>()
         .map_err(sql_error)?;
-    for name in names.iter().filter(|n| deleted || !keep.contains(n)) {
+    for name in names
+        .iter()
+        .filter(|n| doc.deleted || !doc.keep.contains(n))
+    {
         conn.execute(
             "DELETE FROM attachments WHERE db = ?1 AND id = ?2 AND name = ?3",
             [db, id, name],
         )
         .map_err(sql_error)?;
     }
-    let indexed = if deleted { None } else { load(conn, db, id)? };
-    reindex(conn, db, id, indexed.as_ref())?;
+    conn.execute("DELETE FROM view_rows WHERE db = ?1 AND id = ?2", [db, id])
+        .map_err(sql_error)?;
+    let mut insert = conn
+        .prepare_cached("INSERT INTO view_rows (db, design, view, key, id, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+        .map_err(sql_error)?;
+    for (design, view, key, value) in &doc.rows {
+        insert
+            .execute(params![db, design, view, key, id, value])
+            .map_err(sql_error)?;
+    }
     Ok(rev)
 }
 
 /// Reads, checks and writes in one immediate transaction, so two writers (threads or processes)
 /// can never both pass the revision check.
-fn put(conn: &mut Connection, db: &str, id: &str, doc: &Value) -> StoreResult<String> {
+fn put(conn: &mut Connection, db: &str, id: &str, doc: &Prepared) -> StoreResult<String> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sql_error)?;
@@ -284,20 +354,35 @@ fn put(conn: &mut Connection, db: &str, id: &str, doc: &Value) -> StoreResult<St
         return Err(StoreError::NotFound);
     }
     let cur = current(&tx, db, id)?;
-    let given = doc.get("_rev").and_then(Value::as_str);
-    let generation = check_rev(cur.as_ref(), given)?;
+    let generation = check_rev(cur.as_ref(), doc.rev.as_deref())?;
     let rev = write(&tx, db, id, doc, generation)?;
     tx.commit().map_err(sql_error)?;
     Ok(rev)
 }
 
-fn view_query(
+/// Rows a view query reads under the connection at a time, in bytes: a listing of large
+/// documents is read in several short turns, never all at once.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// Where a view read continues: after this row, in the query's order.
+#[derive(Debug, Clone)]
+struct After {
+    key: String,
+    id: String,
+}
+
+/// One turn of a view query: the rows after `after` (or from the query's start), up to `limit`
+/// rows or about [`BATCH_BYTES`], whichever comes first (at least one row). Reports whether it
+/// stopped for size, so the caller knows to read on.
+fn view_batch(
     conn: &Connection,
     db: &str,
     design: &str,
     view: &str,
     q: &ViewQuery,
-) -> StoreResult<Vec<ViewRow>> {
+    after: Option<&After>,
+    limit: Option<usize>,
+) -> StoreResult<(Vec<ViewRow>, bool)> {
     if !db_exists(conn, db)? {
         return Err(StoreError::NotFound);
     }
@@ -341,40 +426,96 @@ fn view_query(
             sql.push_str(&format!(" AND key {lt}= {e}"));
         }
     }
+    if let Some(after) = after {
+        let k = arg(after.key.clone(), &mut args);
+        let d = arg(after.id.clone(), &mut args);
+        sql.push_str(&format!(
+            " AND (key {gt} {k} OR (key = {k} AND id {gt} {d}))"
+        ));
+    }
     let order = if q.descending { "DESC" } else { "ASC" };
     sql.push_str(&format!(" ORDER BY key {order}, id {order}"));
+    let skip = if after.is_some() { 0 } else { q.skip };
     sql.push_str(&format!(
-        " LIMIT {} OFFSET {}",
-        q.limit.map_or(-1, |l| l as i64),
-        q.skip
+        " LIMIT {} OFFSET {skip}",
+        limit.map_or(-1, |l| l as i64),
     ));
     let mut stmt = conn.prepare(&sql).map_err(sql_error)?;
-    let rows = stmt
-        .query_map(rusqlite::params_from_iter(args.iter()), |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-            ))
-        })
-        .map_err(sql_error)?
-        .collect::<Result<Vec<_>, _>>()
+    let mut cursor = stmt
+        .query(rusqlite::params_from_iter(args.iter()))
         .map_err(sql_error)?;
-    rows.into_iter()
-        .map(|(id, key, value)| {
-            let doc = if q.include_docs {
-                load(conn, db, &id)?
-            } else {
-                None
-            };
-            Ok(ViewRow {
-                key: serde_json::from_str(&key).map_err(fault)?,
-                value: serde_json::from_str(&value).map_err(fault)?,
-                id,
-                doc,
-            })
-        })
-        .collect()
+    let mut rows = Vec::new();
+    let mut bytes = 0;
+    while let Some(row) = cursor.next().map_err(sql_error)? {
+        if bytes >= BATCH_BYTES {
+            return Ok((rows, true));
+        }
+        let (id, key, value) = (
+            row.get::<_, String>(0).map_err(sql_error)?,
+            row.get::<_, String>(1).map_err(sql_error)?,
+            row.get::<_, String>(2).map_err(sql_error)?,
+        );
+        let doc = if q.include_docs {
+            load_text(conn, db, &id)?
+        } else {
+            None
+        };
+        bytes += id.len() + key.len() + value.len() + doc.as_ref().map_or(0, String::len);
+        rows.push(ViewRow {
+            key: serde_json::from_str(&key).map_err(fault)?,
+            value: RawValue::from_string(value).map_err(fault)?,
+            doc: doc.map(RawValue::from_string).transpose().map_err(fault)?,
+            id,
+        });
+    }
+    Ok((rows, false))
+}
+
+/// A view read in turns of [`view_batch`], each under the connection only while it reads.
+struct ViewReader {
+    store: EmbeddedStore,
+    db: String,
+    design: String,
+    view: String,
+    query: ViewQuery,
+    after: Option<After>,
+    /// Rows still wanted (`limit`), if limited.
+    remaining: Option<usize>,
+    batch: std::collections::VecDeque<ViewRow>,
+    more: bool,
+}
+
+impl ViewReader {
+    async fn next_row(&mut self) -> StoreResult<Option<ViewRow>> {
+        if self.batch.is_empty() && self.more && self.remaining != Some(0) {
+            let (db, design, view, query, after, limit) = (
+                self.db.clone(),
+                self.design.clone(),
+                self.view.clone(),
+                self.query.clone(),
+                self.after.clone(),
+                self.remaining,
+            );
+            let (rows, more) = self
+                .store
+                .with(move |conn| {
+                    view_batch(conn, &db, &design, &view, &query, after.as_ref(), limit)
+                })
+                .await?;
+            self.more = more;
+            if let Some(last) = rows.last() {
+                self.after = Some(After {
+                    key: last.key.to_string(),
+                    id: last.id.clone(),
+                });
+            }
+            if let Some(remaining) = self.remaining.as_mut() {
+                *remaining -= rows.len().min(*remaining);
+            }
+            self.batch = rows.into();
+        }
+        Ok(self.batch.pop_front())
+    }
 }
 
 #[async_trait]
@@ -422,13 +563,14 @@ impl DocStore for EmbeddedStore {
     }
 
     async fn put_doc(&self, db: &DbName, id: &DocId, doc: &Value) -> StoreResult<String> {
-        let (db, id, doc) = (db.as_str().to_owned(), id.as_str().to_owned(), doc.clone());
+        let doc = Prepared::of(id.as_str(), doc)?;
+        let (db, id) = (db.as_str().to_owned(), id.as_str().to_owned());
         self.with(move |conn| put(conn, &db, &id, &doc)).await
     }
 
     async fn delete_doc(&self, db: &DbName, id: &DocId, rev: &str) -> StoreResult<String> {
         let (db, id) = (db.as_str().to_owned(), id.as_str().to_owned());
-        let tombstone = json!({"_rev": rev, "_deleted": true});
+        let tombstone = Prepared::of(&id, &json!({"_rev": rev, "_deleted": true}))?;
         self.with(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -437,8 +579,7 @@ impl DocStore for EmbeddedStore {
             if cur.as_ref().is_none_or(|c| c.deleted) {
                 return Err(StoreError::NotFound);
             }
-            let generation =
-                check_rev(cur.as_ref(), tombstone.get("_rev").and_then(Value::as_str))?;
+            let generation = check_rev(cur.as_ref(), tombstone.rev.as_deref())?;
             let rev = write(&tx, &db, &id, &tombstone, generation)?;
             tx.commit().map_err(sql_error)?;
             Ok(rev)
@@ -511,7 +652,7 @@ impl DocStore for EmbeddedStore {
             } else if let Value::Object(map) = &mut doc {
                 map.insert("_attachments".into(), json!({ name.clone(): {"stub": true} }));
             }
-            let new_rev = write(&tx, &db, &id, &doc, generation(&rev) + 1)?;
+            let new_rev = write(&tx, &db, &id, &Prepared::of(&id, &doc)?, generation(&rev) + 1)?;
             tx.commit().map_err(sql_error)?;
             Ok(new_rev)
         })
@@ -524,29 +665,41 @@ impl DocStore for EmbeddedStore {
     }
 
     async fn put_design(&self, db: &DbName, name: &str, doc: &Value) -> StoreResult<String> {
-        let (db, id, doc) = (
-            db.as_str().to_owned(),
-            format!("_design/{name}"),
-            doc.clone(),
-        );
+        let id = format!("_design/{name}");
+        let doc = Prepared::of(&id, doc)?;
+        let db = db.as_str().to_owned();
         self.with(move |conn| put(conn, &db, &id, &doc)).await
     }
 
-    async fn query_view(
+    async fn view_rows(
         &self,
         db: &DbName,
         design: &str,
         view: &str,
         query: &ViewQuery,
-    ) -> StoreResult<Vec<ViewRow>> {
-        let (db, design, view, query) = (
-            db.as_str().to_owned(),
-            design.to_owned(),
-            view.to_owned(),
-            query.clone(),
-        );
-        self.with(move |conn| view_query(conn, &db, &design, &view, &query))
-            .await
+    ) -> StoreResult<RowStream> {
+        let mut reader = ViewReader {
+            store: self.clone(),
+            db: db.as_str().to_owned(),
+            design: design.to_owned(),
+            view: view.to_owned(),
+            query: query.clone(),
+            after: None,
+            remaining: query.limit,
+            batch: Default::default(),
+            more: true,
+        };
+        // The first turn runs now, so a missing database or view is an error of the query.
+        let first = reader.next_row().await?;
+        let rows =
+            futures::stream::try_unfold((reader, first), |(mut reader, pending)| async move {
+                let row = match pending {
+                    Some(row) => Some(row),
+                    None => reader.next_row().await?,
+                };
+                Ok(row.map(|row| (row, (reader, None))))
+            });
+        Ok(Box::pin(rows))
     }
 }
 

@@ -5,11 +5,15 @@ pub mod collation;
 pub mod couch;
 pub mod embedded;
 pub mod native_views;
+mod rows;
 pub mod views;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::TryStreamExt;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::domain::ids::{DbName, DocId};
@@ -47,15 +51,33 @@ pub struct ViewQuery {
     pub include_docs: bool,
 }
 
+/// A row of a view, its value and document as the store's JSON text: a listing passes them on
+/// or filters them without building their trees (`json::raw`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct ViewRow {
     pub id: String,
     pub key: Value,
+    #[serde(default = "null")]
+    pub value: Box<RawValue>,
     #[serde(default)]
-    pub value: Value,
-    #[serde(default)]
-    pub doc: Option<Value>,
+    pub doc: Option<Box<RawValue>>,
 }
+
+fn null() -> Box<RawValue> {
+    RawValue::from_string("null".into()).expect("null is JSON")
+}
+
+impl ViewRow {
+    /// A string member of the row's value.
+    pub fn value_str(&self, member: &str) -> Option<String> {
+        crate::json::raw::child(&self.value, member)
+            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+    }
+}
+
+/// The rows of a view query, read as they are consumed: however large the rows, only a bounded
+/// part of the answer is held at a time.
+pub type RowStream = BoxStream<'static, StoreResult<ViewRow>>;
 
 /// The document store: what the service needs of CouchDB, with CouchDB's semantics (a write
 /// names the revision it replaces; a stale or missing one is a `Conflict`).
@@ -95,14 +117,29 @@ pub trait DocStore: Send + Sync {
     /// `_design/{name}`.
     async fn get_design(&self, db: &DbName, name: &str) -> StoreResult<Option<Value>>;
     async fn put_design(&self, db: &DbName, name: &str, doc: &Value) -> StoreResult<String>;
-    /// Rows of `_design/{design}/_view/{view}`, in CouchDB's collation order.
+    /// Rows of `_design/{design}/_view/{view}`, in CouchDB's collation order, as a stream. A
+    /// missing database or view is an error of the call, before any row.
+    async fn view_rows(
+        &self,
+        db: &DbName,
+        design: &str,
+        view: &str,
+        query: &ViewQuery,
+    ) -> StoreResult<RowStream>;
+
+    /// All the rows of a (small) view query at once.
     async fn query_view(
         &self,
         db: &DbName,
         design: &str,
         view: &str,
         query: &ViewQuery,
-    ) -> StoreResult<Vec<ViewRow>>;
+    ) -> StoreResult<Vec<ViewRow>> {
+        self.view_rows(db, design, view, query)
+            .await?
+            .try_collect()
+            .await
+    }
 }
 
 /// The shared handle every part of the service holds.

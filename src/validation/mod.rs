@@ -6,6 +6,10 @@ mod render;
 use serde_json::{Map, Value};
 use std::path::Path;
 
+/// The most validation errors one answer carries. Crossbar lists them all; a bound keeps the
+/// answer (and its memory) proportionate to the request.
+pub const MAX_ERRORS: usize = 100;
+
 /// A compiled schema (groups-contract §6.1 for groups), built once at start and shared by every
 /// request.
 pub struct SchemaValidator {
@@ -54,17 +58,18 @@ impl SchemaValidator {
     /// BEFORE validating, so `endpoints` is never reported as required (§6.1, [exec]). Returns the
     /// data with defaults filled in, or the Kazoo error object (§6.6) holding ALL errors, e.g.
     /// `{"name":{"required":{...}},"flags.1":{"type":{...}}}`.
-    pub fn validate(&self, data: &Value) -> Result<Value, Map<String, Value>> {
+    pub fn validate(&self, data: Value) -> Result<Value, Map<String, Value>> {
         if !data.is_object() {
             // Kazoo strips private keys element by element and never gets a usable object; the
             // contract allows answering with a root `type` error instead (end of §6.6).
-            return Err(render::root_not_object(data));
+            return Err(render::root_not_object(&data));
         }
-        let mut with_defaults = data.clone();
+        let mut with_defaults = data;
         apply_defaults(&self.schema, &mut with_defaults);
 
         let mut errors = Map::new();
-        for error in self.validator.iter_errors(&with_defaults) {
+        // A body can hold millions of wrong values; the answer names the first MAX_ERRORS.
+        for error in self.validator.iter_errors(&with_defaults).take(MAX_ERRORS) {
             render::add_error(&self.schema, &error, &mut errors);
         }
         if errors.is_empty() {
@@ -130,12 +135,12 @@ mod tests {
     }
 
     fn errors(data: Value) -> Value {
-        Value::Object(groups().validate(&data).expect_err("data must be rejected"))
+        Value::Object(groups().validate(data).expect_err("data must be rejected"))
     }
 
     #[test]
     fn defaults_are_added_after_the_request_fields_in_schema_order() {
-        let out = groups().validate(&json!({"name": "Test group"})).unwrap();
+        let out = groups().validate(json!({"name": "Test group"})).unwrap();
         assert_eq!(
             serde_json::to_string(&out).unwrap(),
             r#"{"name":"Test group","endpoints":{},"music_on_hold":{}}"#
@@ -176,15 +181,13 @@ mod tests {
     #[test]
     fn name_of_128_characters_is_accepted() {
         // Case #8.
-        assert!(groups().validate(&json!({"name": "a".repeat(128)})).is_ok());
+        assert!(groups().validate(json!({"name": "a".repeat(128)})).is_ok());
     }
 
     #[test]
     fn max_length_counts_code_points_not_bytes() {
-        assert!(groups().validate(&json!({"name": "é".repeat(128)})).is_ok());
-        assert!(groups()
-            .validate(&json!({"name": "😀".repeat(128)}))
-            .is_ok());
+        assert!(groups().validate(json!({"name": "é".repeat(128)})).is_ok());
+        assert!(groups().validate(json!({"name": "😀".repeat(128)})).is_ok());
         let e = errors(json!({"name": "é".repeat(129)}));
         assert!(e["name"]["maxLength"].is_object());
     }
@@ -275,7 +278,7 @@ mod tests {
     #[test]
     fn unknown_fields_are_kept() {
         let data = json!({"name": "x", "custom": {"a": 1}, "ui_metadata": {"ui": "kazoo-ui"}});
-        let out = groups().validate(&data).unwrap();
+        let out = groups().validate(data).unwrap();
         assert_eq!(out["custom"], json!({"a": 1}));
         assert_eq!(out["ui_metadata"], json!({"ui": "kazoo-ui"}));
     }
@@ -283,7 +286,7 @@ mod tests {
     #[test]
     fn present_values_are_not_replaced_by_defaults() {
         let data = json!({"name": "x", "endpoints": {"u1": {"type": "user"}}, "music_on_hold": {"media_id": "m"}});
-        assert_eq!(groups().validate(&data).unwrap(), data);
+        assert_eq!(groups().validate(data.clone()).unwrap(), data);
     }
 
     #[test]
@@ -294,15 +297,15 @@ mod tests {
                 "properties": {"volume": {"type": "integer", "default": 5}}}}
         });
         let v = SchemaValidator::from_schema(schema).unwrap();
-        let e = v.validate(&json!({"moh": "loud"})).unwrap_err();
+        let e = v.validate(json!({"moh": "loud"})).unwrap_err();
         assert_eq!(e["moh"]["type"]["value"], json!("loud"));
         assert_eq!(
-            v.validate(&json!({})).unwrap(),
+            v.validate(json!({})).unwrap(),
             json!({"moh": {"volume": 5}}),
             "nested defaults land inside a defaulted object"
         );
         assert_eq!(
-            v.validate(&json!({"moh": {"other": 1}})).unwrap(),
+            v.validate(json!({"moh": {"other": 1}})).unwrap(),
             json!({"moh": {"other": 1, "volume": 5}}),
             "nested defaults land inside a present object"
         );
@@ -314,7 +317,7 @@ mod tests {
             "a.b": {"type": "object", "required": ["c.d"]}}});
         let v = SchemaValidator::from_schema(schema).unwrap();
         assert_eq!(
-            Value::Object(v.validate(&json!({"a.b": {}})).unwrap_err()),
+            Value::Object(v.validate(json!({"a.b": {}})).unwrap_err()),
             json!({"a%2Eb.c%2Ed":{"required":{"message":"Field is required but missing","value":"c.d"}}})
         );
     }
@@ -324,7 +327,7 @@ mod tests {
         let schema =
             json!({"type": "object", "properties": {"x": {"type": ["string", "null", "integer"]}}});
         let v = SchemaValidator::from_schema(schema).unwrap();
-        let e = v.validate(&json!({"x": [1]})).unwrap_err();
+        let e = v.validate(json!({"x": [1]})).unwrap_err();
         assert_eq!(
             Value::Object(e),
             json!({"x":{"type":{"message":"Value did not match type(s): string, null, integer",
@@ -337,7 +340,7 @@ mod tests {
         let schema = json!({"type": "object", "properties": {
             "x": {"type": "string", "minLength": 3, "pattern": "^[a-z]+$"}}});
         let v = SchemaValidator::from_schema(schema).unwrap();
-        let e = v.validate(&json!({"x": "A"})).unwrap_err();
+        let e = v.validate(json!({"x": "A"})).unwrap_err();
         assert_eq!(
             Value::Object(e),
             json!({"x":{
@@ -361,7 +364,7 @@ mod tests {
         let v = SchemaValidator::from_schema(schema).unwrap();
         let e = v
             .validate(
-                &json!({"e": "c", "lo": 1, "hi": 6, "few": [1], "many": [1, 2],
+                json!({"e": "c", "lo": 1, "hi": 6, "few": [1], "many": [1, 2],
                 "uniq": [1, 1], "strict": {"k": 1, "z": 2}}),
             )
             .unwrap_err();
@@ -387,12 +390,12 @@ mod tests {
             "properties": {"n": {"type": "number", "minimum": 1, "exclusiveMinimum": true,
                                  "maximum": 3, "exclusiveMaximum": true}}});
         let v = SchemaValidator::from_schema(schema).unwrap();
-        let low = v.validate(&json!({"n": 1})).unwrap_err();
+        let low = v.validate(json!({"n": 1})).unwrap_err();
         assert_eq!(
             low["n"]["minimum"],
             json!({"message":"Value must be at least 1","target":1,"value":1})
         );
-        let high = v.validate(&json!({"n": 3})).unwrap_err();
+        let high = v.validate(json!({"n": 3})).unwrap_err();
         assert_eq!(
             high["n"]["maximum"],
             json!({"message":"Value must be at most 3","target":3,"value":3})
@@ -406,13 +409,13 @@ mod tests {
         let schema = json!({"type": "object", "properties": {
             "s": {"type": "string", "minLength": 3, "maxLength": 10}}});
         let v = SchemaValidator::from_schema(schema).unwrap();
-        let e = v.validate(&json!({"s": "éé"})).unwrap_err();
+        let e = v.validate(json!({"s": "éé"})).unwrap_err();
         assert_eq!(
             e["s"],
             json!({"maxLength":{"message":"String must not be more than 10 characters",
                 "target":10,"cause":"éé","value":"éé"}})
         );
-        let e = v.validate(&json!({"s": "ab"})).unwrap_err();
+        let e = v.validate(json!({"s": "ab"})).unwrap_err();
         assert!(e["s"]["minLength"].is_object());
     }
 
@@ -421,7 +424,7 @@ mod tests {
         let schema =
             json!({"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 2}}});
         let v = SchemaValidator::from_schema(schema).unwrap();
-        let e = v.validate(&json!({"n": 3})).unwrap_err();
+        let e = v.validate(json!({"n": 3})).unwrap_err();
         assert_eq!(
             e["n"],
             json!({"multipleOf":{"message":"failed to validate","value":3}})
@@ -441,7 +444,7 @@ mod tests {
         let file = dir.join("groups.json");
         std::fs::write(&file, include_str!("../../schemas/groups.json")).unwrap();
         let v = SchemaValidator::from_file(&file).unwrap();
-        assert!(v.validate(&json!({"name": "x"})).is_ok());
+        assert!(v.validate(json!({"name": "x"})).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
