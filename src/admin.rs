@@ -218,35 +218,35 @@ pub async fn create_account(
         .create_db(&config_db)
         .await
         .map_err(couch_err("system_config"))?;
-    let accounts_config = store
-        .get_doc(&config_db, &static_id("accounts"))
-        .await
-        .map_err(couch_err("system_config/accounts"))?;
-    let master = accounts_config
-        .as_ref()
-        .and_then(|d| d.pointer("/default/master_account_id"))
-        .and_then(Value::as_str)
-        .and_then(|id| AccountId::parse(id).ok());
-    let parent = new.parent.clone().or_else(|| master.clone());
+    let id = AccountId::parse(&random_hex(16)).expect("32 lower-case hex");
+    let parent = match &new.parent {
+        Some(parent) => Some(parent.clone()),
+        None => Some(master_or_claim(store, &config_db, &id).await?).filter(|m| *m != id),
+    };
     let (tree, enabled) = match &parent {
         Some(parent) => {
             let doc = store
                 .get_doc(&parent.db(), &DocId::from(parent.clone()))
                 .await
-                .map_err(couch_err("parent account"))?
-                .ok_or_else(|| format!("parent account {parent} does not exist"))?;
-            let mut tree: Vec<Value> = doc
-                .get("pvt_tree")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            tree.push(json!(parent.as_str()));
-            let enabled = doc.get("pvt_enabled").map(truthy).unwrap_or(true);
-            (tree, enabled)
+                .map_err(couch_err("parent account"))?;
+            match doc {
+                Some(doc) => {
+                    let mut tree: Vec<Value> = doc
+                        .get("pvt_tree")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    tree.push(json!(parent.as_str()));
+                    (tree, doc.get("pvt_enabled").map(truthy).unwrap_or(true))
+                }
+                // The master another `accounts create` has just claimed, still being written:
+                // it is the root, so its tree is empty and it is enabled.
+                None if new.parent.is_none() => (vec![json!(parent.as_str())], true),
+                None => return Err(format!("parent account {parent} does not exist")),
+            }
         }
         None => (Vec::new(), true),
     };
-    let id = AccountId::parse(&random_hex(16)).expect("32 lower-case hex");
     let db = id.db();
     store.create_db(&db).await.map_err(couch_err(db.as_str()))?;
     install(store, &db, designs, DesignDb::Account).await?;
@@ -285,16 +285,20 @@ pub async fn create_account(
         .put_doc(&accounts_db, &doc_id, &doc)
         .await
         .map_err(couch_err("accounts copy of the account doc"))?;
-    if master.is_none() && new.parent.is_none() {
-        set_master(store, &config_db, &id).await?;
-    }
     Ok(match doc {
         Value::Object(map) => map,
         _ => Map::new(),
     })
 }
 
-async fn set_master(store: &Store, db: &DbName, id: &AccountId) -> Result<(), String> {
+/// The master account named in `system_config/accounts`, or, when none is named yet, `candidate`
+/// made master. The claim is a write against the document's revision, so of several concurrent
+/// first `accounts create` runs exactly one becomes master and the others find it.
+async fn master_or_claim(
+    store: &Store,
+    db: &DbName,
+    candidate: &AccountId,
+) -> Result<AccountId, String> {
     let doc_id = static_id("accounts");
     loop {
         let mut doc = store
@@ -302,17 +306,23 @@ async fn set_master(store: &Store, db: &DbName, id: &AccountId) -> Result<(), St
             .await
             .map_err(couch_err("system_config/accounts"))?
             .unwrap_or_else(|| json!({"_id": "accounts"}));
-        if doc.pointer("/default/master_account_id").is_some() {
-            return Ok(());
+        if let Some(master) = doc.pointer("/default/master_account_id") {
+            return master
+                .as_str()
+                .and_then(|id| AccountId::parse(id).ok())
+                .ok_or_else(|| format!("system_config/accounts: bad master_account_id {master}"));
         }
         let default = doc
             .as_object_mut()
             .map(|d| d.entry("default").or_insert_with(|| json!({})));
-        if let Some(Value::Object(default)) = default {
-            default.insert("master_account_id".into(), json!(id.as_str()));
+        match default {
+            Some(Value::Object(default)) => {
+                default.insert("master_account_id".into(), json!(candidate.as_str()));
+            }
+            _ => return Err("system_config/accounts: `default` is not an object".into()),
         }
         match store.put_doc(db, &doc_id, &doc).await {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(candidate.clone()),
             Err(StoreError::Conflict) => continue,
             Err(e) => return Err(format!("system_config/accounts: {e}")),
         }

@@ -8,7 +8,7 @@ use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorData};
 use crate::json;
 use crate::json::raw::Transcoded;
 
@@ -298,12 +298,6 @@ pub struct Tail {
 }
 
 impl Tail {
-    fn write(&self, out: &mut Map<String, Value>) {
-        for (key, value) in self.fields() {
-            out.insert(key.into(), value);
-        }
-    }
-
     /// In the order Crossbar sends them.
     fn fields(&self) -> Vec<(&'static str, Value)> {
         let mut fields = Vec::with_capacity(6);
@@ -382,19 +376,41 @@ impl Serialize for SuccessBody<'_> {
 }
 
 /// The error envelope (§3.2), or `None` for cowboy's bare answers.
-pub fn error(err: &ApiError, tail: &Tail) -> Option<Map<String, Value>> {
+pub fn error<'a>(err: &'a ApiError, tail: &'a Tail) -> Option<ErrorBody<'a>> {
     let (message, data) = err.message_and_data()?;
-    let mut out: Map<String, Value> = err
-        .extra()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-    out.insert("data".into(), data);
-    out.insert("error".into(), Value::from(err.status().to_string()));
-    out.insert("message".into(), Value::from(message));
-    out.insert("status".into(), Value::from("error"));
-    tail.write(&mut out);
-    Some(out)
+    Some(ErrorBody {
+        extra: err.extra(),
+        data,
+        status: err.status(),
+        message,
+        tail,
+    })
+}
+
+/// `{<extra>, "data":…, "error":"<status>", "message":…, "status":"error", …tail…}`.
+pub struct ErrorBody<'a> {
+    extra: Vec<(&'static str, Value)>,
+    data: ErrorData<'a>,
+    status: u16,
+    message: &'static str,
+    tail: &'a Tail,
+}
+
+impl Serialize for ErrorBody<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in &self.extra {
+            map.serialize_entry(key, value)?;
+        }
+        map.serialize_entry("data", &self.data)?;
+        map.serialize_entry("error", &self.status.to_string())?;
+        map.serialize_entry("message", self.message)?;
+        map.serialize_entry("status", "error")?;
+        for (key, value) in self.tail.fields() {
+            map.serialize_entry(key, &value)?;
+        }
+        map.end()
+    }
 }
 
 #[cfg(test)]
@@ -521,11 +537,11 @@ mod tests {
             timestamp: "t".into(),
             ..Default::default()
         };
-        let body = error(&ApiError::Forbidden, &tail).unwrap();
-        assert_eq!(body["error"], "403");
-        assert_eq!(body["status"], "error");
-        assert!(!body.contains_key("version"));
-        assert!(!body.contains_key("auth_token"));
+        let body = serde_json::to_string(&error(&ApiError::Forbidden, &tail).unwrap()).unwrap();
+        assert_eq!(
+            body,
+            r#"{"data":{"message":"forbidden"},"error":"403","message":"forbidden","status":"error","node":"n","request_id":"r","timestamp":"t","tokens":{"consumed":0,"remaining":0}}"#
+        );
         assert!(error(&ApiError::Bare(412), &tail).is_none());
     }
 

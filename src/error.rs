@@ -4,6 +4,22 @@ use serde_json::{json, Map, Value};
 
 use crate::store::StoreError;
 
+/// The `data` of an error envelope.
+#[derive(Debug, PartialEq)]
+pub enum ErrorData<'a> {
+    Errors(&'a Map<String, Value>),
+    Value(Value),
+}
+
+impl serde::Serialize for ErrorData<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ErrorData::Errors(errors) => errors.serialize(serializer),
+            ErrorData::Value(value) => value.serialize(serializer),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum ApiError {
     /// 400 `validation error` with the nested errors (schema, envelope, JSON syntax, size).
@@ -68,11 +84,20 @@ impl ApiError {
         }
     }
 
-    /// The envelope's `message` and `data`, or `None` for a bare answer.
-    pub fn message_and_data(&self) -> Option<(&'static str, Value)> {
+    /// The envelope's `message` and `data`, or `None` for a bare answer. A validation error's
+    /// data is lent, not copied: it can echo a large part of the request.
+    pub fn message_and_data(&self) -> Option<(&'static str, ErrorData<'_>)> {
+        if let Self::Validation(errors) = self {
+            return Some(("validation error", ErrorData::Errors(errors)));
+        }
+        self.message_and_value()
+            .map(|(message, data)| (message, ErrorData::Value(data)))
+    }
+
+    fn message_and_value(&self) -> Option<(&'static str, Value)> {
         let msg = |m: &str| json!({ "message": m });
         Some(match self {
-            Self::Validation(errors) => ("validation error", Value::Object(errors.clone())),
+            Self::Validation(_) | Self::Bare(_) => return None,
             Self::BadIdentifier(cause) => (
                 "bad_identifier",
                 json!({ "cause": cause, "message": "bad identifier" }),
@@ -102,7 +127,6 @@ impl ApiError {
             Self::DatastoreUnreachable => ("datastore_unreachable", msg("datastore timeout")),
             Self::DatastoreMissingView => ("datastore missing view", json!({})),
             Self::DatastoreFatal => ("datastore fatal error", json!({})),
-            Self::Bare(_) => return None,
         })
     }
 
@@ -156,19 +180,23 @@ mod tests {
 
     #[test]
     fn error_strings_are_kazoos() {
-        let (m, d) = ApiError::BadIdentifier("G".into())
-            .message_and_data()
-            .unwrap();
+        let err = ApiError::BadIdentifier("G".into());
+        let (m, d) = err.message_and_data().unwrap();
         assert_eq!(m, "bad_identifier");
-        assert_eq!(d, json!({"cause": "G", "message": "bad identifier"}));
-        let (m, d) = ApiError::MalformedAccountId("invalid account_id 'abc'".into())
-            .message_and_data()
-            .unwrap();
+        assert_eq!(
+            d,
+            ErrorData::Value(json!({"cause": "G", "message": "bad identifier"}))
+        );
+        let err = ApiError::MalformedAccountId("invalid account_id 'abc'".into());
+        let (m, d) = err.message_and_data().unwrap();
         assert_eq!(m, "bad identifier");
-        assert_eq!(d, json!({"message": "invalid account_id 'abc'"}));
+        assert_eq!(
+            d,
+            ErrorData::Value(json!({"message": "invalid account_id 'abc'"}))
+        );
         assert_eq!(
             ApiError::TokenExpired.message_and_data().unwrap().1,
-            json!({})
+            ErrorData::Value(json!({}))
         );
         assert_eq!(ApiError::Bare(412).message_and_data(), None);
         assert_eq!(ApiError::DatastoreUnreachable.status(), 503);

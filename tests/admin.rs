@@ -8,6 +8,7 @@ use std::process::Command;
 use common::couch_server::TestCouchServer;
 use common::TestApp;
 use kz_groups::config::Backend;
+use kz_groups::domain::ids::{AccountId, DbName, DocId};
 use serde_json::{json, Value};
 
 /// Runs the binary against `backend`, as an operator would.
@@ -203,4 +204,70 @@ async fn init_accounts_and_users_give_working_logins() {
         200
     );
     drop(server);
+}
+
+#[tokio::test]
+async fn concurrent_first_account_creates_make_exactly_one_master() {
+    // A store of this test's own, with no account yet.
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, backend) = if common::embedded_backend() {
+        let backend = Backend::Embedded {
+            dir: dir.path().join("data"),
+        };
+        (None, backend)
+    } else {
+        let server = TestCouchServer::start(None, dir.path())
+            .expect("this test needs KZ_TEST_COUCH_SERVER_BIN (set by scripts/test)");
+        let backend = Backend::CouchDb { url: server.url() };
+        (Some(server), backend)
+    };
+    let created: Vec<(bool, Value, String)> = std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..20)
+            .map(|i| {
+                let backend = &backend;
+                scope.spawn(move || {
+                    kz_groups(
+                        backend,
+                        &["accounts", "create", "--name", &format!("Concurrent {i}")],
+                    )
+                })
+            })
+            .collect();
+        runs.into_iter().map(|run| run.join().unwrap()).collect()
+    });
+    for (ok, _, out) in &created {
+        assert!(ok, "every run succeeds: {out}");
+    }
+    let store = kz_groups::startup::store(&common::config_for(backend)).unwrap();
+    let config = store
+        .get_doc(
+            &DbName::system(DbName::SYSTEM_CONFIG),
+            &DocId::parse("accounts").unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let master = config["default"]["master_account_id"].as_str().unwrap();
+    let mut roots = Vec::new();
+    for (_, account, _) in &created {
+        let id = account["account_id"].as_str().unwrap();
+        let doc = store
+            .get_doc(
+                &AccountId::parse(id).unwrap().db(),
+                &DocId::parse(id).unwrap(),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        match doc["pvt_tree"].as_array().unwrap().as_slice() {
+            [] => roots.push(id.to_owned()),
+            [parent] => assert_eq!(parent, master, "{id} hangs under the master"),
+            other => panic!("{id} has the tree {other:?}"),
+        }
+    }
+    assert_eq!(
+        roots,
+        [master],
+        "exactly one account, the master, has no parent"
+    );
 }

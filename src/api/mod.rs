@@ -231,6 +231,12 @@ pub fn too_large(limit: usize) -> ApiError {
     )
 }
 
+/// What a parsed body holds until its request is answered: its tree, and as much again when an
+/// error answer echoes it (Crossbar's validation errors carry the offending values).
+fn answer_cost(plan: &BodyPlan) -> usize {
+    plan.cost().saturating_mul(2)
+}
+
 /// Stage 1's parse: measured first (refusing what is too deep or too costly), then reserved
 /// against the memory budget, then built. Large bodies are measured and built on the blocking
 /// pool, a few at a time, so the workers keep answering other clients meanwhile.
@@ -243,7 +249,7 @@ async fn parse_envelope(
 ) -> Result<RequestEnvelope, ApiError> {
     if body.len() < memory::SMALL {
         let plan = BodyPlan::measure(content_type, &body)?;
-        memory.merge(state.memory.reserve(plan.cost()).await);
+        memory.merge(state.memory.reserve(answer_cost(&plan)).await);
         return plan.build(&body, query);
     }
     let content_type = content_type.map(str::to_owned);
@@ -251,7 +257,7 @@ async fn parse_envelope(
         .off_workers(move || (BodyPlan::measure(content_type.as_deref(), &body), body))
         .await?;
     let plan = plan?;
-    memory.merge(state.memory.reserve(plan.cost()).await);
+    memory.merge(state.memory.reserve(answer_cost(&plan)).await);
     let query = query.to_owned();
     state.off_workers(move || plan.build(&body, &query)).await?
 }

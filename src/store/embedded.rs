@@ -53,13 +53,19 @@ fn fault(e: impl std::fmt::Display) -> StoreError {
     }
 }
 
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 fn sql_error(e: rusqlite::Error) -> StoreError {
-    match e.sqlite_error_code() {
+    if is_busy(&e) {
         // Another process holds the write lock past the busy timeout: a passing outage.
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
-            StoreError::Unreachable(e.to_string())
-        }
-        _ => fault(e),
+        StoreError::Unreachable(e.to_string())
+    } else {
+        fault(e)
     }
 }
 
@@ -109,7 +115,20 @@ impl EmbeddedStore {
             conn.pragma_update(None, "synchronous", "FULL")?;
             conn.execute_batch(SCHEMA)
         };
-        setup().map_err(|e| format!("cannot prepare {}: {e}", path.display()))?;
+        // Switching a new file to WAL needs it to itself, and SQLite answers "busy" at once rather
+        // than wait: processes opening the same new store together (several CLI runs) take turns.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut pause = Duration::from_millis(2);
+        loop {
+            match setup() {
+                Ok(()) => break,
+                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                Err(e) => return Err(format!("cannot prepare {}: {e}", path.display())),
+            }
+        }
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path,

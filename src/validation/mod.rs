@@ -66,17 +66,67 @@ impl SchemaValidator {
         }
         let mut with_defaults = data;
         apply_defaults(&self.schema, &mut with_defaults);
-
+        // The validator builds every error before yielding any, and a body can hold millions of
+        // wrong array items. The data is rejected anyway, so arrays are cut to MAX_ERRORS + 1
+        // items before the errors are listed; the first error is kept aside only when the cut
+        // would drop it, so the answer always explains the refusal.
+        let first = match self.validator.validate(&with_defaults) {
+            Ok(()) => return Ok(with_defaults),
+            Err(error) if beyond_cut(&with_defaults, error.instance_path().as_str()) => {
+                let mut first = Map::new();
+                render::add_error(&self.schema, &error, &mut first);
+                Some(first)
+            }
+            Err(_) => None,
+        };
+        truncate_arrays(&mut with_defaults, CUT);
         let mut errors = Map::new();
-        // A body can hold millions of wrong values; the answer names the first MAX_ERRORS.
         for error in self.validator.iter_errors(&with_defaults).take(MAX_ERRORS) {
             render::add_error(&self.schema, &error, &mut errors);
         }
-        if errors.is_empty() {
-            Ok(with_defaults)
-        } else {
-            Err(errors)
+        Err(match first {
+            Some(first) if errors.is_empty() => first,
+            _ => errors,
+        })
+    }
+}
+
+/// Array items kept when a rejected body's errors are listed.
+const CUT: usize = MAX_ERRORS + 1;
+
+/// Whether the value at a JSON pointer sits past [`CUT`] in some array it is in.
+fn beyond_cut(instance: &Value, pointer: &str) -> bool {
+    let mut at = instance;
+    for segment in pointer.split('/').skip(1) {
+        let segment = segment.replace("~1", "/").replace("~0", "~");
+        at = match at {
+            Value::Array(items) => match segment.parse::<usize>() {
+                Ok(index) if index >= CUT => return true,
+                Ok(index) => match items.get(index) {
+                    Some(item) => item,
+                    None => return false,
+                },
+                Err(_) => return false,
+            },
+            Value::Object(map) => match map.get(&segment) {
+                Some(value) => value,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    false
+}
+
+/// Keeps the first `len` items of every array, at any depth.
+fn truncate_arrays(value: &mut Value, len: usize) {
+    match value {
+        Value::Array(items) => {
+            items.truncate(len);
+            items.iter_mut().for_each(|v| truncate_arrays(v, len));
         }
+        Value::Object(map) => map.values_mut().for_each(|v| truncate_arrays(v, len)),
+        _ => {}
     }
 }
 
@@ -136,6 +186,22 @@ mod tests {
 
     fn errors(data: Value) -> Value {
         Value::Object(groups().validate(data).expect_err("data must be rejected"))
+    }
+
+    #[test]
+    fn long_arrays_list_errors_of_their_first_items_only() {
+        let mut flags: Vec<Value> = (0..10_000).map(|i| json!(i)).collect();
+        let e = errors(json!({"name": "n", "flags": flags.clone()}));
+        assert_eq!(e.as_object().unwrap().len(), MAX_ERRORS);
+        assert!(e["flags.0"]["type"].is_object());
+        // The only wrong item is past the cut: it is still the one reported.
+        flags = (0..10_000).map(|i| json!(i.to_string())).collect();
+        flags[5_000] = json!(5);
+        let e = errors(json!({"name": "n", "flags": flags}));
+        assert_eq!(
+            e,
+            json!({"flags.5000": {"type": {"message": "Value did not match type(s): string", "target": "string", "value": 5}}})
+        );
     }
 
     #[test]

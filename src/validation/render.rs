@@ -213,7 +213,8 @@ pub(super) fn add_error(
         }
         ValidationErrorKind::AdditionalProperties { unexpected } => {
             // One error per extra key, keyed by that key's path and carrying its value.
-            for key in unexpected {
+            let room = super::MAX_ERRORS.saturating_sub(errors.len());
+            for key in unexpected.iter().take(room) {
                 let mut path = segments.clone();
                 path.push(key.clone());
                 let value = instance.get(key.as_str()).cloned().unwrap_or(Value::Null);
