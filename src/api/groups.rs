@@ -13,7 +13,7 @@ use crate::domain::ids::{AccountId, DocId};
 use crate::domain::merge::patch_merge;
 use crate::envelope::{RequestEnvelope, Tail};
 use crate::error::ApiError;
-use crate::notices::{ChangeAction, DocChange};
+use crate::notices::{Change, ChangeAction, DocChange};
 use crate::store::StoreError;
 
 /// A request that passed stages 1–7.
@@ -209,17 +209,20 @@ async fn save(
         .store
         .put_doc(&req.account.db(), id, &Value::Object(doc.clone()))
         .await?;
-    announce(req, id, &rev, action);
+    announce(req, id, doc, &rev, action);
     Ok(rev)
 }
 
-fn announce(req: &GroupRequest<'_>, id: &DocId, rev: &str, action: ChangeAction) {
-    req.state.notifier.announce(DocChange {
-        account: req.account.clone(),
-        id: id.clone(),
-        rev: rev.to_owned(),
-        action,
-    });
+/// One notice per successful write (amqp-notices §1.4), queued for the bus; never waits for it.
+fn announce(
+    req: &GroupRequest<'_>,
+    id: &DocId,
+    doc: &Map<String, Value>,
+    rev: &str,
+    action: ChangeAction,
+) {
+    let change = DocChange::written(req.account.db(), id, doc, rev, action);
+    req.state.notifier.announce(Change::Doc(change));
 }
 
 /// `_id` first, then the public part, then the remaining private fields.
@@ -378,7 +381,14 @@ async fn delete(req: &GroupRequest<'_>) -> Result<Outcome, ApiError> {
             .store
             .delete_doc(&req.account.db(), &id, &rev)
             .await?;
-        announce(req, &id, &new_rev, ChangeAction::Deleted { soft: false });
+        // The notice describes the doc as it was before the delete, with the tombstone's rev.
+        announce(
+            req,
+            &id,
+            &stored,
+            &new_rev,
+            ChangeAction::Deleted { soft: false },
+        );
     }
     let mut data = group::public_view(&stored);
     data.insert("_read_only".into(), json!({"deleted": true}));

@@ -7,6 +7,8 @@ pub mod login;
 pub mod path;
 pub mod reply;
 
+use std::sync::Arc;
+
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
 use futures::StreamExt;
@@ -37,7 +39,7 @@ pub struct AppState {
     pub auth: Authenticator,
     pub issuer: Issuer,
     pub limiter: RateLimiter,
-    pub notifier: Box<dyn ChangeNotifier>,
+    pub notifier: Arc<dyn ChangeNotifier>,
     pub page_size: usize,
     pub max_upload_bytes: usize,
     /// base64url(md5(node name)), the envelope's `node`.
@@ -55,7 +57,7 @@ impl AppState {
         store: Store,
         views: ViewInstaller,
         schemas: Schemas,
-        notifier: Box<dyn ChangeNotifier>,
+        notifier: Arc<dyn ChangeNotifier>,
     ) -> Self {
         Self {
             auth: Authenticator::new(store.clone(), config.key_cache),
@@ -568,7 +570,7 @@ mod tests {
 
     #[test]
     fn node_is_22_chars_of_base64url() {
-        let node = AppState::node_id("kz_groups@host");
+        let node = AppState::node_id("kz-groups@host");
         assert_eq!(node.len(), 22);
         assert!(node
             .bytes()

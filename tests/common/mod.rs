@@ -41,7 +41,7 @@ pub fn config_for(backend: Backend) -> Config {
     })
     .expect("test config");
     config.backend = backend;
-    config.node_name = "kz_groups@test".into();
+    config.node_name = "kz-groups@test".into();
     config
 }
 
