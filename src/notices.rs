@@ -62,7 +62,7 @@ impl DocChange {
 /// What a successful write announces.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
-    Doc(DocChange),
+    Doc(Box<DocChange>),
     /// A database kz-groups created (`db_created`, §1.6).
     DbCreated(DbName),
 }
@@ -266,7 +266,13 @@ mod tests {
     }
 
     fn notice(action: ChangeAction, doc: Map<String, Value>) -> (String, Value) {
-        let change = Change::Doc(DocChange::written(db(), &gid(), &doc, "2-abc", action));
+        let change = Change::Doc(Box::new(DocChange::written(
+            db(),
+            &gid(),
+            &doc,
+            "2-abc",
+            action,
+        )));
         let n = Notice::build(&change, "kz-groups@h");
         (n.routing_key, serde_json::from_slice(&n.body).unwrap())
     }
@@ -298,13 +304,13 @@ mod tests {
     #[test]
     fn the_body_has_kazoos_keys_order_and_swapped_dates() {
         let doc = group(json!({}));
-        let change = Change::Doc(DocChange::written(
+        let change = Change::Doc(Box::new(DocChange::written(
             db(),
             &gid(),
             &doc,
             "1-x",
             ChangeAction::Created,
-        ));
+        )));
         let n = Notice::build(&change, "kz-groups@h");
         let text = String::from_utf8(n.body.clone()).unwrap();
         let body: Value = serde_json::from_str(&text).unwrap();

@@ -222,7 +222,7 @@ fn announce(
     action: ChangeAction,
 ) {
     let change = DocChange::written(req.account.db(), id, doc, rev, action);
-    req.state.notifier.announce(Change::Doc(change));
+    req.state.notifier.announce(Change::Doc(Box::new(change)));
 }
 
 /// `_id` first, then the public part, then the remaining private fields.
