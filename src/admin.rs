@@ -9,6 +9,7 @@ use crate::auth::keys;
 use crate::domain::clock;
 use crate::domain::group::{alphanum_name, truthy};
 use crate::domain::ids::{random_hex, AccountId, DbName, DocId};
+use crate::notices::{Change, ChangeAction, ChangeNotifier, DocChange};
 use crate::store::views::{ensure_design, DesignDb, DesignDoc};
 use crate::store::{Store, StoreError, ViewQuery};
 
@@ -176,12 +177,30 @@ async fn install(
     Ok(())
 }
 
+/// Saves a new document and announces it as Kazoo's data layer does (amqp-notices §1.1).
+async fn create_doc(
+    store: &Store,
+    notifier: &dyn ChangeNotifier,
+    db: &DbName,
+    id: &DocId,
+    doc: &Value,
+    what: &str,
+) -> Result<(), String> {
+    let rev = store.put_doc(db, id, doc).await.map_err(couch_err(what))?;
+    if let Value::Object(doc) = doc {
+        let change = DocChange::written(db.clone(), id, doc, &rev, ChangeAction::Created);
+        notifier.announce(Change::Doc(Box::new(change)));
+    }
+    Ok(())
+}
+
 /// Creates an account as Kazoo's `PUT /v2/accounts` does (auth-contract §6.2, §6.4): its
-/// database with the design documents, then the account doc in it and in `accounts`. Returns the
-/// stored account doc.
+/// database with the design documents, then the account doc in it and in `accounts`, announcing
+/// the database (`db_created`) and both docs as Kazoo does. Returns the stored account doc.
 pub async fn create_account(
     store: &Store,
     designs: &[DesignDoc],
+    notifier: &dyn ChangeNotifier,
     new: &NewAccount,
 ) -> Result<Map<String, Value>, String> {
     let name = new.name.trim();
@@ -249,6 +268,7 @@ pub async fn create_account(
     let id = AccountId::parse(&random_hex(16)).expect("32 lower-case hex");
     let db = id.db();
     store.create_db(&db).await.map_err(couch_err(db.as_str()))?;
+    notifier.announce(Change::DbCreated(db.clone()));
     install(store, &db, designs, DesignDb::Account).await?;
     let now = clock::gregorian_now();
     let mut doc = json!({
@@ -277,14 +297,16 @@ pub async fn create_account(
         doc["pvt_superduper_admin"] = json!(true);
     }
     let doc_id = DocId::from(id.clone());
-    store
-        .put_doc(&db, &doc_id, &doc)
-        .await
-        .map_err(couch_err("account doc"))?;
-    store
-        .put_doc(&accounts_db, &doc_id, &doc)
-        .await
-        .map_err(couch_err("accounts copy of the account doc"))?;
+    create_doc(store, notifier, &db, &doc_id, &doc, "account doc").await?;
+    create_doc(
+        store,
+        notifier,
+        &accounts_db,
+        &doc_id,
+        &doc,
+        "accounts copy of the account doc",
+    )
+    .await?;
     if master.is_none() && new.parent.is_none() {
         set_master(store, &config_db, &id).await?;
     }
@@ -336,6 +358,7 @@ pub struct NewUser {
 pub async fn create_user(
     store: &Store,
     designs: &[DesignDoc],
+    notifier: &dyn ChangeNotifier,
     new: &NewUser,
 ) -> Result<Map<String, Value>, String> {
     let account = new.account.as_ref().ok_or("--account is required")?;
@@ -378,10 +401,7 @@ pub async fn create_user(
     if let Some(email) = &new.email {
         doc["email"] = json!(email);
     }
-    store
-        .put_doc(&db, &id, &doc)
-        .await
-        .map_err(couch_err("user doc"))?;
+    create_doc(store, notifier, &db, &id, &doc, "user doc").await?;
     Ok(match doc {
         Value::Object(map) => map,
         _ => Map::new(),

@@ -3,6 +3,7 @@
 //! own accounts, so tests share nothing and run in any order.
 #![allow(dead_code)]
 
+pub mod bus;
 pub mod couch_server;
 
 use kz_groups::auth::{identity, jwt, keys};
