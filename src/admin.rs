@@ -10,7 +10,7 @@ use crate::domain::clock;
 use crate::domain::group::{alphanum_name, truthy};
 use crate::domain::ids::{random_hex, AccountId, DbName, DocId};
 use crate::notices::{Change, ChangeAction, ChangeNotifier, DocChange};
-use crate::store::views::{ensure_design, DesignDb, DesignDoc};
+use crate::store::views::{self, DesignDb, DesignDoc, Installed};
 use crate::store::{Store, StoreError, ViewQuery};
 
 /// What `init` found or made.
@@ -146,6 +146,7 @@ pub struct NewAccount {
 
 async fn view_has_key(
     store: &Store,
+    views: &Installed,
     db: &DbName,
     design: &str,
     view: &str,
@@ -156,7 +157,7 @@ async fn view_has_key(
         limit: Some(1),
         ..Default::default()
     };
-    match store.query_view(db, design, view, &query).await {
+    match views.query(store, db, design, view, &query).await {
         Ok(rows) => Ok(!rows.is_empty()),
         Err(StoreError::NotFound) => Ok(false),
         Err(e) => Err(format!("{db} {design}/{view}: {e}")),
@@ -168,13 +169,10 @@ async fn install(
     db: &DbName,
     designs: &[DesignDoc],
     database: DesignDb,
-) -> Result<(), String> {
-    for design in designs.iter().filter(|d| d.database == database) {
-        ensure_design(store, db, design)
-            .await
-            .map_err(|e| format!("{db} _design/{}: {e}", design.name))?;
-    }
-    Ok(())
+) -> Result<Installed, String> {
+    views::install(store, db, designs, database)
+        .await
+        .map_err(|e| format!("{db} design documents: {e}"))
 }
 
 /// Saves a new document and announces it as Kazoo's data layer does (amqp-notices §1.1).
@@ -212,9 +210,10 @@ pub async fn create_account(
         .create_db(&accounts_db)
         .await
         .map_err(couch_err("accounts"))?;
-    install(store, &accounts_db, designs, DesignDb::Accounts).await?;
+    let accounts_views = install(store, &accounts_db, designs, DesignDb::Accounts).await?;
     if view_has_key(
         store,
+        &accounts_views,
         &accounts_db,
         "accounts",
         "listing_by_name",
@@ -228,7 +227,16 @@ pub async fn create_account(
         Some(realm) => realm.replace(' ', "").to_lowercase(),
         None => format!("{}.sip.2600hz.com", random_hex(3)),
     };
-    if view_has_key(store, &accounts_db, "accounts", "listing_by_realm", &realm).await? {
+    if view_has_key(
+        store,
+        &accounts_views,
+        &accounts_db,
+        "accounts",
+        "listing_by_realm",
+        &realm,
+    )
+    .await?
+    {
         return Err(format!("the realm {realm:?} is already in use"));
     }
     // The parent is the one given, else the master account; the first account becomes master.
@@ -372,8 +380,17 @@ pub async fn create_user(
         .await
         .map_err(couch_err("account"))?
         .ok_or_else(|| format!("account {account} does not exist"))?;
-    install(store, &db, designs, DesignDb::Account).await?;
-    if view_has_key(store, &db, "users", "list_by_username", &username).await? {
+    let account_views = install(store, &db, designs, DesignDb::Account).await?;
+    if view_has_key(
+        store,
+        &account_views,
+        &db,
+        "users",
+        "list_by_username",
+        &username,
+    )
+    .await?
+    {
         return Err(format!(
             "the username {username:?} is already taken in account {account}"
         ));

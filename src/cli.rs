@@ -275,10 +275,17 @@ pub async fn refresh_views(config: &Config) -> Result<usize, String> {
     Ok(accounts.len())
 }
 
-fn describe(outcome: Refresh) -> &'static str {
+fn describe(outcome: Refresh) -> String {
     match outcome {
-        Refresh::Unchanged => "unchanged",
-        Refresh::Created => "created",
-        Refresh::Updated => "updated",
+        Refresh::Unchanged => "unchanged".into(),
+        Refresh::Created => "created".into(),
+        Refresh::Updated => "updated".into(),
+        Refresh::NotOurs { missing } if missing.is_empty() => {
+            "not installed by kz-groups: left as it is".into()
+        }
+        Refresh::NotOurs { missing } => format!(
+            "not installed by kz-groups: left as it is; lacks {}, read without a design document",
+            missing.join(", ")
+        ),
     }
 }

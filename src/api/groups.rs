@@ -95,7 +95,8 @@ fn etags(header: &str, weak_ok: bool) -> impl Iterator<Item = &str> {
 
 pub async fn handle(req: GroupRequest<'_>, tail: &Tail) -> Result<Outcome, ApiError> {
     // The design documents are brought up to date on an account's first use by this process.
-    req.state
+    let views = req
+        .state
         .views
         .ensure(&req.account)
         .await
@@ -113,7 +114,7 @@ pub async fn handle(req: GroupRequest<'_>, tail: &Tail) -> Result<Outcome, ApiEr
         return Err(ApiError::Bare(404));
     }
     match (&req.target, req.verb.as_str()) {
-        (Target::Collection, "GET") => listing::summary(&req, user.as_ref(), tail).await,
+        (Target::Collection, "GET") => listing::summary(&req, &views, user.as_ref(), tail).await,
         (Target::Collection, "PUT") => create(&req).await,
         (Target::Entity(_), "GET") => fetch(&req).await,
         (Target::Entity(_), "POST") => update(&req).await,

@@ -15,7 +15,7 @@ use crate::domain::ids::{AccountId, DbName, DocId};
 use crate::domain::start_key;
 use crate::envelope::{self, Tail};
 use crate::error::ApiError;
-use crate::store::views::ViewInstaller;
+use crate::store::views::{Installed, ViewInstaller};
 use crate::store::{Store, StoreError, ViewQuery, ViewRow};
 
 const DESIGN: &str = "groups";
@@ -34,6 +34,7 @@ enum Cursor {
 /// Reads the rows of one view range in order, a chunk at a time, so memory stays flat.
 pub struct RowReader {
     store: Store,
+    views: Installed,
     db: DbName,
     view: &'static str,
     cursor: Cursor,
@@ -81,8 +82,8 @@ impl RowReader {
         }
         query.skip = self.skip.unwrap_or(0);
         let rows = self
-            .store
-            .query_view(&self.db, DESIGN, self.view, &query)
+            .views
+            .query(&self.store, &self.db, DESIGN, self.view, &query)
             .await?;
         let got = rows.len();
         if self.skip.is_none() && rows.iter().any(|r| self.before_bound(&r.id)) {
@@ -187,6 +188,7 @@ fn parse_request(req: &GroupRequest<'_>) -> Result<ListingRequest, ApiError> {
 
 fn reader(
     store: &Store,
+    views: &Installed,
     account: &AccountId,
     user: Option<&DocId>,
     listing: &ListingRequest,
@@ -218,6 +220,7 @@ fn reader(
     };
     RowReader {
         store: store.clone(),
+        views: views.clone(),
         db: account.db(),
         view,
         cursor,
@@ -261,16 +264,18 @@ fn view_error(views: &ViewInstaller, account: &AccountId, e: StoreError) -> ApiE
 /// GET `…/groups` and `…/users/{U}/groups`.
 pub async fn summary(
     req: &GroupRequest<'_>,
+    views: &Installed,
     user: Option<&DocId>,
     tail: &Tail,
 ) -> Result<Outcome, ApiError> {
     let listing = parse_request(req)?;
     let state = req.state;
     if !listing.paginate {
-        return stream_all(req, user, listing, tail).await;
+        return stream_all(req, views, user, listing, tail).await;
     }
     let mut rows = reader(
         &state.store,
+        views,
         &req.account,
         user,
         &listing,
@@ -316,12 +321,20 @@ pub async fn summary(
 /// aborts the connection rather than end a truncated list as if it were complete.
 async fn stream_all(
     req: &GroupRequest<'_>,
+    views: &Installed,
     user: Option<&DocId>,
     listing: ListingRequest,
     tail: &Tail,
 ) -> Result<Outcome, ApiError> {
     let state = req.state;
-    let mut rows = reader(&state.store, &req.account, user, &listing, STREAM_CHUNK);
+    let mut rows = reader(
+        &state.store,
+        views,
+        &req.account,
+        user,
+        &listing,
+        STREAM_CHUNK,
+    );
     let first = rows
         .next_passing(&listing.filters)
         .await

@@ -31,6 +31,18 @@ struct ViewResponse {
 }
 
 #[derive(Deserialize)]
+struct AllDocsResponse {
+    rows: Vec<AllDocsRow>,
+}
+
+#[derive(Deserialize)]
+struct AllDocsRow {
+    id: String,
+    #[serde(default)]
+    doc: Option<Value>,
+}
+
+#[derive(Deserialize)]
 struct WriteResponse {
     rev: String,
 }
@@ -255,6 +267,37 @@ impl DocStore for CouchClient {
             Err(StoreError::Other { status: 412, .. }) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    async fn all_docs(
+        &self,
+        db: &DbName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<Value>> {
+        // `startkey` is inclusive: ask for one more and drop the row of `after` itself.
+        let mut params = vec![
+            ("include_docs", "true".to_owned()),
+            ("limit", (limit + usize::from(after.is_some())).to_string()),
+        ];
+        if let Some(after) = after {
+            params.push(("startkey", Value::from(after).to_string()));
+        }
+        let url = self.url(&[db.as_str(), "_all_docs"], &params);
+        let body = self.json(self.request(Method::GET, url)).await?;
+        let parsed: AllDocsResponse =
+            serde_json::from_value(body).map_err(|e| StoreError::Other {
+                status: 200,
+                error: "bad_answer".into(),
+                reason: format!("unexpected _all_docs answer: {e}"),
+            })?;
+        Ok(parsed
+            .rows
+            .into_iter()
+            .filter(|row| Some(row.id.as_str()) != after)
+            .filter_map(|row| row.doc)
+            .take(limit)
+            .collect())
     }
 
     async fn query_view(

@@ -532,6 +532,36 @@ impl DocStore for EmbeddedStore {
         self.with(move |conn| put(conn, &db, &id, &doc)).await
     }
 
+    async fn all_docs(
+        &self,
+        db: &DbName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<Value>> {
+        let (db, after) = (db.as_str().to_owned(), after.unwrap_or("").to_owned());
+        self.with(move |conn| {
+            if !db_exists(conn, &db)? {
+                return Err(StoreError::NotFound);
+            }
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id FROM docs WHERE db = ?1 AND deleted = 0 AND id > ?2 ORDER BY id LIMIT ?3",
+                )
+                .map_err(sql_error)?;
+            let ids = stmt
+                .query_map(params![db, after, limit as i64], |row| row.get::<_, String>(0))
+                .map_err(sql_error)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(sql_error)?;
+            let mut docs = Vec::with_capacity(ids.len());
+            for id in ids {
+                docs.extend(load(conn, &db, &id)?);
+            }
+            Ok(docs)
+        })
+        .await
+    }
+
     async fn query_view(
         &self,
         db: &DbName,

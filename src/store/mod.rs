@@ -5,6 +5,7 @@ pub mod collation;
 pub mod couch;
 pub mod embedded;
 pub mod native_views;
+pub mod scan;
 pub mod views;
 
 use async_trait::async_trait;
@@ -95,6 +96,14 @@ pub trait DocStore: Send + Sync {
     /// `_design/{name}`.
     async fn get_design(&self, db: &DbName, name: &str) -> StoreResult<Option<Value>>;
     async fn put_design(&self, db: &DbName, name: &str, doc: &Value) -> StoreResult<String>;
+    /// Up to `limit` live documents (design documents included), in the store's id order,
+    /// starting after the id `after`: CouchDB's `_all_docs?include_docs=true`.
+    async fn all_docs(
+        &self,
+        db: &DbName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<Value>>;
     /// Rows of `_design/{design}/_view/{view}`, in CouchDB's collation order.
     async fn query_view(
         &self,
