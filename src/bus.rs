@@ -378,10 +378,14 @@ fn report_failure(shared: &Shared, failures: u32, error: &str) {
     }
 }
 
-/// Sleeps for `backoff`, or less when shutdown begins.
+/// Sleeps for `backoff`, but not past the flush deadline once shutdown has begun.
 async fn wait(stop: &mut watch::Receiver<Option<Instant>>, backoff: Duration) {
+    let mut until = Instant::now() + backoff;
+    if let Some(deadline) = *stop.borrow() {
+        until = until.min(deadline);
+    }
     tokio::select! {
-        _ = tokio::time::sleep(backoff) => {}
+        _ = tokio::time::sleep_until(until) => {}
         _ = stop.changed() => {}
     }
 }
