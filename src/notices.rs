@@ -257,6 +257,14 @@ mod tests {
         doc.as_object().unwrap().clone()
     }
 
+    fn keys_of(body: &Value) -> Vec<&str> {
+        body.as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect()
+    }
+
     fn gid() -> DocId {
         DocId::parse(G).unwrap()
     }
@@ -314,12 +322,7 @@ mod tests {
         let n = Notice::build(&change, "kz-groups@h");
         let text = String::from_utf8(n.body.clone()).unwrap();
         let body: Value = serde_json::from_str(&text).unwrap();
-        let keys: Vec<&str> = body
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let keys = keys_of(&body);
         assert_eq!(
             keys,
             [
@@ -389,12 +392,7 @@ mod tests {
             )
         );
         let body: Value = serde_json::from_slice(&n.body).unwrap();
-        let keys: Vec<&str> = body
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let keys = keys_of(&body);
         assert_eq!(
             keys,
             [

@@ -33,20 +33,26 @@ fn ids(messages: &[common::bus::Message]) -> Vec<String> {
         .collect()
 }
 
-fn start(link: &FaultyLink, capacity: usize, flush: Duration) -> std::sync::Arc<Bus> {
+/// A bus whose path to the broker starts cut, the database its notices name, and a listener
+/// bound to that database's notices.
+async fn start_cut_off(
+    capacity: usize,
+    flush: Duration,
+) -> (FaultyLink, std::sync::Arc<Bus>, DbName, Listener) {
+    let link = FaultyLink::start().await;
+    link.cut();
     let mut config = amqp_config(&link.url());
     config.queue_capacity = capacity;
     config.flush_timeout = flush;
-    Bus::start(&config, &format!("kz-groups-test-{}@test", random_hex(4)))
+    let bus = Bus::start(&config, &format!("kz-groups-test-{}@test", random_hex(4)));
+    let db = account_db();
+    let q = Listener::bind(&[format!("*.{}.*.*", db.encoded())]).await;
+    (link, bus, db, q)
 }
 
 #[tokio::test]
 async fn a_full_queue_drops_the_new_notices_and_counts_them() {
-    let link = FaultyLink::start().await;
-    link.cut();
-    let bus = start(&link, 3, Duration::from_secs(5));
-    let db = account_db();
-    let mut q = Listener::bind(&[format!("*.{}.*.*", db.encoded())]).await;
+    let (link, bus, db, mut q) = start_cut_off(3, Duration::from_secs(5)).await;
     for n in 0..5 {
         bus.announce(created(&db, n));
     }
@@ -65,11 +71,7 @@ async fn a_full_queue_drops_the_new_notices_and_counts_them() {
 
 #[tokio::test]
 async fn shutdown_flushes_the_queue_once_the_broker_is_back() {
-    let link = FaultyLink::start().await;
-    link.cut();
-    let bus = start(&link, 100, Duration::from_secs(10));
-    let db = account_db();
-    let mut q = Listener::bind(&[format!("*.{}.*.*", db.encoded())]).await;
+    let (link, bus, db, mut q) = start_cut_off(100, Duration::from_secs(10)).await;
     for n in 0..3 {
         bus.announce(created(&db, n));
     }
@@ -93,10 +95,7 @@ async fn shutdown_flushes_the_queue_once_the_broker_is_back() {
 
 #[tokio::test]
 async fn shutdown_gives_up_after_the_flush_time_and_reports_what_was_left() {
-    let link = FaultyLink::start().await;
-    link.cut();
-    let bus = start(&link, 100, Duration::from_secs(1));
-    let db = account_db();
+    let (_link, bus, db, _q) = start_cut_off(100, Duration::from_secs(1)).await;
     bus.announce(created(&db, 0));
     bus.announce(created(&db, 1));
     let left = tokio::time::timeout(Duration::from_secs(10), bus.shutdown())

@@ -141,14 +141,6 @@ fn kazoo_users(views: &[&str]) -> Value {
            "language": "javascript", "views": views})
 }
 
-fn md5_hex(text: &str) -> String {
-    use md5::Digest as _;
-    md5::Md5::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 async fn stored_design(app: &TestApp, account: &str, name: &str) -> Value {
     let db = AccountId::parse(account).unwrap().db();
     app.store
@@ -246,7 +238,7 @@ async fn run_beside_kazoo(groups: Value, users: Value) {
             "/v2/user_auth",
             None,
             Some(
-                json!({"data": {"credentials": md5_hex("alice:Secret1"), "account_realm": realm}}),
+                json!({"data": {"credentials": common::md5_hex("alice:Secret1"), "account_realm": realm}}),
             ),
         )
         .await;

@@ -187,9 +187,8 @@ fn parse_request(req: &GroupRequest<'_>) -> Result<ListingRequest, ApiError> {
 }
 
 fn reader(
-    store: &Store,
+    req: &GroupRequest<'_>,
     views: &Installed,
-    account: &AccountId,
     user: Option<&DocId>,
     listing: &ListingRequest,
     chunk: usize,
@@ -219,9 +218,9 @@ fn reader(
         }
     };
     RowReader {
-        store: store.clone(),
+        store: req.state.store.clone(),
         views: views.clone(),
-        db: account.db(),
+        db: req.account.db(),
         view,
         cursor,
         end_key: if user.is_none() {
@@ -273,14 +272,7 @@ pub async fn summary(
     if !listing.paginate {
         return stream_all(req, views, user, listing, tail).await;
     }
-    let mut rows = reader(
-        &state.store,
-        views,
-        &req.account,
-        user,
-        &listing,
-        listing.page_size,
-    );
+    let mut rows = reader(req, views, user, &listing, listing.page_size);
     let fail = |e| view_error(&state.views, &req.account, e);
     let mut items = Vec::new();
     while items.len() < listing.page_size {
@@ -327,14 +319,7 @@ async fn stream_all(
     tail: &Tail,
 ) -> Result<Outcome, ApiError> {
     let state = req.state;
-    let mut rows = reader(
-        &state.store,
-        views,
-        &req.account,
-        user,
-        &listing,
-        STREAM_CHUNK,
-    );
+    let mut rows = reader(req, views, user, &listing, STREAM_CHUNK);
     let first = rows
         .next_passing(&listing.filters)
         .await

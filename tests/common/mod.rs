@@ -345,6 +345,14 @@ pub async fn send(req: reqwest::RequestBuilder) -> Response {
     }
 }
 
+pub fn md5_hex(text: &str) -> String {
+    use md5::Digest as _;
+    md5::Md5::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn merge_into(target: &mut Value, extra: Value) {
     if let (Value::Object(t), Value::Object(e)) = (target, extra) {
         for (k, v) in e {
