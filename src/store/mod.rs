@@ -1,6 +1,7 @@
 //! Storage: one document-store port (`DocStore`), spoken in CouchDB's terms (databases,
 //! documents with revisions, attachments, design-document views), and its adapters: CouchDB over
-//! HTTP and the embedded store. The design documents the service keeps current live in `views`.
+//! HTTP and the embedded store. The design documents the service keeps current live in `views`;
+//! views whose design document is someone else's and lacks them are computed by `scan`.
 pub mod collation;
 pub mod couch;
 pub mod embedded;
