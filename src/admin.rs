@@ -9,7 +9,8 @@ use crate::auth::keys;
 use crate::domain::clock;
 use crate::domain::group::{alphanum_name, truthy};
 use crate::domain::ids::{random_hex, AccountId, DbName, DocId};
-use crate::store::views::{ensure_design, DesignDb, DesignDoc};
+use crate::notices::{Change, ChangeAction, ChangeNotifier, DocChange};
+use crate::store::views::{self, DesignDb, DesignDoc, Installed};
 use crate::store::{Store, StoreError, ViewQuery};
 
 /// What `init` found or made.
@@ -145,6 +146,7 @@ pub struct NewAccount {
 
 async fn view_has_key(
     store: &Store,
+    views: &Installed,
     db: &DbName,
     design: &str,
     view: &str,
@@ -155,7 +157,7 @@ async fn view_has_key(
         limit: Some(1),
         ..Default::default()
     };
-    match store.query_view(db, design, view, &query).await {
+    match views.query(store, db, design, view, &query).await {
         Ok(rows) => Ok(!rows.is_empty()),
         Err(StoreError::NotFound) => Ok(false),
         Err(e) => Err(format!("{db} {design}/{view}: {e}")),
@@ -167,21 +169,36 @@ async fn install(
     db: &DbName,
     designs: &[DesignDoc],
     database: DesignDb,
+) -> Result<Installed, String> {
+    views::install(store, db, designs, database)
+        .await
+        .map_err(|e| format!("{db} design documents: {e}"))
+}
+
+/// Saves a new document and announces it as Kazoo's data layer does (amqp-notices §1.1).
+async fn create_doc(
+    store: &Store,
+    notifier: &dyn ChangeNotifier,
+    db: &DbName,
+    id: &DocId,
+    doc: &Value,
+    what: &str,
 ) -> Result<(), String> {
-    for design in designs.iter().filter(|d| d.database == database) {
-        ensure_design(store, db, design)
-            .await
-            .map_err(|e| format!("{db} _design/{}: {e}", design.name))?;
+    let rev = store.put_doc(db, id, doc).await.map_err(couch_err(what))?;
+    if let Value::Object(doc) = doc {
+        let change = DocChange::written(db.clone(), id, doc, &rev, ChangeAction::Created);
+        notifier.announce(Change::Doc(Box::new(change)));
     }
     Ok(())
 }
 
 /// Creates an account as Kazoo's `PUT /v2/accounts` does (auth-contract §6.2, §6.4): its
-/// database with the design documents, then the account doc in it and in `accounts`. Returns the
-/// stored account doc.
+/// database with the design documents, then the account doc in it and in `accounts`, announcing
+/// the database (`db_created`) and both docs as Kazoo does. Returns the stored account doc.
 pub async fn create_account(
     store: &Store,
     designs: &[DesignDoc],
+    notifier: &dyn ChangeNotifier,
     new: &NewAccount,
 ) -> Result<Map<String, Value>, String> {
     let name = new.name.trim();
@@ -193,9 +210,10 @@ pub async fn create_account(
         .create_db(&accounts_db)
         .await
         .map_err(couch_err("accounts"))?;
-    install(store, &accounts_db, designs, DesignDb::Accounts).await?;
+    let accounts_views = install(store, &accounts_db, designs, DesignDb::Accounts).await?;
     if view_has_key(
         store,
+        &accounts_views,
         &accounts_db,
         "accounts",
         "listing_by_name",
@@ -209,7 +227,16 @@ pub async fn create_account(
         Some(realm) => realm.replace(' ', "").to_lowercase(),
         None => format!("{}.sip.2600hz.com", random_hex(3)),
     };
-    if view_has_key(store, &accounts_db, "accounts", "listing_by_realm", &realm).await? {
+    if view_has_key(
+        store,
+        &accounts_views,
+        &accounts_db,
+        "accounts",
+        "listing_by_realm",
+        &realm,
+    )
+    .await?
+    {
         return Err(format!("the realm {realm:?} is already in use"));
     }
     // The parent is the one given, else the master account; the first account becomes master.
@@ -249,6 +276,7 @@ pub async fn create_account(
     };
     let db = id.db();
     store.create_db(&db).await.map_err(couch_err(db.as_str()))?;
+    notifier.announce(Change::DbCreated(db.clone()));
     install(store, &db, designs, DesignDb::Account).await?;
     let now = clock::gregorian_now();
     let mut doc = json!({
@@ -277,14 +305,16 @@ pub async fn create_account(
         doc["pvt_superduper_admin"] = json!(true);
     }
     let doc_id = DocId::from(id.clone());
-    store
-        .put_doc(&db, &doc_id, &doc)
-        .await
-        .map_err(couch_err("account doc"))?;
-    store
-        .put_doc(&accounts_db, &doc_id, &doc)
-        .await
-        .map_err(couch_err("accounts copy of the account doc"))?;
+    create_doc(store, notifier, &db, &doc_id, &doc, "account doc").await?;
+    create_doc(
+        store,
+        notifier,
+        &accounts_db,
+        &doc_id,
+        &doc,
+        "accounts copy of the account doc",
+    )
+    .await?;
     Ok(match doc {
         Value::Object(map) => map,
         _ => Map::new(),
@@ -346,6 +376,7 @@ pub struct NewUser {
 pub async fn create_user(
     store: &Store,
     designs: &[DesignDoc],
+    notifier: &dyn ChangeNotifier,
     new: &NewUser,
 ) -> Result<Map<String, Value>, String> {
     let account = new.account.as_ref().ok_or("--account is required")?;
@@ -359,8 +390,17 @@ pub async fn create_user(
         .await
         .map_err(couch_err("account"))?
         .ok_or_else(|| format!("account {account} does not exist"))?;
-    install(store, &db, designs, DesignDb::Account).await?;
-    if view_has_key(store, &db, "users", "list_by_username", &username).await? {
+    let account_views = install(store, &db, designs, DesignDb::Account).await?;
+    if view_has_key(
+        store,
+        &account_views,
+        &db,
+        "users",
+        "list_by_username",
+        &username,
+    )
+    .await?
+    {
         return Err(format!(
             "the username {username:?} is already taken in account {account}"
         ));
@@ -388,10 +428,7 @@ pub async fn create_user(
     if let Some(email) = &new.email {
         doc["email"] = json!(email);
     }
-    store
-        .put_doc(&db, &id, &doc)
-        .await
-        .map_err(couch_err("user doc"))?;
+    create_doc(store, notifier, &db, &id, &doc, "user doc").await?;
     Ok(match doc {
         Value::Object(map) => map,
         _ => Map::new(),

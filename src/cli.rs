@@ -143,7 +143,11 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                     .transpose()?,
                 superduper_admin: args.superduper_admin,
             };
-            let doc = admin::create_account(&store, &startup::design_docs()?, &new).await?;
+            let doc = announcing(&config, |notifier| async move {
+                admin::create_account(&store, &startup::design_docs()?, notifier.as_ref(), &new)
+                    .await
+            })
+            .await?;
             print(json!({
                 "account_id": doc["_id"],
                 "api_key": doc["pvt_api_key"],
@@ -166,7 +170,10 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 email: args.email,
                 priv_level: args.priv_level,
             };
-            let doc = admin::create_user(&store, &startup::design_docs()?, &new).await?;
+            let doc = announcing(&config, |notifier| async move {
+                admin::create_user(&store, &startup::design_docs()?, notifier.as_ref(), &new).await
+            })
+            .await?;
             print(json!({
                 "id": doc["_id"],
                 "user_id": doc["_id"],
@@ -176,6 +183,29 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// Runs a provisioning step with the notifier the configuration names; with a bus, waits (for
+/// `KZ_GROUPS_AMQP_FLUSH_SECS` at most) until the broker confirmed its notices before the
+/// process exits. Notices still undelivered then are reported, not turned into a failure: the
+/// documents are written, and running the step again would create a second account.
+async fn announcing<T, F, Fut>(config: &Config, step: F) -> Result<T, String>
+where
+    F: FnOnce(std::sync::Arc<dyn crate::notices::ChangeNotifier>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let (notifier, bus) = startup::notifier(config);
+    let outcome = step(notifier).await;
+    if let Some(bus) = bus {
+        let left = bus.shutdown().await;
+        if left > 0 {
+            eprintln!(
+                "warning: {left} change notices could not be delivered to the AMQP broker; \
+                 Kazoo nodes may serve cached copies until their cache entries expire"
+            );
+        }
+    }
+    outcome
 }
 
 /// Brings the design documents of every account database up to date, with progress on stderr.
@@ -245,10 +275,17 @@ pub async fn refresh_views(config: &Config) -> Result<usize, String> {
     Ok(accounts.len())
 }
 
-fn describe(outcome: Refresh) -> &'static str {
+fn describe(outcome: Refresh) -> String {
     match outcome {
-        Refresh::Unchanged => "unchanged",
-        Refresh::Created => "created",
-        Refresh::Updated => "updated",
+        Refresh::Unchanged => "unchanged".into(),
+        Refresh::Created => "created".into(),
+        Refresh::Updated => "updated".into(),
+        Refresh::NotOurs { missing } if missing.is_empty() => {
+            "not installed by kz-groups: left as it is".into()
+        }
+        Refresh::NotOurs { missing } => format!(
+            "not installed by kz-groups: left as it is; lacks {}, read without a design document",
+            missing.join(", ")
+        ),
     }
 }

@@ -24,7 +24,8 @@ pub struct Config {
     pub page_size: usize,
     /// `KZ_GROUPS_MAX_UPLOAD_BYTES`: Crossbar's `max_upload_size`.
     pub max_upload_bytes: usize,
-    /// `KZ_GROUPS_NODE`: the name hashed into the envelope's `node`.
+    /// `KZ_GROUPS_NODE`: the name hashed into the envelope's `node` and sent as the `Node` of
+    /// every AMQP notice; never shaped like a Kazoo node's name (see `check_node_name`).
     pub node_name: String,
     /// `KZ_GROUPS_VERSION`: the `version` reported to authenticated clients.
     pub version: String,
@@ -38,7 +39,25 @@ pub struct Config {
     /// `KZ_GROUPS_MAX_CONNECTIONS`: simultaneous client connections (default: what the open-file
     /// limit leaves room for, see `startup::connection_limit`).
     pub max_connections: Option<usize>,
+    /// The AMQP bus; `None` (no `KZ_GROUPS_AMQP_URL`): nothing is published.
+    pub amqp: Option<AmqpConfig>,
 }
+
+/// Where and how document-change notices are published (amqp-notices.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AmqpConfig {
+    /// `KZ_GROUPS_AMQP_URL`, credentials included; never logged.
+    pub url: String,
+    /// `KZ_GROUPS_AMQP_QUEUE`: notices held while the broker has not confirmed them.
+    pub queue_capacity: usize,
+    /// `KZ_GROUPS_AMQP_FLUSH_SECS`: how long a stopping process keeps trying to deliver them.
+    pub flush_timeout: Duration,
+}
+
+/// The default of `KZ_GROUPS_AMQP_QUEUE`: about 1 KB a notice, so at most ~10 MB held.
+pub const DEFAULT_AMQP_QUEUE: u64 = 10_000;
+/// The default of `KZ_GROUPS_AMQP_FLUSH_SECS`: under the 10 s a container gets after SIGTERM.
+pub const DEFAULT_AMQP_FLUSH_SECS: u64 = 5;
 
 impl Config {
     pub fn from_env() -> Result<Self, String> {
@@ -79,7 +98,7 @@ impl Config {
                 "KZ_GROUPS_MAX_UPLOAD_BYTES",
                 DEFAULT_MAX_UPLOAD_BYTES as u64,
             )? as usize,
-            node_name: lookup("KZ_GROUPS_NODE").unwrap_or_else(default_node_name),
+            node_name: check_node_name(lookup("KZ_GROUPS_NODE").unwrap_or_else(default_node_name))?,
             version: lookup("KZ_GROUPS_VERSION").unwrap_or_else(|| "4.3.0".into()),
             key_cache: Duration::from_secs(integer("KZ_GROUPS_KEY_CACHE_SECS", 10, 0)?),
             body_timeout: Duration::from_millis(number("KZ_GROUPS_BODY_TIMEOUT_MS", 15_000)?),
@@ -89,8 +108,60 @@ impl Config {
                 None => None,
                 Some(_) => Some(number("KZ_GROUPS_MAX_CONNECTIONS", 0)? as usize),
             },
+            amqp: match lookup("KZ_GROUPS_AMQP_URL").filter(|s| !s.trim().is_empty()) {
+                None => None,
+                Some(url) => Some(AmqpConfig {
+                    url: check_amqp_url(url.trim())?,
+                    queue_capacity: number("KZ_GROUPS_AMQP_QUEUE", DEFAULT_AMQP_QUEUE)? as usize,
+                    flush_timeout: Duration::from_secs(integer(
+                        "KZ_GROUPS_AMQP_FLUSH_SECS",
+                        DEFAULT_AMQP_FLUSH_SECS,
+                        0,
+                    )?),
+                }),
+            },
         })
     }
+}
+
+/// A Kazoo node skips the cache flush of a notice whose `Node` is its own name (amqp-notices
+/// §5.1), so ours must never be one. Every Kazoo node is an Erlang node, named `<name>@<host>`
+/// with a plain Erlang atom as `<name>` (`kazoo_apps`, `ecallmgr`, `whistle_apps`, or whatever
+/// `-name` an operator chose, always such an atom). A name of that shape is refused; a `-` in
+/// the part before `@` (which a plain atom cannot hold) or no `@` at all makes it safe.
+pub fn check_node_name(name: String) -> Result<String, String> {
+    let name = name.trim().to_owned();
+    let erlang_shaped = match name.split_once('@') {
+        Some((local, host)) => {
+            !host.is_empty()
+                && local.starts_with(|c: char| c.is_ascii_lowercase())
+                && local.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        }
+        None => false,
+    };
+    if name.is_empty() {
+        return Err("KZ_GROUPS_NODE must not be empty".into());
+    }
+    if erlang_shaped {
+        return Err(format!(
+            "KZ_GROUPS_NODE={name:?} is shaped like a Kazoo (Erlang) node name, so the Kazoo node of \
+             that name would ignore kz-groups' change notices; use a name with a '-' before the '@', \
+             e.g. \"kz-groups@{}\"",
+            name.split_once('@').map_or("<host>", |(_, h)| h)
+        ));
+    }
+    Ok(name)
+}
+
+/// Only plain `amqp://` is built in (no TLS): Kazoo's zone brokers are reached in the clear.
+fn check_amqp_url(url: &str) -> Result<String, String> {
+    let parsed: lapin::uri::AMQPUri = url
+        .parse()
+        .map_err(|e| format!("KZ_GROUPS_AMQP_URL is not an AMQP URI: {e}"))?;
+    if parsed.scheme != lapin::uri::AMQPScheme::AMQP {
+        return Err("KZ_GROUPS_AMQP_URL must be an amqp:// URI (amqps:// is not supported)".into());
+    }
+    Ok(url.to_owned())
 }
 
 fn default_node_name() -> String {
@@ -99,7 +170,7 @@ fn default_node_name() -> String {
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into());
-    format!("kz_groups@{host}")
+    format!("kz-groups@{host}")
 }
 
 #[cfg(test)]
@@ -160,5 +231,64 @@ mod tests {
         ])
         .unwrap_err();
         assert!(e.contains("KZ_GROUPS_COUCH_TIMEOUT_MS"), "{e}");
+    }
+
+    #[test]
+    fn kazoo_shaped_node_names_are_refused_naming_the_variable() {
+        for name in [
+            "kazoo_apps@kz1.example.com",
+            "ecallmgr@kz1",
+            "whistle_apps@h",
+            "kz_groups@host",
+            "custom1@10.0.0.1",
+            "",
+        ] {
+            let e = config(&[("KZ_GROUPS_NODE", name)]).unwrap_err();
+            assert!(e.contains("KZ_GROUPS_NODE"), "{name}: {e}");
+        }
+        for name in [
+            "kz-groups@host",
+            "kazoo-groups-rs@kz1",
+            "kzgroups",
+            "Kz@host",
+        ] {
+            assert_eq!(config(&[("KZ_GROUPS_NODE", name)]).unwrap().node_name, name);
+        }
+    }
+
+    #[test]
+    fn the_default_node_name_passes_its_own_rule() {
+        let node = config(&[]).unwrap().node_name;
+        assert!(node.starts_with("kz-groups@"), "{node}");
+        assert!(check_node_name(node).is_ok());
+    }
+
+    #[test]
+    fn the_bus_is_off_without_a_url_and_has_documented_defaults() {
+        assert_eq!(config(&[]).unwrap().amqp, None);
+        let c = config(&[(
+            "KZ_GROUPS_AMQP_URL",
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+        )])
+        .unwrap();
+        assert_eq!(
+            c.amqp,
+            Some(AmqpConfig {
+                url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+                queue_capacity: 10_000,
+                flush_timeout: Duration::from_secs(5),
+            })
+        );
+        for (var, value) in [
+            ("KZ_GROUPS_AMQP_URL", "http://x"),
+            ("KZ_GROUPS_AMQP_URL", "amqps://h/%2f"),
+            ("KZ_GROUPS_AMQP_QUEUE", "0"),
+        ] {
+            let mut vars = vec![("KZ_GROUPS_AMQP_URL", "amqp://h/%2f")];
+            vars.retain(|(k, _)| *k != var);
+            vars.push((var, value));
+            let e = config(&vars).unwrap_err();
+            assert!(e.contains(var), "{var}={value}: {e}");
+        }
     }
 }

@@ -12,8 +12,9 @@ use actix_web::dev::{AppConfig, Server};
 use actix_web::{web, App};
 
 use crate::api::{self, AppState};
+use crate::bus::Bus;
 use crate::config::{Backend, Config};
-use crate::notices::LogNotifier;
+use crate::notices::{ChangeNotifier, LogNotifier};
 use crate::routes;
 use crate::store::couch::CouchClient;
 use crate::store::embedded::EmbeddedStore;
@@ -120,9 +121,22 @@ impl From<Refused> for Response<BoxBody> {
     }
 }
 
+/// Where change notices go: the bus when `KZ_GROUPS_AMQP_URL` is set (its worker starts on
+/// the current Tokio runtime), else the log. The bus is returned too, for its shutdown.
+pub fn notifier(config: &Config) -> (Arc<dyn ChangeNotifier>, Option<Arc<Bus>>) {
+    match &config.amqp {
+        Some(amqp) => {
+            let bus = Bus::start(amqp, &config.node_name);
+            (bus.clone(), Some(bus))
+        }
+        None => (Arc::new(LogNotifier), None),
+    }
+}
+
 pub struct Application {
     port: u16,
     server: Server,
+    bus: Option<Arc<Bus>>,
 }
 
 impl Application {
@@ -131,16 +145,16 @@ impl Application {
     pub fn build(config: Config) -> Result<Self, String> {
         let couch = store(&config)?;
         let views = ViewInstaller::new(couch.clone(), design_docs()?);
-        let state = web::Data::new(AppState::from_parts(
-            &config,
-            couch,
-            views,
-            schemas()?,
-            Box::new(LogNotifier),
-        ));
+        let schemas = schemas()?;
         let listener = TcpListener::bind(&config.listen)
             .map_err(|e| format!("cannot listen on KZ_GROUPS_LISTEN={}: {e}", config.listen))?;
-        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let address = listener.local_addr().map_err(|e| e.to_string())?;
+        let port = address.port();
+        // Started last, once nothing else can fail, so a failed build leaves no worker behind.
+        let (notifier, bus) = notifier(&config);
+        let state = web::Data::new(AppState::from_parts(
+            &config, couch, views, schemas, notifier,
+        ));
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let connections = connection_limit(config.max_connections);
         let server = actix_server::Server::build()
@@ -172,17 +186,25 @@ impl Application {
             .map_err(|e| e.to_string())?
             .run();
         log::info!(
-            "listening on {} with {workers} workers, up to {connections} connections",
-            config.listen
+            "listening on {address} with {workers} workers, up to {connections} connections"
         );
-        Ok(Self { port, server })
+        Ok(Self { port, server, bus })
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
+    /// Serves until SIGTERM/SIGINT; actix lets requests in flight finish, then the bus gets
+    /// its bounded flush of the notices still queued.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        if let Some(bus) = &self.bus {
+            let left = bus.shutdown().await;
+            if left > 0 {
+                log::error!("{left} change notices were not delivered to the AMQP broker");
+            }
+        }
+        served
     }
 }

@@ -13,7 +13,7 @@ use crate::domain::ids::{AccountId, DocId};
 use crate::domain::merge::patch_merge;
 use crate::envelope::{RequestEnvelope, Tail};
 use crate::error::ApiError;
-use crate::notices::{ChangeAction, DocChange};
+use crate::notices::{Change, ChangeAction, DocChange};
 use crate::store::StoreError;
 
 /// A request that passed stages 1–7.
@@ -95,7 +95,8 @@ fn etags(header: &str, weak_ok: bool) -> impl Iterator<Item = &str> {
 
 pub async fn handle(req: GroupRequest<'_>, tail: &Tail) -> Result<Outcome, ApiError> {
     // The design documents are brought up to date on an account's first use by this process.
-    req.state
+    let views = req
+        .state
         .views
         .ensure(&req.account)
         .await
@@ -114,7 +115,7 @@ pub async fn handle(req: GroupRequest<'_>, tail: &Tail) -> Result<Outcome, ApiEr
     }
     let mut req = req;
     match (&req.target, req.verb.as_str()) {
-        (Target::Collection, "GET") => listing::summary(&req, user.as_ref(), tail).await,
+        (Target::Collection, "GET") => listing::summary(&req, &views, user.as_ref(), tail).await,
         (Target::Entity(_), "GET") => fetch(&req).await,
         (Target::Entity(_), "DELETE") => delete(&req).await,
         // Writes take the request data: it becomes the document, without being copied.
@@ -218,17 +219,21 @@ async fn save(
 ) -> Result<(String, Map<String, Value>), ApiError> {
     let doc = Value::Object(doc);
     let rev = req.state.store.put_doc(&req.account.db(), id, &doc).await?;
-    announce(req, id, &rev, action);
-    Ok((rev, super::as_map(doc)))
+    let doc = super::as_map(doc);
+    announce(req, id, &doc, &rev, action);
+    Ok((rev, doc))
 }
 
-fn announce(req: &GroupRequest<'_>, id: &DocId, rev: &str, action: ChangeAction) {
-    req.state.notifier.announce(DocChange {
-        account: req.account.clone(),
-        id: id.clone(),
-        rev: rev.to_owned(),
-        action,
-    });
+/// One notice per successful write (amqp-notices §1.4), queued for the bus; never waits for it.
+fn announce(
+    req: &GroupRequest<'_>,
+    id: &DocId,
+    doc: &Map<String, Value>,
+    rev: &str,
+    action: ChangeAction,
+) {
+    let change = DocChange::written(req.account.db(), id, doc, rev, action);
+    req.state.notifier.announce(Change::Doc(Box::new(change)));
 }
 
 /// `_id` first, then the public part, then the remaining private fields.
@@ -383,7 +388,14 @@ async fn delete(req: &GroupRequest<'_>) -> Result<Outcome, ApiError> {
             .store
             .delete_doc(&req.account.db(), &id, &rev)
             .await?;
-        announce(req, &id, &new_rev, ChangeAction::Deleted { soft: false });
+        // The notice describes the doc as it was before the delete, with the tombstone's rev.
+        announce(
+            req,
+            &id,
+            &stored,
+            &new_rev,
+            ChangeAction::Deleted { soft: false },
+        );
     }
     data.insert("_read_only".into(), json!({"deleted": true}));
     Ok(Outcome::Done(Success::ok(

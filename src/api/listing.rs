@@ -16,7 +16,7 @@ use crate::domain::start_key;
 use crate::envelope::{Data, SuccessBody, Tail};
 use crate::error::ApiError;
 use crate::json::raw::Transcoded;
-use crate::store::views::ViewInstaller;
+use crate::store::views::{Installed, ViewInstaller};
 use crate::store::{RowStream, Store, StoreError, ViewQuery, ViewRow};
 
 const DESIGN: &str = "groups";
@@ -36,6 +36,7 @@ enum Cursor {
 /// are consumed: memory stays flat however long the range and however large its rows.
 pub struct RowReader {
     store: Store,
+    views: Installed,
     db: DbName,
     view: &'static str,
     cursor: Cursor,
@@ -98,8 +99,8 @@ impl RowReader {
                     let query = self.query();
                     self.got = 0;
                     self.rows.insert(
-                        self.store
-                            .view_rows(&self.db, DESIGN, self.view, &query)
+                        self.views
+                            .rows(&self.store, &self.db, DESIGN, self.view, &query)
                             .await?,
                     )
                 }
@@ -204,8 +205,8 @@ fn parse_request(req: &GroupRequest<'_>) -> Result<ListingRequest, ApiError> {
 }
 
 fn reader(
-    store: &Store,
-    account: &AccountId,
+    req: &GroupRequest<'_>,
+    views: &Installed,
     user: Option<&DocId>,
     listing: &ListingRequest,
     chunk: usize,
@@ -235,8 +236,9 @@ fn reader(
         }
     };
     RowReader {
-        store: store.clone(),
-        db: account.db(),
+        store: req.state.store.clone(),
+        views: views.clone(),
+        db: req.account.db(),
         view,
         cursor,
         end_key: if user.is_none() {
@@ -280,21 +282,16 @@ fn view_error(views: &ViewInstaller, account: &AccountId, e: StoreError) -> ApiE
 /// GET `…/groups` and `…/users/{U}/groups`.
 pub async fn summary(
     req: &GroupRequest<'_>,
+    views: &Installed,
     user: Option<&DocId>,
     tail: &Tail,
 ) -> Result<Outcome, ApiError> {
     let listing = parse_request(req)?;
     let state = req.state;
     if !listing.paginate {
-        return stream_all(req, user, listing, tail).await;
+        return stream_all(req, views, user, listing, tail).await;
     }
-    let mut rows = reader(
-        &state.store,
-        &req.account,
-        user,
-        &listing,
-        listing.page_size,
-    );
+    let mut rows = reader(req, views, user, &listing, listing.page_size);
     let fail = |e| view_error(&state.views, &req.account, e);
     let mut items = Vec::new();
     while items.len() < listing.page_size {
@@ -335,12 +332,13 @@ pub async fn summary(
 /// aborts the connection rather than end a truncated list as if it were complete.
 async fn stream_all(
     req: &GroupRequest<'_>,
+    views: &Installed,
     user: Option<&DocId>,
     listing: ListingRequest,
     tail: &Tail,
 ) -> Result<Outcome, ApiError> {
     let state = req.state;
-    let mut rows = reader(&state.store, &req.account, user, &listing, STREAM_CHUNK);
+    let mut rows = reader(req, views, user, &listing, STREAM_CHUNK);
     let first = rows
         .next_passing(&listing.filters)
         .await

@@ -100,17 +100,20 @@ async fn api_key_account(state: &AppState, data: Value) -> Result<AccountId, Api
 
 /// Rows of an `accounts/*` view, as account ids.
 async fn lookup(state: &AppState, view: &str, key: &str) -> Result<Vec<AccountId>, ApiError> {
-    match state.views.ensure_accounts_db().await {
+    let installed = match state.views.ensure_accounts_db().await {
         // No `accounts` database: no account has an API key, realm or name yet.
         Err(StoreError::NotFound) => return Ok(Vec::new()),
         other => other?,
-    }
+    };
     let query = ViewQuery {
         key: Some(Value::from(key)),
         ..Default::default()
     };
     let db = DbName::system(DbName::ACCOUNTS);
-    let rows = match state.store.query_view(&db, "accounts", view, &query).await {
+    let rows = match installed
+        .query(&state.store, &db, "accounts", view, &query)
+        .await
+    {
         Ok(rows) => rows,
         Err(StoreError::NotFound) => return Ok(Vec::new()),
         Err(e) => return Err(e.into()),
@@ -152,14 +155,13 @@ async fn user_credentials(state: &AppState, data: Value) -> Result<(AccountId, D
         }
     }
     for account in candidates {
-        state.views.ensure(&account).await?;
+        let installed = state.views.ensure(&account).await?;
         let query = ViewQuery {
             key: Some(Value::from(credentials)),
             ..Default::default()
         };
-        let rows = match state
-            .store
-            .query_view(&account.db(), "users", view, &query)
+        let rows = match installed
+            .query(&state.store, &account.db(), "users", view, &query)
             .await
         {
             Ok(rows) => rows,

@@ -12,6 +12,8 @@ use std::net::SocketAddr;
 
 use actix_web::dev::RequestHead;
 use actix_web::http::header::HeaderMap;
+use std::sync::Arc;
+
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
 use futures::StreamExt;
@@ -43,7 +45,7 @@ pub struct AppState {
     pub auth: Authenticator,
     pub issuer: Issuer,
     pub limiter: RateLimiter,
-    pub notifier: Box<dyn ChangeNotifier>,
+    pub notifier: Arc<dyn ChangeNotifier>,
     pub page_size: usize,
     pub max_upload_bytes: usize,
     /// `KZ_GROUPS_BODY_TIMEOUT_MS`.
@@ -67,7 +69,7 @@ impl AppState {
         store: Store,
         views: ViewInstaller,
         schemas: Schemas,
-        notifier: Box<dyn ChangeNotifier>,
+        notifier: Arc<dyn ChangeNotifier>,
     ) -> Self {
         Self {
             auth: Authenticator::new(store.clone(), config.key_cache),
@@ -712,7 +714,7 @@ mod tests {
 
     #[test]
     fn node_is_22_chars_of_base64url() {
-        let node = AppState::node_id("kz_groups@host");
+        let node = AppState::node_id("kz-groups@host");
         assert_eq!(node.len(), 22);
         assert!(node
             .bytes()

@@ -16,6 +16,15 @@ pub fn gregorian_now() -> i64 {
     unix_now() + GREGORIAN_OFFSET
 }
 
+/// Gregorian microseconds, the AMQP `timestamp` Kazoo stamps on its messages (amqp-notices §4).
+pub fn gregorian_now_micros() -> u64 {
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or_default();
+    unix + GREGORIAN_OFFSET as u64 * 1_000_000
+}
+
 /// `YYYY-MM-DDTHH:MM:SSZ`, the envelope `timestamp` (groups-contract §3.1).
 pub fn iso8601_now() -> String {
     let now = time::OffsetDateTime::now_utc();

@@ -268,6 +268,14 @@ impl DocStore for CouchClient {
         }
     }
 
+    async fn all_docs(&self, db: &DbName) -> StoreResult<RowStream> {
+        let url = self.url(
+            &[db.as_str(), "_all_docs"],
+            &[("include_docs", "true".to_owned())],
+        );
+        self.rows(url).await
+    }
+
     async fn view_rows(
         &self,
         db: &DbName,
@@ -279,6 +287,13 @@ impl DocStore for CouchClient {
             &[db.as_str(), "_design", design, "_view", view],
             &view_params(query),
         );
+        self.rows(url).await
+    }
+}
+
+impl CouchClient {
+    /// The rows of a view-shaped answer (a view, `_all_docs`), read as they are consumed.
+    async fn rows(&self, url: Url) -> StoreResult<RowStream> {
         let body = self
             .send(self.streamed(Method::GET, url))
             .await?

@@ -490,13 +490,61 @@ fn view_batch(
     Ok((rows, false))
 }
 
-/// A view read in turns of [`view_batch`], each under the connection only while it reads.
-struct ViewReader {
+/// Every live document of `db` after the id `after`, in id order (`_all_docs`), up to about
+/// [`BATCH_BYTES`] (at least one); reports whether it stopped for size.
+fn docs_batch(
+    conn: &Connection,
+    db: &str,
+    after: Option<&After>,
+) -> StoreResult<(Vec<ViewRow>, bool)> {
+    if !db_exists(conn, db)? {
+        return Err(StoreError::NotFound);
+    }
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, rev FROM docs WHERE db = ?1 AND deleted = 0 AND id > ?2 ORDER BY id",
+        )
+        .map_err(sql_error)?;
+    let after = after.map_or("", |a| a.id.as_str());
+    let mut cursor = stmt.query(params![db, after]).map_err(sql_error)?;
+    let mut rows = Vec::new();
+    let mut bytes = 0;
+    while let Some(row) = cursor.next().map_err(sql_error)? {
+        if bytes >= BATCH_BYTES {
+            return Ok((rows, true));
+        }
+        let (id, rev) = (
+            row.get::<_, String>(0).map_err(sql_error)?,
+            row.get::<_, String>(1).map_err(sql_error)?,
+        );
+        let doc = load_text(conn, db, &id)?;
+        bytes += id.len() + doc.as_ref().map_or(0, String::len);
+        rows.push(ViewRow {
+            key: Value::from(id.as_str()),
+            value: RawValue::from_string(json!({ "rev": rev }).to_string()).map_err(fault)?,
+            doc: doc.map(RawValue::from_string).transpose().map_err(fault)?,
+            id,
+        });
+    }
+    Ok((rows, false))
+}
+
+/// What a [`BatchReader`] reads.
+enum Read {
+    View {
+        design: String,
+        view: String,
+        query: Box<ViewQuery>,
+    },
+    AllDocs,
+}
+
+/// Rows read in turns of [`view_batch`] or [`docs_batch`], each under the connection only while
+/// it reads, handed out one at a time.
+struct BatchReader {
     store: EmbeddedStore,
     db: String,
-    design: String,
-    view: String,
-    query: ViewQuery,
+    read: Read,
     after: Option<After>,
     /// Rows still wanted (`limit`), if limited.
     remaining: Option<usize>,
@@ -504,23 +552,29 @@ struct ViewReader {
     more: bool,
 }
 
-impl ViewReader {
+impl BatchReader {
     async fn next_row(&mut self) -> StoreResult<Option<ViewRow>> {
         if self.batch.is_empty() && self.more && self.remaining != Some(0) {
-            let (db, design, view, query, after, limit) = (
-                self.db.clone(),
-                self.design.clone(),
-                self.view.clone(),
-                self.query.clone(),
-                self.after.clone(),
-                self.remaining,
-            );
-            let (rows, more) = self
-                .store
-                .with(move |conn| {
-                    view_batch(conn, &db, &design, &view, &query, after.as_ref(), limit)
-                })
-                .await?;
+            let (db, after, limit) = (self.db.clone(), self.after.clone(), self.remaining);
+            let (rows, more) = match &self.read {
+                Read::View {
+                    design,
+                    view,
+                    query,
+                } => {
+                    let (design, view, query) = (design.clone(), view.clone(), (**query).clone());
+                    self.store
+                        .with(move |conn| {
+                            view_batch(conn, &db, &design, &view, &query, after.as_ref(), limit)
+                        })
+                        .await?
+                }
+                Read::AllDocs => {
+                    self.store
+                        .with(move |conn| docs_batch(conn, &db, after.as_ref()))
+                        .await?
+                }
+            };
             self.more = more;
             if let Some(last) = rows.last() {
                 self.after = Some(After {
@@ -534,6 +588,20 @@ impl ViewReader {
             self.batch = rows.into();
         }
         Ok(self.batch.pop_front())
+    }
+
+    /// The rows as a stream. The first turn runs now, so a missing database or view is an
+    /// error of the call, as CouchDB answers it.
+    async fn stream(mut self) -> StoreResult<RowStream> {
+        let first = self.next_row().await?;
+        let rows = futures::stream::try_unfold((self, first), |(mut reader, pending)| async move {
+            let row = match pending {
+                Some(row) => Some(row),
+                None => reader.next_row().await?,
+            };
+            Ok(row.map(|row| (row, (reader, None))))
+        });
+        Ok(Box::pin(rows))
     }
 }
 
@@ -690,6 +758,19 @@ impl DocStore for EmbeddedStore {
         self.with(move |conn| put(conn, &db, &id, &doc)).await
     }
 
+    async fn all_docs(&self, db: &DbName) -> StoreResult<RowStream> {
+        let reader = BatchReader {
+            store: self.clone(),
+            db: db.as_str().to_owned(),
+            read: Read::AllDocs,
+            after: None,
+            remaining: None,
+            batch: Default::default(),
+            more: true,
+        };
+        reader.stream().await
+    }
+
     async fn view_rows(
         &self,
         db: &DbName,
@@ -697,28 +778,20 @@ impl DocStore for EmbeddedStore {
         view: &str,
         query: &ViewQuery,
     ) -> StoreResult<RowStream> {
-        let mut reader = ViewReader {
+        let reader = BatchReader {
             store: self.clone(),
             db: db.as_str().to_owned(),
-            design: design.to_owned(),
-            view: view.to_owned(),
-            query: query.clone(),
+            read: Read::View {
+                design: design.to_owned(),
+                view: view.to_owned(),
+                query: Box::new(query.clone()),
+            },
             after: None,
             remaining: query.limit,
             batch: Default::default(),
             more: true,
         };
-        // The first turn runs now, so a missing database or view is an error of the query.
-        let first = reader.next_row().await?;
-        let rows =
-            futures::stream::try_unfold((reader, first), |(mut reader, pending)| async move {
-                let row = match pending {
-                    Some(row) => Some(row),
-                    None => reader.next_row().await?,
-                };
-                Ok(row.map(|row| (row, (reader, None))))
-            });
-        Ok(Box::pin(rows))
+        reader.stream().await
     }
 }
 

@@ -1,11 +1,13 @@
 //! Storage: one document-store port (`DocStore`), spoken in CouchDB's terms (databases,
 //! documents with revisions, attachments, design-document views), and its adapters: CouchDB over
-//! HTTP and the embedded store. The design documents the service keeps current live in `views`.
+//! HTTP and the embedded store. The design documents the service keeps current live in `views`;
+//! views whose design document is someone else's and lacks them are computed by `scan`.
 pub mod collation;
 pub mod couch;
 pub mod embedded;
 pub mod native_views;
 mod rows;
+pub mod scan;
 pub mod views;
 
 use async_trait::async_trait;
@@ -126,6 +128,10 @@ pub trait DocStore: Send + Sync {
         view: &str,
         query: &ViewQuery,
     ) -> StoreResult<RowStream>;
+
+    /// Every live document of `db` (design documents included) in id order, as the rows of
+    /// CouchDB's `_all_docs?include_docs=true`, read as they are consumed.
+    async fn all_docs(&self, db: &DbName) -> StoreResult<RowStream>;
 
     /// All the rows of a (small) view query at once.
     async fn query_view(

@@ -2,17 +2,24 @@
 //! account database on its first use by the process, in the `accounts` database, and everywhere
 //! by `kz-groups refresh-views`.
 //!
-//! A file's `kz_groups` key says where it goes and how: `_design/groups` is ours and replaced
-//! when it differs; Kazoo's own `_design/users` and `_design/accounts` carry many more views,
-//! so for those we only add the views we read when they are missing.
-use std::collections::HashMap;
+//! Beside Kazoo, a design document is changed only by whoever installed it: every rewrite makes
+//! CouchDB rebuild the view index from scratch. So a missing one is installed, carrying the
+//! marker `"kz_groups": {"installed_by": "kz-groups"}`; one with the marker is ours and updated
+//! when `couch_views/` changes; any other (Kazoo's) is never written. If that one lacks a view
+//! we read, the view is answered without a design document (`scan`), and this is logged once
+//! per database and process.
+//!
+//! A file's `kz_groups` key says which databases it belongs in.
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
 
-use super::{Store, StoreError, StoreResult};
+use futures::TryStreamExt;
+
+use super::{scan, RowStream, Store, StoreError, StoreResult, ViewQuery, ViewRow};
 use crate::domain::ids::{AccountId, DbName};
 
 /// Which databases a design document belongs in.
@@ -32,8 +39,18 @@ pub struct DesignDoc {
     /// The body without `_id`/`_rev`.
     pub body: Map<String, Value>,
     pub database: DesignDb,
-    /// Only add missing views to a stored doc, never change the ones there (Kazoo's docs).
-    pub add_missing_views_only: bool,
+}
+
+/// The key of our ownership marker in a stored design document.
+const MARKER_KEY: &str = "kz_groups";
+
+fn marker() -> Value {
+    serde_json::json!({"installed_by": "kz-groups"})
+}
+
+/// Whether a stored design document is one kz-groups installed.
+pub fn installed_by_us(stored: &Value) -> bool {
+    stored.get(MARKER_KEY) == Some(&marker())
 }
 
 impl DesignDoc {
@@ -71,10 +88,6 @@ impl DesignDoc {
                 ))
             }
         };
-        let add_missing_views_only = meta
-            .get("add_missing_views_only")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
         let views = body
             .get_mut("views")
             .and_then(Value::as_object_mut)
@@ -93,11 +106,11 @@ impl DesignDoc {
                 return Err(format!("view {view}: map must be a string or lines"));
             }
         }
+        body.insert(MARKER_KEY.into(), marker());
         Ok(Self {
             name,
             body,
             database,
-            add_missing_views_only,
         })
     }
 
@@ -109,38 +122,23 @@ impl DesignDoc {
             .flatten()
     }
 
-    /// Whether a stored design doc already says what this one says (or, for Kazoo's docs,
-    /// already has every view we read).
+    pub fn view_names(&self) -> impl Iterator<Item = &String> {
+        self.views().map(|(name, _)| name)
+    }
+
+    /// Whether a stored design doc (ours) already says what this one says.
     fn is_current(&self, stored: &Value) -> bool {
-        if self.add_missing_views_only {
-            return self
-                .views()
-                .all(|(name, _)| stored.pointer(&format!("/views/{name}")).is_some());
-        }
         self.body
             .iter()
             .all(|(key, value)| stored.get(key) == Some(value))
     }
 
-    /// The body to write over `stored` (without `_id`/`_rev`).
-    fn updated(&self, stored: Option<&Value>) -> Map<String, Value> {
-        match stored.and_then(Value::as_object) {
-            Some(stored) if self.add_missing_views_only => {
-                let mut body = stored.clone();
-                body.remove("_id");
-                body.remove("_rev");
-                let views = body
-                    .entry("views")
-                    .or_insert_with(|| Value::Object(Map::new()));
-                if let Value::Object(views) = views {
-                    for (name, def) in self.views() {
-                        views.entry(name.clone()).or_insert_with(|| def.clone());
-                    }
-                }
-                body
-            }
-            _ => self.body.clone(),
-        }
+    /// The views we read that a stored design doc lacks.
+    fn missing_views(&self, stored: &Value) -> Vec<String> {
+        self.view_names()
+            .filter(|name| stored.pointer(&format!("/views/{name}")).is_none())
+            .cloned()
+            .collect()
     }
 }
 
@@ -163,23 +161,34 @@ pub fn load_dir(dir: &Path) -> Result<Vec<DesignDoc>, String> {
 }
 
 /// Outcome of bringing one design document up to date.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refresh {
     Unchanged,
     Created,
     Updated,
+    /// Someone else's (Kazoo's): left as it is; `missing` are the views we read that it lacks.
+    NotOurs {
+        missing: Vec<String>,
+    },
 }
 
-/// Writes `design` into `db` unless it is already current. A concurrent writer (another
-/// kz-groups, Crossbar) makes CouchDB answer 409; we read again and retry a few times.
+/// Writes `design` into `db` when it is missing, or ours and not current; never writes over
+/// someone else's. A concurrent writer (another kz-groups, Kazoo) makes CouchDB answer 409; we
+/// read again and retry a few times.
 pub async fn ensure_design(store: &Store, db: &DbName, design: &DesignDoc) -> StoreResult<Refresh> {
     let mut attempts = 0;
     loop {
         let stored = store.get_design(db, &design.name).await?;
-        if stored.as_ref().is_some_and(|s| design.is_current(s)) {
-            return Ok(Refresh::Unchanged);
+        match &stored {
+            Some(s) if !installed_by_us(s) => {
+                return Ok(Refresh::NotOurs {
+                    missing: design.missing_views(s),
+                })
+            }
+            Some(s) if design.is_current(s) => return Ok(Refresh::Unchanged),
+            _ => {}
         }
-        let mut body = design.updated(stored.as_ref());
+        let mut body = design.body.clone();
         let outcome = match stored.as_ref().and_then(|s| s.get("_rev")) {
             Some(rev) => {
                 body.insert("_rev".into(), rev.clone());
@@ -202,13 +211,87 @@ pub async fn ensure_design(store: &Store, db: &DbName, design: &DesignDoc) -> St
     }
 }
 
+/// How a database's views are read: from its design documents, except the views listed here,
+/// which its (not our) design documents lack and which are therefore computed by `scan`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Installed {
+    scanned: Arc<HashSet<(String, String)>>,
+}
+
+impl Installed {
+    /// Rows of `_design/{design}/_view/{view}`, with or without the design document.
+    pub async fn rows(
+        &self,
+        store: &Store,
+        db: &DbName,
+        design: &str,
+        view: &str,
+        query: &ViewQuery,
+    ) -> StoreResult<RowStream> {
+        if self.scanned.contains(&(design.to_owned(), view.to_owned())) {
+            let rows = scan::query(store, db, design, view, query).await?;
+            Ok(Box::pin(futures::stream::iter(rows.into_iter().map(Ok))))
+        } else {
+            store.view_rows(db, design, view, query).await
+        }
+    }
+
+    /// All the rows of a (small) query at once.
+    pub async fn query(
+        &self,
+        store: &Store,
+        db: &DbName,
+        design: &str,
+        view: &str,
+        query: &ViewQuery,
+    ) -> StoreResult<Vec<ViewRow>> {
+        self.rows(store, db, design, view, query)
+            .await?
+            .try_collect()
+            .await
+    }
+}
+
+/// Brings every design document meant for `database` up to date in `db` and says how its
+/// views are to be read. Views missing from someone else's design document are logged here,
+/// which callers run once per database and process.
+pub async fn install(
+    store: &Store,
+    db: &DbName,
+    designs: &[DesignDoc],
+    database: DesignDb,
+) -> StoreResult<Installed> {
+    let mut scanned = HashSet::new();
+    for design in designs.iter().filter(|d| d.database == database) {
+        match ensure_design(store, db, design).await? {
+            Refresh::Unchanged => {}
+            Refresh::NotOurs { missing } => {
+                if !missing.is_empty() {
+                    log::warn!(
+                        "_design/{} in {db} was not installed by kz-groups, so it is left as it \
+                         is; it lacks the views {}, which are read without a design document \
+                         (every document of the database per query)",
+                        design.name,
+                        missing.join(", ")
+                    );
+                }
+                scanned.extend(missing.into_iter().map(|v| (design.name.clone(), v)));
+            }
+            outcome => log::info!("{outcome:?} _design/{} in {db}", design.name),
+        }
+    }
+    Ok(Installed {
+        scanned: Arc::new(scanned),
+    })
+}
+
 /// Remembers which account databases this process has already brought up to date, so the
 /// check runs once per account, and concurrent first requests share one check.
 pub struct ViewInstaller {
     store: Store,
     designs: Arc<Vec<DesignDoc>>,
-    done: Mutex<HashMap<AccountId, Arc<OnceCell<()>>>>,
-    accounts_db_done: OnceCell<()>,
+    done: Mutex<HashMap<AccountId, Arc<OnceCell<Installed>>>>,
+    accounts_db_done: OnceCell<Installed>,
 }
 
 impl ViewInstaller {
@@ -225,36 +308,26 @@ impl ViewInstaller {
         &self.designs
     }
 
-    /// Makes sure every design document is current in the account's database. A failure is not
-    /// remembered, so the next request tries again.
-    pub async fn ensure(&self, account: &AccountId) -> StoreResult<()> {
+    /// Makes sure every design document is current in the account's database (where it is
+    /// ours to change). A failure is not remembered, so the next request tries again.
+    pub async fn ensure(&self, account: &AccountId) -> StoreResult<Installed> {
         let cell = {
             let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
             done.entry(account.clone()).or_default().clone()
         };
         let db = account.db();
-        cell.get_or_try_init(|| self.install(&db, DesignDb::Account))
+        cell.get_or_try_init(|| install(&self.store, &db, &self.designs, DesignDb::Account))
             .await
-            .map(|_| ())
+            .cloned()
     }
 
     /// The same for the `accounts` database, once per process.
-    pub async fn ensure_accounts_db(&self) -> StoreResult<()> {
+    pub async fn ensure_accounts_db(&self) -> StoreResult<Installed> {
         let db = DbName::system(DbName::ACCOUNTS);
         self.accounts_db_done
-            .get_or_try_init(|| self.install(&db, DesignDb::Accounts))
+            .get_or_try_init(|| install(&self.store, &db, &self.designs, DesignDb::Accounts))
             .await
-            .map(|_| ())
-    }
-
-    async fn install(&self, db: &DbName, database: DesignDb) -> StoreResult<()> {
-        for design in self.designs.iter().filter(|d| d.database == database) {
-            let outcome = ensure_design(&self.store, db, design).await?;
-            if outcome != Refresh::Unchanged {
-                log::info!("{outcome:?} _design/{} in {}", design.name, db);
-            }
-        }
-        Ok(())
+            .cloned()
     }
 
     /// Forgets an account, e.g. after CouchDB reported a view missing, so the next use checks
@@ -280,6 +353,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(doc.name, "x");
+        assert_eq!(doc.body["kz_groups"], json!({"installed_by": "kz-groups"}));
         assert_eq!(
             doc.body["views"]["v"]["map"],
             json!("function(doc) { emit(doc._id, null);}")
@@ -301,35 +375,37 @@ mod tests {
     }
 
     #[test]
-    fn a_stored_doc_with_the_same_views_is_current() {
+    fn our_stored_doc_is_current_only_when_it_says_the_same() {
         let doc = DesignDoc::from_value(json!({
             "_id": "_design/x", "language": "javascript", "views": {"v": {"map": "f"}}
         }))
         .unwrap();
-        assert!(doc.is_current(&json!({
-            "_id": "_design/x", "_rev": "3-a", "language": "javascript", "views": {"v": {"map": "f"}}
-        })));
-        assert!(!doc.is_current(&json!({
-            "_id": "_design/x", "language": "javascript", "views": {"v": {"map": "g"}}
-        })));
+        let ours = json!({
+            "_id": "_design/x", "_rev": "3-a", "kz_groups": {"installed_by": "kz-groups"},
+            "language": "javascript", "views": {"v": {"map": "f"}}
+        });
+        assert!(installed_by_us(&ours) && doc.is_current(&ours));
+        let mut stale = ours.clone();
+        stale["views"]["v"]["map"] = json!("g");
+        assert!(installed_by_us(&stale) && !doc.is_current(&stale));
     }
 
     #[test]
-    fn kazoos_own_docs_only_gain_missing_views() {
+    fn kazoos_docs_are_not_ours_and_their_missing_views_are_named() {
         let doc = DesignDoc::from_value(json!({
-            "_id": "_design/users", "kz_groups": {"add_missing_views_only": true},
-            "language": "javascript", "views": {"creds_by_md5": {"map": "ours"}}
+            "_id": "_design/users", "language": "javascript",
+            "views": {"creds_by_md5": {"map": "ours"}, "list_by_username": {"map": "ours"}}
         }))
         .unwrap();
-        let kazoos = json!({"_id": "_design/users", "_rev": "1-a", "language": "javascript",
+        let kazoos = json!({"_id": "_design/users", "_rev": "1-a", "kazoo": {"view_map": []},
+                            "language": "javascript",
                             "views": {"creds_by_md5": {"map": "theirs"}, "crossbar_listing": {"map": "x"}}});
-        assert!(doc.is_current(&kazoos));
-        let partial = json!({"_id": "_design/users", "_rev": "1-a", "views": {"crossbar_listing": {"map": "x"}}});
-        assert!(!doc.is_current(&partial));
-        assert_eq!(
-            Value::Object(doc.updated(Some(&partial))),
-            json!({"views": {"crossbar_listing": {"map": "x"}, "creds_by_md5": {"map": "ours"}}})
-        );
+        assert!(!installed_by_us(&kazoos));
+        assert_eq!(doc.missing_views(&kazoos), ["list_by_username"]);
+        // An old kz-groups doc without the marker is not recognised as ours either.
+        assert!(!installed_by_us(
+            &json!({"_id": "_design/users", "views": {}})
+        ));
     }
 
     #[test]

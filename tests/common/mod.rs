@@ -3,6 +3,7 @@
 //! own accounts, so tests share nothing and run in any order.
 #![allow(dead_code)]
 
+pub mod bus;
 pub mod couch_server;
 
 use kz_groups::auth::{identity, jwt, keys};
@@ -41,7 +42,7 @@ pub fn config_for(backend: Backend) -> Config {
     })
     .expect("test config");
     config.backend = backend;
-    config.node_name = "kz_groups@test".into();
+    config.node_name = "kz-groups@test".into();
     config
 }
 
@@ -342,6 +343,14 @@ pub async fn send(req: reqwest::RequestBuilder) -> Response {
         text,
         json,
     }
+}
+
+pub fn md5_hex(text: &str) -> String {
+    use md5::Digest as _;
+    md5::Md5::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn merge_into(target: &mut Value, extra: Value) {
