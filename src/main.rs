@@ -1,13 +1,15 @@
 use clap::Parser;
 
-#[actix_web::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    // Before any thread starts: the allocator's settings apply to every heap.
+    kz_groups::api::memory::set_up_allocator();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(
         // lapin's connection loop is a tracing span at error level: its enter/exit lines are noise.
         "info,tracing::span=off",
     ))
     .init();
-    match kz_groups::cli::run(kz_groups::cli::Cli::parse()).await {
+    let cli = kz_groups::cli::Cli::parse();
+    match actix_web::rt::System::new().block_on(kz_groups::cli::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");

@@ -210,8 +210,16 @@ fn arb_json() -> impl Strategy<Value = Value> {
     })
 }
 
+/// Cases per run: a few dozen in the suite, thousands in CI's fuzz run (`KZ_FUZZ_CASES`).
+fn fuzz_cases() -> u32 {
+    std::env::var("KZ_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(fuzz_cases()))]
 
     /// The fuzz target: any JSON shape, as a body's data or as the whole body.
     #[test]

@@ -190,35 +190,37 @@ fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-/// The request body, taken in within `KZ_GROUPS_BODY_TIMEOUT_MS` and reserved against the
-/// request memory budget as it grows. Past the time the answer is a bare 408 and the connection
-/// is closed, so a stalled upload holds its socket no longer than that.
+/// The request body, taken in within `KZ_GROUPS_BODY_TIMEOUT_MS` of the client's time, and
+/// reserved against the request memory budget as it grows (time spent waiting for the budget is
+/// the server's, not the client's, and does not count). Past the time the answer is a bare 408
+/// and the connection is closed, so a stalled upload holds its socket no longer than that.
 async fn read_body(
     mut payload: web::Payload,
     state: &AppState,
     memory: &mut Reservation,
 ) -> Result<Vec<u8>, ApiError> {
     let limit = state.max_upload_bytes;
-    let read = async {
-        let mut body = Vec::new();
-        while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|_| ApiError::Bare(400))?;
-            let len = body.len() + chunk.len();
-            if len > limit {
-                return Err(too_large(limit));
-            }
-            if len > body.capacity() {
-                let capacity = len.next_power_of_two().min(limit);
-                memory.merge(state.memory.reserve(capacity - body.capacity()).await);
-                body.reserve_exact(capacity - body.len());
-            }
-            body.extend_from_slice(&chunk);
+    let mut deadline = tokio::time::Instant::now() + state.body_timeout;
+    let mut body = Vec::new();
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, payload.next()).await {
+            Err(_) => return Err(ApiError::Bare(408)),
+            Ok(None) => return Ok(body),
+            Ok(Some(chunk)) => chunk.map_err(|_| ApiError::Bare(400))?,
+        };
+        let len = body.len() + chunk.len();
+        if len > limit {
+            return Err(too_large(limit));
         }
-        Ok(body)
-    };
-    tokio::time::timeout(state.body_timeout, read)
-        .await
-        .unwrap_or(Err(ApiError::Bare(408)))
+        if len > body.capacity() {
+            let capacity = len.next_power_of_two().min(limit);
+            let waiting = tokio::time::Instant::now();
+            memory.merge(state.memory.reserve_body(capacity - body.capacity()).await);
+            deadline += waiting.elapsed();
+            body.reserve_exact(capacity - body.len());
+        }
+        body.extend_from_slice(&chunk);
+    }
 }
 
 /// §3.6: a body over `max_upload_size` is rendered as a 400 validation error.
@@ -251,7 +253,7 @@ async fn parse_envelope(
 ) -> Result<RequestEnvelope, ApiError> {
     if body.len() < memory::SMALL {
         let plan = BodyPlan::measure(content_type, &body)?;
-        memory.merge(state.memory.reserve(answer_cost(&plan)).await);
+        memory.merge(state.memory.reserve_tree(answer_cost(&plan)).await);
         return plan.build(&body, query);
     }
     let content_type = content_type.map(str::to_owned);
@@ -259,7 +261,7 @@ async fn parse_envelope(
         .off_workers(move || (BodyPlan::measure(content_type.as_deref(), &body), body))
         .await?;
     let plan = plan?;
-    memory.merge(state.memory.reserve(answer_cost(&plan)).await);
+    memory.merge(state.memory.reserve_tree(answer_cost(&plan)).await);
     let query = query.to_owned();
     state.off_workers(move || plan.build(&body, &query)).await?
 }
@@ -312,8 +314,10 @@ async fn pipeline(
     if route == Route::Gone {
         return Err(ApiError::Gone);
     }
-    // A CONNECT's "body" is the rest of the connection: there is none to read (stage 2 answers).
+    // A CONNECT's "body" is the rest of the connection: there is none to read (stage 2 answers),
+    // and the connection ends with the answer.
     let body = if req.method() == actix_web::http::Method::CONNECT {
+        cx.close = true;
         Vec::new()
     } else {
         read_body(payload, state, memory)

@@ -5,6 +5,7 @@
 
 pub mod bus;
 pub mod couch_server;
+pub mod process;
 
 use kz_groups::auth::{identity, jwt, keys};
 use kz_groups::config::{Backend, Config};
