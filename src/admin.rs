@@ -7,8 +7,8 @@ use sha1::Sha1;
 
 use crate::auth::keys;
 use crate::domain::clock;
-use crate::domain::group::{alphanum_name, truthy};
-use crate::domain::ids::{random_hex, AccountId, DbName, DocId};
+use crate::domain::group::alphanum_name;
+use crate::domain::ids::{hex, random_hex, AccountId, DbName, DocId};
 use crate::notices::{Change, ChangeAction, ChangeNotifier, DocChange};
 use crate::store::views::{self, DesignDb, DesignDoc, Installed};
 use crate::store::{Store, StoreError, ViewQuery};
@@ -23,10 +23,6 @@ pub struct InitReport {
 
 fn couch_err(context: &str) -> impl Fn(StoreError) -> String + '_ {
     move |e| format!("{context}: {e}")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn static_id(id: &str) -> DocId {
@@ -252,19 +248,13 @@ pub async fn create_account(
     };
     let (tree, enabled) = match &parent {
         Some(parent) => {
-            let doc = store
-                .get_doc(&parent.db(), &DocId::from(parent.clone()))
+            let found = crate::store::account(store, parent)
                 .await
                 .map_err(couch_err("parent account"))?;
-            match doc {
-                Some(doc) => {
-                    let mut tree: Vec<Value> = doc
-                        .get("pvt_tree")
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default();
-                    tree.push(json!(parent.as_str()));
-                    (tree, doc.get("pvt_enabled").map(truthy).unwrap_or(true))
+            match found {
+                Some(account) => {
+                    let tree = account.tree().chain([parent.as_str()]).map(|id| json!(id));
+                    (tree.collect::<Vec<_>>(), account.is_enabled())
                 }
                 // The master another `accounts create` has just claimed, still being written:
                 // it is the root, so its tree is empty and it is enabled.

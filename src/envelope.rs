@@ -381,7 +381,7 @@ pub fn error<'a>(err: &'a ApiError, tail: &'a Tail) -> Option<ErrorBody<'a>> {
     Some(ErrorBody {
         extra: err.extra(),
         data,
-        status: err.status(),
+        status: err.status().as_u16(),
         message,
         tail,
     })
@@ -542,7 +542,8 @@ mod tests {
             body,
             r#"{"data":{"message":"forbidden"},"error":"403","message":"forbidden","status":"error","node":"n","request_id":"r","timestamp":"t","tokens":{"consumed":0,"remaining":0}}"#
         );
-        assert!(error(&ApiError::Bare(412), &tail).is_none());
+        let bare = ApiError::Bare(actix_web::http::StatusCode::PRECONDITION_FAILED);
+        assert!(error(&bare, &tail).is_none());
     }
 
     proptest! {

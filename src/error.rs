@@ -1,5 +1,7 @@
 //! The one error type of the HTTP edge: each variant is a Kazoo error envelope (status, `message`,
-//! `data`) from groups-contract §3.5/§3.6, or one of cowboy's bare, body-less answers.
+//! `data`) from groups-contract §3.5/§3.6, or one of cowboy's bare, body-less answers. Store
+//! failures become API errors here and nowhere else ([`ApiError::from_store`]).
+use actix_web::http::StatusCode;
 use serde_json::{json, Map, Value};
 
 use crate::store::StoreError;
@@ -59,27 +61,29 @@ pub enum ApiError {
     DatastoreMissingView,
     /// 503 `datastore fatal error`.
     DatastoreFatal,
-    /// cowboy's answers without a body: 304, 404 (tunnelled GET), 406, 412, 415, 501.
-    Bare(u16),
+    /// cowboy's answers without a body: 304, 404 (tunnelled GET), 406, 408, 412, 415, 501.
+    Bare(StatusCode),
 }
 
 impl ApiError {
-    pub fn status(&self) -> u16 {
+    pub fn status(&self) -> StatusCode {
         match self {
-            Self::Validation(_) => 400,
+            Self::Validation(_) => StatusCode::BAD_REQUEST,
             Self::BadIdentifier(_)
             | Self::UnknownApiKey(_)
             | Self::MalformedAccountId(_)
             | Self::NotFound
-            | Self::FaultyRequest(_) => 404,
-            Self::InvalidMethod => 405,
-            Self::Conflict => 409,
-            Self::Gone => 410,
-            Self::InvalidCredentials | Self::TokenExpired => 401,
-            Self::Forbidden | Self::Restricted => 403,
-            Self::TooManyRequests => 429,
-            Self::DatastoreFault(_) => 500,
-            Self::DatastoreUnreachable | Self::DatastoreMissingView | Self::DatastoreFatal => 503,
+            | Self::FaultyRequest(_) => StatusCode::NOT_FOUND,
+            Self::InvalidMethod => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict => StatusCode::CONFLICT,
+            Self::Gone => StatusCode::GONE,
+            Self::InvalidCredentials | Self::TokenExpired => StatusCode::UNAUTHORIZED,
+            Self::Forbidden | Self::Restricted => StatusCode::FORBIDDEN,
+            Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Self::DatastoreFault(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::DatastoreUnreachable | Self::DatastoreMissingView | Self::DatastoreFatal => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Bare(status) => *status,
         }
     }
@@ -149,28 +153,60 @@ impl ApiError {
     }
 }
 
+/// Where a store failure happened, which decides Crossbar's answer (§3.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreContext {
+    /// Loading or saving the resource: unreachable is 503 `datastore_unreachable`, a conflict
+    /// 409, anything else 500 `datastore_fault` with CouchDB's error as its cause.
+    Resource,
+    /// A `validate_resource` hook (the URL's account, `users/{U}`): any failure but a missing
+    /// document is 503 `datastore fatal error`.
+    Hook,
+    /// A listing's view or database that is missing: 503 `datastore missing view`.
+    View,
+}
+
+impl ApiError {
+    /// The one place a store failure becomes an answer; its cause is logged (with the request's
+    /// id, see `pipeline::request_id`), never sent.
+    pub fn from_store(e: StoreError, context: StoreContext) -> Self {
+        match (&e, context) {
+            (StoreError::Unreachable(_), _) => log::warn!("store unreachable: {e}"),
+            (StoreError::Conflict, _) => {}
+            _ => log::error!("store failure: {e}"),
+        }
+        match (e, context) {
+            (StoreError::Conflict, StoreContext::Resource) => Self::Conflict,
+            (_, StoreContext::Hook) => Self::DatastoreFatal,
+            (StoreError::NotFound, StoreContext::View) => Self::DatastoreMissingView,
+            (StoreError::Unreachable(_), _) => Self::DatastoreUnreachable,
+            (StoreError::NotFound, _) => Self::DatastoreFault("not_found".into()),
+            (StoreError::Conflict, _) => Self::DatastoreFault("conflict".into()),
+            (StoreError::Other { error, .. }, _) => Self::DatastoreFault(if error.is_empty() {
+                "unknown".into()
+            } else {
+                error
+            }),
+        }
+    }
+
+    /// §3.6: a body over `max_upload_size` is rendered as a 400 validation error.
+    pub fn too_large(limit: usize) -> Self {
+        Self::validation(
+            "file",
+            "maxSize",
+            json!({
+                "message": format!("Payload or Files must not be more than {limit} bytes"),
+                "target": limit,
+            }),
+        )
+    }
+}
+
+/// Loading or saving the resource (`StoreContext::Resource`), the common case.
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Unreachable(reason) => {
-                log::warn!("couchdb unreachable: {reason}");
-                Self::DatastoreUnreachable
-            }
-            StoreError::Conflict => Self::Conflict,
-            StoreError::NotFound => Self::DatastoreFault("not_found".into()),
-            StoreError::Other {
-                status,
-                error,
-                reason,
-            } => {
-                log::error!("couchdb answered {status}: {error}: {reason}");
-                Self::DatastoreFault(if error.is_empty() {
-                    "unknown".into()
-                } else {
-                    error
-                })
-            }
-        }
+        Self::from_store(e, StoreContext::Resource)
     }
 }
 
@@ -198,8 +234,19 @@ mod tests {
             ApiError::TokenExpired.message_and_data().unwrap().1,
             ErrorData::Value(json!({}))
         );
-        assert_eq!(ApiError::Bare(412).message_and_data(), None);
+        assert_eq!(
+            ApiError::Bare(StatusCode::PRECONDITION_FAILED).message_and_data(),
+            None
+        );
         assert_eq!(ApiError::DatastoreUnreachable.status(), 503);
+        assert_eq!(
+            ApiError::from_store(StoreError::Unreachable("x".into()), StoreContext::Hook),
+            ApiError::DatastoreFatal
+        );
+        assert_eq!(
+            ApiError::from_store(StoreError::NotFound, StoreContext::View),
+            ApiError::DatastoreMissingView
+        );
     }
 
     #[test]

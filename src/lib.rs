@@ -1,5 +1,4 @@
 pub mod admin;
-pub mod api;
 pub mod auth;
 pub mod bus;
 pub mod cli;
@@ -9,6 +8,7 @@ pub mod envelope;
 pub mod error;
 pub mod json;
 pub mod notices;
+pub mod pipeline;
 pub mod routes;
 pub mod startup;
 pub mod store;

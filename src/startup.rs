@@ -11,18 +11,18 @@ use actix_service::{fn_service, map_config};
 use actix_web::dev::{AppConfig, Server};
 use actix_web::{web, App};
 
-use crate::api::{self, AppState};
 use crate::bus::Bus;
 use crate::config::{Backend, Config};
 use crate::notices::{ChangeNotifier, LogNotifier};
+use crate::pipeline::AppState;
 use crate::routes;
 use crate::store::couch::CouchClient;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::views::{DesignDoc, ViewInstaller};
 use crate::store::Store;
-use crate::validation::SchemaValidator;
+use crate::validation::Schemas;
 
-/// The schemas and design documents ship inside the binary, from `schemas/` and `couch_views/`.
+/// The design documents ship inside the binary, from `couch_views/`.
 const DESIGN_FILES: &[(&str, &str)] = &[
     (
         "couch_views/accounts.json",
@@ -37,19 +37,6 @@ const DESIGN_FILES: &[(&str, &str)] = &[
         include_str!("../couch_views/users.json"),
     ),
 ];
-const GROUPS_SCHEMA: (&str, &str) = (
-    "schemas/groups.json",
-    include_str!("../schemas/groups.json"),
-);
-const API_AUTH_SCHEMA: (&str, &str) = (
-    "schemas/api_auth.json",
-    include_str!("../schemas/api_auth.json"),
-);
-const USER_AUTH_SCHEMA: (&str, &str) = (
-    "schemas/user_auth.json",
-    include_str!("../schemas/user_auth.json"),
-);
-
 fn parse_embedded(file: &str, text: &str) -> Result<serde_json::Value, String> {
     serde_json::from_str(text).map_err(|e| format!("{file}: {e}"))
 }
@@ -61,25 +48,6 @@ pub fn design_docs() -> Result<Vec<DesignDoc>, String> {
             DesignDoc::from_value(parse_embedded(file, text)?).map_err(|e| format!("{file}: {e}"))
         })
         .collect()
-}
-
-fn schema((file, text): (&str, &str)) -> Result<SchemaValidator, String> {
-    SchemaValidator::from_schema(parse_embedded(file, text)?).map_err(|e| format!("{file}: {e}"))
-}
-
-/// The compiled schemas of every resource served.
-pub struct Schemas {
-    pub groups: SchemaValidator,
-    pub api_auth: SchemaValidator,
-    pub user_auth: SchemaValidator,
-}
-
-pub fn schemas() -> Result<Schemas, String> {
-    Ok(Schemas {
-        groups: schema(GROUPS_SCHEMA)?,
-        api_auth: schema(API_AUTH_SCHEMA)?,
-        user_auth: schema(USER_AUTH_SCHEMA)?,
-    })
 }
 
 /// The document store the configuration names.
@@ -145,7 +113,7 @@ impl Application {
     pub fn build(config: Config) -> Result<Self, String> {
         let couch = store(&config)?;
         let views = ViewInstaller::new(couch.clone(), design_docs()?);
-        let schemas = schemas()?;
+        let schemas = Schemas::load()?;
         let listener = TcpListener::bind(&config.listen)
             .map_err(|e| format!("cannot listen on KZ_GROUPS_LISTEN={}: {e}", config.listen))?;
         let address = listener.local_addr().map_err(|e| e.to_string())?;
@@ -171,8 +139,11 @@ impl Application {
                 HttpService::build()
                     .client_request_timeout(HEADER_TIMEOUT)
                     .expect(fn_service(move |req: Request| {
-                        let refused =
-                            api::refuse_announced_body(req.head(), req.peer_addr(), &expect_state);
+                        let refused = routes::refuse_announced_body(
+                            req.head(),
+                            req.peer_addr(),
+                            &expect_state,
+                        );
                         async move {
                             match refused {
                                 Some(answer) => Err(Refused(answer)),

@@ -78,7 +78,7 @@ enum Flow {
 }
 
 /// Stage 1 and the flow's validation, each failure rendered as its answer.
-fn handle(body: &[u8], flow: Flow, schemas: &kz_groups::startup::Schemas) {
+fn handle(body: &[u8], flow: Flow, schemas: &kz_groups::validation::Schemas) {
     let tail = Tail::default();
     let render_error = |e: ApiError| {
         serde_json::to_vec(&envelope::error(&e, &tail).unwrap()).unwrap();
@@ -107,7 +107,7 @@ fn handle(body: &[u8], flow: Flow, schemas: &kz_groups::startup::Schemas) {
 }
 
 fn check(name: &str, body: &[u8]) {
-    let schemas = kz_groups::startup::schemas().unwrap();
+    let schemas = kz_groups::validation::Schemas::load().unwrap();
     for flow in [Flow::Login, Flow::GroupWrite] {
         let peak = peak_of(|| handle(body, flow, &schemas));
         let ratio = peak as f64 / body.len() as f64;
@@ -228,7 +228,7 @@ proptest! {
         // Repetition reaches the sizes where the bound, not its floor, applies.
         let items = vec![one; repeat];
         let body = json!({"data": {"name": "n", "x": items}}).to_string();
-        let schemas = kz_groups::startup::schemas().unwrap();
+        let schemas = kz_groups::validation::Schemas::load().unwrap();
         for flow in [Flow::Login, Flow::GroupWrite] {
             let peak = peak_of(|| handle(body.as_bytes(), flow, &schemas));
             prop_assert!(peak <= bound(body.len()), "{:?}: peak {} over {} for {} bytes", flow, peak, bound(body.len()), body.len());

@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 use rsa::RsaPublicKey;
 use serde_json::{Map, Value};
 
+use crate::domain::account::Account;
 use crate::domain::clock;
-use crate::domain::group::{truthy, Author};
+use crate::domain::group::Author;
 use crate::domain::ids::{AccountId, DbName, DocId};
-use crate::store::{Store, StoreResult};
+use crate::store::{self, Store, StoreResult};
 use jwt::{Jwt, JwtError};
 use restrictions::{Relation, RestrictedRequest};
 
@@ -47,8 +48,8 @@ pub struct Identity {
     pub owner_id: Option<String>,
     /// The token's `method` claim (`cb_user_auth`, `cb_api_auth`, ...).
     pub method: Option<String>,
-    /// That account's doc from its own database, when it exists (for the superduper rule).
-    pub account_doc: Option<Map<String, Value>>,
+    /// That account, when its document exists (for the superduper rule).
+    pub account: Option<Account>,
     pub author: Author,
     /// Every claim of the token (the "auth doc"), for `GET /v2/token_auth`.
     pub claims: Map<String, Value>,
@@ -56,25 +57,14 @@ pub struct Identity {
 
 impl Identity {
     pub fn is_superduper(&self) -> bool {
-        self.account_doc
-            .as_ref()
-            .and_then(|d| d.get("pvt_superduper_admin"))
-            .is_some_and(truthy)
+        self.account.as_ref().is_some_and(Account::is_superduper)
     }
 
     /// How this caller relates to a target account.
-    pub fn relation(&self, target: &AccountId, target_doc: &Map<String, Value>) -> Relation {
-        if &self.account_id == target {
-            return Relation::Own;
-        }
-        let in_tree = target_doc
-            .get("pvt_tree")
-            .and_then(Value::as_array)
-            .is_some_and(|tree| {
-                tree.iter()
-                    .any(|id| id.as_str() == Some(self.account_id.as_str()))
-            });
-        if in_tree {
+    pub fn relation(&self, target: &Account) -> Relation {
+        if self.account_id == target.id {
+            Relation::Own
+        } else if target.descends_from(&self.account_id) {
             Relation::Ancestor
         } else {
             Relation::Other
@@ -82,8 +72,8 @@ impl Identity {
     }
 
     /// §5.1: same account, an ancestor in the target's `pvt_tree`, or a superduper admin.
-    pub fn may_access(&self, target: &AccountId, target_doc: &Map<String, Value>) -> bool {
-        self.is_superduper() || self.relation(target, target_doc) != Relation::Other
+    pub fn may_access(&self, target: &Account) -> bool {
+        self.is_superduper() || self.relation(target) != Relation::Other
     }
 
     /// §7.3: a URL without an account is for superduper admins only.
@@ -193,17 +183,12 @@ impl Authenticator {
         if account_header.is_some_and(|h| h != account_id.as_str()) {
             return Ok(TokenCheck::Invalid);
         }
-        let account_doc = self.account_doc(&account_id).await?;
-        if let Some(expires) = account_doc
+        let account = store::account(&self.store, &account_id).await?;
+        if let Some(expires) = account
             .as_ref()
-            .and_then(|d| d.get("pvt_trial_expires"))
+            .and_then(|a| a.expired_trial(clock::gregorian_now()))
         {
-            if expires
-                .as_i64()
-                .is_some_and(|ts| ts <= clock::gregorian_now())
-            {
-                return Ok(TokenCheck::TrialExpired(expires.clone()));
-            }
+            return Ok(TokenCheck::TrialExpired(expires.clone()));
         }
         let owner_id = field(claims, "owner_id").map(str::to_owned);
         let mut identity = Identity {
@@ -211,7 +196,7 @@ impl Authenticator {
             owner_id: owner_id.clone(),
             method: field(claims, "method").map(str::to_owned),
             claims: claims.clone(),
-            account_doc,
+            account,
             author: Author {
                 account_id: Some(account_id.to_string()),
                 owner_id,
@@ -225,10 +210,11 @@ impl Authenticator {
                 field(masquerade, "owner_id"),
             ) {
                 match self.masquerade(&account_id, as_account).await? {
-                    Some((as_id, as_doc)) => {
+                    Some(as_account) => {
+                        let as_id = as_account.id.clone();
                         identity.account_id = as_id.clone();
                         identity.owner_id = Some(as_owner.to_owned());
-                        identity.account_doc = Some(as_doc);
+                        identity.account = Some(as_account);
                         identity.author.account_id = Some(as_id.to_string());
                         identity.author.owner_id = Some(as_owner.to_owned());
                     }
@@ -239,41 +225,22 @@ impl Authenticator {
         Ok(TokenCheck::Valid(Box::new(identity)))
     }
 
-    async fn account_doc(&self, id: &AccountId) -> StoreResult<Option<Map<String, Value>>> {
-        let doc = self
-            .store
-            .get_doc(&id.db(), &DocId::from(id.clone()))
-            .await?;
-        Ok(doc.and_then(|d| match d {
-            Value::Object(m) => Some(m),
-            _ => None,
-        }))
-    }
-
     /// §1.7 step 10: `as` must name a strict descendant, i.e. an account whose `pvt_tree`
     /// holds the token's account.
     async fn masquerade(
         &self,
         token_account: &AccountId,
         as_account: &str,
-    ) -> StoreResult<Option<(AccountId, Map<String, Value>)>> {
+    ) -> StoreResult<Option<Account>> {
         let Ok(as_id) = AccountId::parse(as_account) else {
             return Ok(None);
         };
         if &as_id == token_account {
             return Ok(None);
         }
-        let Some(doc) = self.account_doc(&as_id).await? else {
-            return Ok(None);
-        };
-        let descends = doc
-            .get("pvt_tree")
-            .and_then(Value::as_array)
-            .is_some_and(|tree| {
-                tree.iter()
-                    .any(|t| t.as_str() == Some(token_account.as_str()))
-            });
-        Ok(descends.then_some((as_id, doc)))
+        Ok(store::account(&self.store, &as_id)
+            .await?
+            .filter(|account| account.descends_from(token_account)))
     }
 
     async fn signature_ok(&self, jwt: &Jwt, kid: &DocId) -> StoreResult<bool> {
@@ -482,13 +449,20 @@ mod tests {
         AccountId::parse(s).unwrap()
     }
 
-    fn identity(account: &str, doc: Value) -> Identity {
+    fn account(account: &str, doc: Value) -> Account {
+        Account {
+            id: id(account),
+            doc: doc.as_object().unwrap().clone(),
+        }
+    }
+
+    fn identity(me: &str, doc: Value) -> Identity {
         Identity {
-            account_id: id(account),
+            account_id: id(me),
             owner_id: None,
             method: None,
             claims: Map::new(),
-            account_doc: doc.as_object().cloned(),
+            account: Some(account(me, doc)),
             author: Author::default(),
         }
     }
@@ -499,25 +473,24 @@ mod tests {
 
     #[test]
     fn same_account_and_ancestors_may_access() {
-        let a_doc = json!({"pvt_tree": [P]});
-        let a_doc = a_doc.as_object().unwrap();
-        assert!(identity(A, json!({})).may_access(&id(A), a_doc));
-        assert!(identity(P, json!({})).may_access(&id(A), a_doc));
+        let a = account(A, json!({"pvt_tree": [P]}));
+        assert!(identity(A, json!({})).may_access(&a));
+        assert!(identity(P, json!({})).may_access(&a));
     }
 
     #[test]
     fn children_and_siblings_may_not() {
-        let p_doc = json!({"pvt_tree": []});
-        assert!(!identity(A, json!({})).may_access(&id(P), p_doc.as_object().unwrap()));
-        let a_doc = json!({"pvt_tree": [P]});
-        assert!(!identity(S, json!({})).may_access(&id(A), a_doc.as_object().unwrap()));
+        let p = account(P, json!({"pvt_tree": []}));
+        assert!(!identity(A, json!({})).may_access(&p));
+        let a = account(A, json!({"pvt_tree": [P]}));
+        assert!(!identity(S, json!({})).may_access(&a));
     }
 
     #[test]
     fn superduper_admins_may_access_anything() {
         for flag in [json!(true), json!("true")] {
             let me = identity(S, json!({ "pvt_superduper_admin": flag }));
-            assert!(me.may_access(&id(A), json!({}).as_object().unwrap()));
+            assert!(me.may_access(&account(A, json!({}))));
             assert!(me.may_access_without_account());
         }
         assert!(!identity(S, json!({"pvt_superduper_admin": false})).may_access_without_account());

@@ -150,6 +150,11 @@ impl fmt::Display for DocId {
 pub fn random_hex(n: usize) -> String {
     let mut bytes = vec![0u8; n];
     rand::thread_rng().fill_bytes(&mut bytes);
+    hex(&bytes)
+}
+
+/// Bytes as lower-case hex, as Kazoo writes digests and ids.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -1,5 +1,7 @@
 //! Domain types and rules of the Groups resource, free of HTTP and storage concerns.
+pub mod account;
 pub mod clock;
+pub mod document;
 pub mod filters;
 pub mod group;
 pub mod ids;

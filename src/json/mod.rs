@@ -6,9 +6,17 @@ mod build;
 mod measure;
 pub mod raw;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 pub use measure::Measured;
+
+/// A JSON object's members (anything else has none).
+pub fn into_object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
 
 /// Deeper nesting is refused as malformed JSON. Kazoo's documents nest four to six levels; 64
 /// leaves room for any client's own fields and stays well below serde_json's own limit (128).

@@ -6,7 +6,7 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use crate::api::AppState;
+use crate::pipeline::AppState;
 
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))

@@ -1,13 +1,341 @@
-//! The whole route table: health probes outside `/v2`, and every API path through the
-//! Crossbar pipeline, which does its own noun routing (`api::path`).
+//! The whole route table: the health probes, and Crossbar's paths (groups-contract §1) with the
+//! methods each allows and what serves it, in the order of the pipeline's stages (§0), which
+//! decides which error a client sees when several apply.
+pub mod groups;
 pub mod health;
+pub mod login;
 
-use actix_web::web;
+use std::net::SocketAddr;
 
-use crate::api;
+use actix_web::dev::RequestHead;
+use actix_web::http::header::CONTENT_LENGTH;
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse};
+use percent_encoding::percent_decode_str;
+
+use crate::error::ApiError;
+use crate::pipeline::caller::{self, Authenticated};
+use crate::pipeline::memory::{self, Reservation};
+use crate::pipeline::reply::Outcome;
+use crate::pipeline::request;
+use crate::pipeline::scope::Authorised;
+use crate::pipeline::{parse, staged, AppState, Reply, Stop};
+use groups::request::{Conditions, GroupRequest, GroupsPath, Target};
+use login::Login;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
-        .default_service(web::to(api::crossbar));
+        .default_service(web::to(crossbar));
+}
+
+/// Crossbar's paths: what each `/vN/…` path names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `/v1/…`: 410.
+    Gone,
+    /// `/vN/api_auth`, `/vN/user_auth`: PUT.
+    Login(Login),
+    /// `/vN/token_auth`: GET, DELETE.
+    TokenAuth,
+    /// `/vN/accounts/{A}/groups[/{G}]` and `/vN/accounts/{A}/users/{U}/groups[/{G}]`.
+    Groups(GroupsPath),
+    /// `/vN/groups…`: no account in the URL (§7.3).
+    NoAccount,
+    /// Anything else, including account paths the groups resource does not serve: 404.
+    NotFound,
+}
+
+impl Route {
+    /// Splits the path as Crossbar does (§1): `/vN/`, then nouns and their arguments, each
+    /// segment URL-decoded after the split (so `%2F` stays inside its segment).
+    pub fn resolve(path: &str) -> Route {
+        let mut segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        // A trailing slash is ignored.
+        if segments.len() > 1 && segments.last() == Some(&"") {
+            segments.pop();
+        }
+        let Some((version, rest)) = segments.split_first() else {
+            return Route::NotFound;
+        };
+        let number = version
+            .strip_prefix('v')
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        match number.map(str::parse::<u64>) {
+            None => return Route::NotFound,
+            Some(Ok(1)) => return Route::Gone,
+            Some(_) => {}
+        }
+        let decoded: Vec<String> = rest
+            .iter()
+            .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+            .collect();
+        let words: Vec<&str> = decoded.iter().map(String::as_str).collect();
+        let groups = |account: &str, user: Option<&str>, target| {
+            Route::Groups(GroupsPath {
+                account: account.to_owned(),
+                user: user.map(str::to_owned),
+                target,
+            })
+        };
+        match words.as_slice() {
+            ["api_auth"] => Route::Login(Login::ApiKey),
+            ["user_auth"] => Route::Login(Login::User),
+            ["token_auth"] => Route::TokenAuth,
+            ["accounts", a, "groups"] => groups(a, None, Target::Collection),
+            ["accounts", a, "groups", g] => groups(a, None, Target::Entity((*g).to_owned())),
+            ["accounts", a, "users", u, "groups"] => groups(a, Some(u), Target::Collection),
+            ["accounts", a, "users", u, "groups", g] => {
+                groups(a, Some(u), Target::Entity((*g).to_owned()))
+            }
+            ["groups", ..] => Route::NoAccount,
+            _ => Route::NotFound,
+        }
+    }
+}
+
+/// The methods a groups path allows before verb tunnelling (§1 table).
+fn groups_methods(target: &Target) -> &'static [Method] {
+    match target {
+        Target::Collection => &[Method::GET, Method::PUT],
+        Target::Entity(_) => &[Method::GET, Method::POST, Method::PATCH, Method::DELETE],
+    }
+}
+
+/// Stages 8-11 of a groups request: what serves each target and verb (Crossbar's `cb_groups`).
+async fn serve_groups(mut req: GroupRequest<'_>, reply: &Reply) -> Result<Outcome, ApiError> {
+    let (views, user) = groups::prepare(&req).await?;
+    match (&req.target, req.verb.clone()) {
+        (Target::Collection, Method::GET) => {
+            groups::listing::summary(&req, &views, user.as_ref(), &reply.tail).await
+        }
+        (Target::Entity(_), Method::GET) => groups::fetch(&req).await,
+        (Target::Entity(_), Method::DELETE) => groups::delete(&req).await,
+        // Writes take the request data: it becomes the document, without being copied.
+        (Target::Collection, Method::PUT) => {
+            let data = req.take_data();
+            groups::create(&req, data).await
+        }
+        (Target::Entity(_), Method::POST) => {
+            let data = req.take_data();
+            groups::update(&req, data).await
+        }
+        (Target::Entity(_), Method::PATCH) => {
+            let data = req.take_data();
+            groups::patch(&req, data).await
+        }
+        _ => Err(ApiError::InvalidMethod),
+    }
+}
+
+/// The single entry point of every `/vN/…` request. Its log lines name it by its request id.
+async fn crossbar(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let reply = Reply::for_request(
+        req.headers(),
+        &state.node,
+        caller::initial_tokens(&state, req.peer_addr()),
+    );
+    let id = reply.tail.request_id.clone();
+    request::serving(id, async {
+        // What the request's body and parsed JSON hold, given back once the answer is rendered.
+        let mut memory = Reservation::default();
+        let (reply, outcome) = match answer(&req, payload, &state, reply, &mut memory).await {
+            Ok((reply, outcome)) => (reply, Ok(outcome)),
+            Err(stop) => stop.into_parts(),
+        };
+        let response = reply.render(outcome);
+        if memory.bytes() > 0 {
+            drop(memory);
+            memory::give_back();
+        }
+        response
+    })
+    .await
+}
+
+/// An `Expect: 100-continue` request whose announced body is over `max_upload_size` is answered
+/// at once, with the 400 its body would get, so the client never sends it. The stage-1 order
+/// holds: an API version 1 path is still answered 410 by the pipeline.
+pub fn refuse_announced_body(
+    head: &RequestHead,
+    peer: Option<SocketAddr>,
+    state: &AppState,
+) -> Option<HttpResponse> {
+    let announced = head
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())?;
+    if announced <= state.max_upload_bytes as u64 || Route::resolve(head.uri.path()) == Route::Gone
+    {
+        return None;
+    }
+    let mut reply = Reply::for_request(
+        &head.headers,
+        &state.node,
+        caller::initial_tokens(state, peer),
+    );
+    reply.close = true;
+    Some(reply.render(Err(ApiError::too_large(state.max_upload_bytes))))
+}
+
+/// The stages of groups-contract §0, in order; each consumes what the one before produced.
+async fn answer(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    reply: Reply,
+    memory: &mut Reservation,
+) -> Result<(Reply, Outcome), Stop> {
+    let route = Route::resolve(req.path());
+    // Stage 1: the API version, then the body, before any authentication. Stage 2: the method.
+    if route == Route::Gone {
+        return Err(Stop::new(reply, ApiError::Gone));
+    }
+    let parsed = parse::parse(req, payload, state, reply, memory).await?;
+    // Stage 3: the early token check, then the route and its methods.
+    let caller = parsed.check_token(req, state).await?;
+    let path = match route {
+        Route::Login(login) => {
+            let caller = caller.allow(&[Method::PUT])?.pay_for_login(state)?;
+            let reply = caller::negotiate(caller.reply, req)?;
+            let (mut reply, logged_in) =
+                staged(reply, login::login(state, login, caller.env.data).await)?;
+            // A login answers with its new token as `auth_token` (auth-contract §3.4).
+            reply.tail.auth_token = Some(logged_in.token);
+            reply.tail.version = Some(state.version.clone());
+            return Ok((reply, logged_in.outcome));
+        }
+        Route::TokenAuth => {
+            let caller = caller.allow(&[Method::GET, Method::DELETE])?;
+            let Authenticated {
+                reply,
+                identity,
+                verb,
+                ..
+            } = caller.authenticate(state, None)?;
+            let reply = caller::negotiate(reply, req)?;
+            return staged(reply, login::token_info(state, &identity, &verb).await);
+        }
+        Route::NoAccount => return Err(caller.without_account(state)),
+        Route::NotFound | Route::Gone => return Err(Stop::new(caller.reply, ApiError::NotFound)),
+        Route::Groups(path) => path,
+    };
+    let caller = caller.allow(groups_methods(&path.target))?;
+    // Stage 4: the account. Stages 5-6: the credential, and the right to act on the account.
+    let scope = caller.account_scope(state, &path.account).await?;
+    let Authorised {
+        reply,
+        env,
+        method,
+        verb,
+        identity,
+        account,
+    } = scope
+        .authorise(state, "groups", &path.target.args())
+        .await?;
+    // Stage 7: content negotiation.
+    let reply = caller::negotiate(reply, req)?;
+    // Stages 8-11 belong to the resource.
+    let request = GroupRequest {
+        state,
+        account: account.id,
+        user: path.user,
+        target: path.target,
+        method,
+        verb,
+        env,
+        request_id: reply.tail.request_id.clone(),
+        author: identity.author,
+        path: req.path().trim_end_matches('/').to_owned(),
+        conditions: Conditions::of(req),
+    };
+    let outcome = serve_groups(request, &reply).await;
+    staged(reply, outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "4b31dd1d32ce6d249897c06332375d65";
+
+    fn groups(account: &str, user: Option<&str>, target: Target) -> Route {
+        Route::Groups(GroupsPath {
+            account: account.into(),
+            user: user.map(Into::into),
+            target,
+        })
+    }
+
+    #[test]
+    fn collection_entity_and_user_shapes() {
+        assert_eq!(
+            Route::resolve(&format!("/v2/accounts/{A}/groups")),
+            groups(A, None, Target::Collection)
+        );
+        assert_eq!(
+            Route::resolve(&format!("/v2/accounts/{A}/groups/g1/")),
+            groups(A, None, Target::Entity("g1".into()))
+        );
+        assert_eq!(
+            Route::resolve(&format!("/v3/accounts/{A}/users/u1/groups")),
+            groups(A, Some("u1"), Target::Collection)
+        );
+        assert_eq!(
+            Route::resolve(&format!("/v2/accounts/{A}/users/u1/groups/g1")),
+            groups(A, Some("u1"), Target::Entity("g1".into()))
+        );
+    }
+
+    #[test]
+    fn segments_are_decoded_after_the_split() {
+        assert_eq!(
+            Route::resolve(&format!("/v2/accounts/{A}/groups/_design%2Fgroups")),
+            groups(A, None, Target::Entity("_design/groups".into()))
+        );
+        assert_eq!(
+            Route::resolve("/v2/accounts/account%2F4b%2F31%2Fdd1d32ce6d249897c06332375d65/groups"),
+            groups(
+                "account/4b/31/dd1d32ce6d249897c06332375d65",
+                None,
+                Target::Collection
+            )
+        );
+    }
+
+    #[test]
+    fn other_shapes() {
+        assert_eq!(
+            Route::resolve(&format!("/v1/accounts/{A}/groups")),
+            Route::Gone
+        );
+        assert_eq!(Route::resolve("/v01/api_auth"), Route::Gone);
+        assert_eq!(Route::resolve("/v+1/api_auth"), Route::NotFound);
+        for not_found in [
+            format!("/v2/accounts/{A}/groups/g/extra"),
+            format!("/v2/accounts/{A}"),
+            format!("/v2/accounts/{A}/users/u1"),
+            "/v2/user_auth/tok".into(),
+            "/v2/devices".into(),
+            "/accounts".into(),
+            "/vx/accounts".into(),
+            "/v/accounts".into(),
+            "/v2x/accounts".into(),
+            "/v+2/accounts".into(),
+        ] {
+            assert_eq!(Route::resolve(&not_found), Route::NotFound, "{not_found}");
+        }
+        assert_eq!(Route::resolve("/v2/groups"), Route::NoAccount);
+        assert_eq!(Route::resolve("/v2/api_auth"), Route::Login(Login::ApiKey));
+        assert_eq!(Route::resolve("/v2/user_auth/"), Route::Login(Login::User));
+        assert_eq!(
+            Route::resolve("/v2/accounts//groups"),
+            groups("", None, Target::Collection)
+        );
+    }
 }

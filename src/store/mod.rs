@@ -18,7 +18,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::domain::ids::{DbName, DocId};
+use crate::domain::account::Account;
+use crate::domain::ids::{AccountId, DbName, DocId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -150,3 +151,17 @@ pub trait DocStore: Send + Sync {
 
 /// The shared handle every part of the service holds.
 pub type Store = std::sync::Arc<dyn DocStore>;
+
+/// An account by its id: its document from its own database, or `None` when it has none. The one
+/// way accounts are read (the pipeline's account check, token verification, logins, the CLI).
+pub async fn account(store: &Store, id: &AccountId) -> StoreResult<Option<Account>> {
+    Ok(
+        match store.get_doc(&id.db(), &DocId::from(id.clone())).await? {
+            Some(Value::Object(doc)) => Some(Account {
+                id: id.clone(),
+                doc,
+            }),
+            _ => None,
+        },
+    )
+}

@@ -6,6 +6,44 @@ mod render;
 use serde_json::{Map, Value};
 use std::path::Path;
 
+/// The schema files, shipped inside the binary.
+const GROUPS_SCHEMA: (&str, &str) = (
+    "schemas/groups.json",
+    include_str!("../../schemas/groups.json"),
+);
+const API_AUTH_SCHEMA: (&str, &str) = (
+    "schemas/api_auth.json",
+    include_str!("../../schemas/api_auth.json"),
+);
+const USER_AUTH_SCHEMA: (&str, &str) = (
+    "schemas/user_auth.json",
+    include_str!("../../schemas/user_auth.json"),
+);
+
+/// The compiled schemas of every resource served, built once at start.
+pub struct Schemas {
+    pub groups: SchemaValidator,
+    pub api_auth: SchemaValidator,
+    pub user_auth: SchemaValidator,
+}
+
+impl Schemas {
+    /// Compiles the shipped schemas; an error names the broken file.
+    pub fn load() -> Result<Self, String> {
+        let schema = |(file, text): (&str, &str)| {
+            serde_json::from_str(text)
+                .map_err(|e| e.to_string())
+                .and_then(SchemaValidator::from_schema)
+                .map_err(|e| format!("{file}: {e}"))
+        };
+        Ok(Self {
+            groups: schema(GROUPS_SCHEMA)?,
+            api_auth: schema(API_AUTH_SCHEMA)?,
+            user_auth: schema(USER_AUTH_SCHEMA)?,
+        })
+    }
+}
+
 /// The most validation errors one answer carries. Crossbar lists them all; a bound keeps the
 /// answer (and its memory) proportionate to the request.
 pub const MAX_ERRORS: usize = 100;

@@ -2,14 +2,18 @@
 //! user's credentials in, a Kazoo token out, with the `response_auth` data Kazoo returns.
 use serde_json::{json, Map, Value};
 
-use super::reply::{Outcome, Revision, Success};
-use super::AppState;
+use actix_web::http::{Method, StatusCode};
+
 use crate::auth::issuer::Subject;
+use crate::domain::account::Account;
 use crate::domain::clock;
 use crate::domain::group::truthy;
 use crate::domain::ids::{AccountId, DbName, DocId};
 use crate::error::ApiError;
-use crate::store::{StoreError, ViewQuery};
+use crate::json::into_object;
+use crate::pipeline::reply::{Outcome, Revision, Success};
+use crate::pipeline::AppState;
+use crate::store::{self, StoreError, ViewQuery};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Login {
@@ -34,12 +38,7 @@ pub struct LoggedIn {
     pub token: String,
 }
 
-pub async fn handle(
-    state: &AppState,
-    login: Login,
-    data: Value,
-    path: &str,
-) -> Result<LoggedIn, ApiError> {
+pub async fn login(state: &AppState, login: Login, data: Value) -> Result<LoggedIn, ApiError> {
     let (account, owner, method) = match login {
         Login::ApiKey => (api_key_account(state, data).await?, None, "cb_api_auth"),
         Login::User => {
@@ -59,11 +58,11 @@ pub async fn handle(
         .ok_or(ApiError::InvalidCredentials)?;
     let data = response_auth(state, &account, owner.as_ref()).await?;
     let success = Success {
-        status: 201,
+        status: StatusCode::CREATED,
         // Both leak from Crossbar's internal view query and are part of its answer (§3.4).
         extra: vec![("page_size", json!(1))],
-        location: Some(path.to_owned()),
-        ..Success::ok(Value::Object(data), Revision::Doc("automatic".into()))
+        location: Some(login.path().to_owned()),
+        ..Success::ok(Value::Object(data), Revision::Automatic)
     };
     Ok(LoggedIn {
         outcome: Outcome::Done(success),
@@ -78,7 +77,7 @@ fn validated(state: &AppState, login: Login, data: Value) -> Result<Map<String, 
     };
     schema
         .validate(data)
-        .map(super::as_map)
+        .map(into_object)
         .map_err(ApiError::Validation)
 }
 
@@ -181,33 +180,19 @@ async fn user_credentials(state: &AppState, data: Value) -> Result<(AccountId, D
     Err(ApiError::InvalidCredentials)
 }
 
-async fn account_doc(
-    state: &AppState,
-    account: &AccountId,
-) -> Result<Map<String, Value>, ApiError> {
-    let doc = state
-        .store
-        .get_doc(&account.db(), &DocId::from(account.clone()))
-        .await?;
-    Ok(doc.map(super::as_map).unwrap_or_default())
-}
-
 /// §4.3: an expired trial or a disabled account cannot log in with user credentials.
 async fn check_account_usable(state: &AppState, account: &AccountId) -> Result<(), ApiError> {
-    let doc = account_doc(state, account).await?;
-    if let Some(expires) = doc.get("pvt_trial_expires") {
-        if expires
-            .as_i64()
-            .is_some_and(|ts| ts <= clock::gregorian_now())
-        {
-            return Err(ApiError::validation(
-                "account",
-                "expired",
-                json!({"message": "account expired", "cause": expires}),
-            ));
-        }
+    let Some(account) = store::account(&state.store, account).await? else {
+        return Ok(());
+    };
+    if let Some(expires) = account.expired_trial(clock::gregorian_now()) {
+        return Err(ApiError::validation(
+            "account",
+            "expired",
+            json!({"message": "account expired", "cause": expires}),
+        ));
     }
-    if doc.get("pvt_enabled").is_some_and(|v| !truthy(v)) {
+    if !account.is_enabled() {
         return Err(ApiError::validation(
             "account",
             "disabled",
@@ -236,7 +221,10 @@ pub async fn response_auth(
     account: &AccountId,
     owner: Option<&DocId>,
 ) -> Result<Map<String, Value>, ApiError> {
-    let account_doc = account_doc(state, account).await?;
+    let account_doc = store::account(&state.store, account)
+        .await?
+        .map(|a: Account| a.doc)
+        .unwrap_or_default();
     let user_doc = match owner {
         Some(owner) => state.store.get_doc(&account.db(), owner).await?,
         None => None,
@@ -297,9 +285,9 @@ pub async fn response_auth(
 pub async fn token_info(
     state: &AppState,
     identity: &crate::auth::Identity,
-    verb: &str,
+    verb: &Method,
 ) -> Result<Outcome, ApiError> {
-    if verb == "DELETE" {
+    if verb == Method::DELETE {
         return Ok(Outcome::Done(Success::ok(json!({}), Revision::None)));
     }
     let mut data = crate::domain::group::strip_private(identity.claims.clone());

@@ -8,14 +8,14 @@ use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use serde_json::Value;
 
-use super::groups::GroupRequest;
-use super::reply::{md5_hex, Outcome, Revision, Streamed, Success};
+use super::request::GroupRequest;
 use crate::domain::filters::Filters;
 use crate::domain::ids::{AccountId, DbName, DocId};
 use crate::domain::start_key;
 use crate::envelope::{Data, SuccessBody, Tail};
-use crate::error::ApiError;
+use crate::error::{ApiError, StoreContext};
 use crate::json::raw::Transcoded;
+use crate::pipeline::reply::{md5_hex, Outcome, Revision, Streamed, Success};
 use crate::store::views::{Installed, ViewInstaller};
 use crate::store::{RowStream, Store, StoreError, ViewQuery, ViewRow};
 
@@ -269,14 +269,11 @@ fn resume_key(user: Option<&DocId>, row: &ViewRow) -> Value {
 }
 
 fn view_error(views: &ViewInstaller, account: &AccountId, e: StoreError) -> ApiError {
-    match e {
-        StoreError::NotFound => {
-            // The design doc or the database went away: check it again next time.
-            views.forget(account);
-            ApiError::DatastoreMissingView
-        }
-        other => other.into(),
+    if matches!(e, StoreError::NotFound) {
+        // The design doc or the database went away: check it again next time.
+        views.forget(account);
     }
+    ApiError::from_store(e, StoreContext::View)
 }
 
 /// GET `…/groups` and `…/users/{U}/groups`.

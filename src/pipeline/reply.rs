@@ -1,7 +1,7 @@
 //! Turning a handler's outcome into the bytes Crossbar sends: the envelope, and the headers of
 //! groups-contract §3.3 (request id, ETag, Expires, Location, CORS, content language).
-use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
 use actix_web::HttpResponse;
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -9,15 +9,28 @@ use md5::{Digest, Md5};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::request::Serving;
+use crate::domain::clock;
+use crate::domain::ids::{hex, random_hex};
 use crate::envelope::{self, Data, SuccessBody, Tail};
 use crate::error::ApiError;
 
 pub const EXPIRES: &str = "Fri, 01 Jan 1999 00:00:00 GMT";
+/// Crossbar's placeholder revision (§3.4).
+const AUTOMATIC: &str = "automatic";
 const ALLOW_HEADERS: &str = "content-type, depth, user-agent, x-http-method-override, x-file-size, x-requested-with, if-modified-since, x-file-name, cache-control, x-auth-token, x-kazoo-cluster-id, if-match";
 const EXPOSE_HEADERS: &str =
     "content-type, x-auth-token, x-request-id, x-kazoo-cluster-id, location, etag, etag";
 /// Methods announced for errors raised before routing (§3.3).
-pub const GLOBAL_METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS"];
+pub const GLOBAL_METHODS: [Method; 7] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::HEAD,
+    Method::PATCH,
+    Method::OPTIONS,
+];
 
 /// How a success's `revision` is found.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,13 +38,15 @@ pub enum Revision {
     None,
     /// A document's `_rev`.
     Doc(String),
+    /// The literal `automatic` (the logins' answers).
+    Automatic,
     /// A non-empty listing: the md5 of the body rendered with `"revision":"automatic"` (§3.4).
     BodyHash,
 }
 
 #[derive(Debug)]
 pub struct Success {
-    pub status: u16,
+    pub status: StatusCode,
     pub data: Data,
     pub revision: Revision,
     /// Paging keys of listings.
@@ -48,7 +63,7 @@ impl Success {
 
     pub fn of(data: Data, revision: Revision) -> Self {
         Self {
-            status: 200,
+            status: StatusCode::OK,
             data,
             revision,
             extra: Vec::new(),
@@ -84,15 +99,17 @@ pub enum Outcome {
     Preflight,
 }
 
-/// Per-request facts the response needs, filled in as the pipeline advances.
+/// What an answer carries besides its outcome: read from the request's headers first, then
+/// completed by each stage of the pipeline, which hands it on to the next in the value it
+/// returns; rendered once, at the end.
 #[derive(Debug, Clone)]
-pub struct ReplyContext {
+pub struct Reply {
     pub tail: Tail,
     pub pretty: bool,
     /// The request carried `Origin` or `Access-Control-Request-*`.
     pub cors_request: bool,
     /// Methods for `access-control-allow-methods`.
-    pub allowed_methods: Vec<&'static str>,
+    pub allowed_methods: Vec<Method>,
     /// `Access-Control-Request-Method`, added to the allowed list when missing.
     pub requested_method: Option<String>,
     /// Content negotiation ran (stage 7): `content-language`/`vary` are sent.
@@ -104,7 +121,72 @@ pub struct ReplyContext {
     pub close: bool,
 }
 
-impl ReplyContext {
+/// A request answered before its last stage (most often by an error), and what its answer
+/// carries. Boxed: it travels up through every stage's `?`.
+pub struct Stop(Box<(Reply, Result<Outcome, ApiError>)>);
+
+impl Stop {
+    pub fn new(reply: Reply, error: ApiError) -> Self {
+        Self(Box::new((reply, Err(error))))
+    }
+
+    /// A CORS preflight: answered 200 with the allowed methods once they are known.
+    pub fn preflight(reply: Reply) -> Self {
+        Self(Box::new((reply, Ok(Outcome::Preflight))))
+    }
+
+    pub fn into_parts(self) -> (Reply, Result<Outcome, ApiError>) {
+        *self.0
+    }
+}
+
+/// A stage's result joined with the reply it hands on: the value and the reply, or a [`Stop`].
+pub fn staged<T>(reply: Reply, result: Result<T, ApiError>) -> Result<(Reply, T), Stop> {
+    match result {
+        Ok(value) => Ok((reply, value)),
+        Err(error) => Err(Stop::new(reply, error)),
+    }
+}
+
+impl Reply {
+    /// What every answer to a request carries, read from its headers before anything else:
+    /// its id, the node, the time, the client's rate-limit bucket, CORS and language facts.
+    pub fn for_request(headers: &HeaderMap, node: &str, tokens_remaining: u64) -> Self {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        Reply {
+            tail: Tail {
+                request_id: header("x-request-id")
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| random_hex(16)),
+                node: node.to_owned(),
+                timestamp: clock::iso8601_now(),
+                tokens_consumed: 1,
+                tokens_remaining,
+                ..Default::default()
+            },
+            pretty: header("x-pretty-print") == Some("true"),
+            cors_request: [
+                "origin",
+                "access-control-request-method",
+                "access-control-request-headers",
+            ]
+            .iter()
+            .any(|h| headers.contains_key(*h)),
+            allowed_methods: GLOBAL_METHODS.to_vec(),
+            requested_method: header("access-control-request-method").map(str::to_owned),
+            negotiated: false,
+            language: header("accept-language")
+                .and_then(|l| l.split([',', ';']).next())
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .unwrap_or("en")
+                .to_owned(),
+            jsonp: None,
+            close: false,
+        }
+    }
+
     pub fn render(&self, outcome: Result<Outcome, ApiError>) -> HttpResponse {
         let mut resp = self.render_outcome(outcome);
         if self.close {
@@ -126,7 +208,9 @@ impl ReplyContext {
             Ok(Outcome::Stream(stream)) => {
                 let mut builder = HttpResponse::Ok();
                 builder.content_type("application/json");
-                let mut resp = builder.streaming(stream.body);
+                // Read after the request's own future has ended: its log lines still name it.
+                let body = Serving::new(self.tail.request_id.clone(), stream.body);
+                let mut resp = builder.streaming(body);
                 self.common_headers(&mut resp, self.cors_request);
                 if let Some(etag) = stream.etag {
                     set(&mut resp, "etag", &quote(&etag));
@@ -153,15 +237,15 @@ impl ReplyContext {
         let revision = match &success.revision {
             Revision::None => None,
             Revision::Doc(rev) => Some(rev.clone()),
+            Revision::Automatic => Some(AUTOMATIC.to_owned()),
             // Hashed as it is written: the draft body is never held.
             Revision::BodyHash => {
                 let mut hash = HashWriter(Md5::new());
-                serde_json::to_writer(&mut hash, &body(Some("automatic"))).ok();
+                serde_json::to_writer(&mut hash, &body(Some(AUTOMATIC))).ok();
                 Some(hex(&hash.0.finalize()))
             }
         };
-        let status = StatusCode::from_u16(success.status).unwrap_or(StatusCode::OK);
-        let mut resp = self.json(status, &body(revision.as_deref()));
+        let mut resp = self.json(success.status, &body(revision.as_deref()));
         self.common_headers(&mut resp, self.cors_request);
         if success.is_get {
             if let Some(rev) = &revision {
@@ -176,8 +260,7 @@ impl ReplyContext {
     }
 
     pub fn render_error(&self, err: &ApiError) -> HttpResponse {
-        let status =
-            StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = err.status();
         match envelope::error(err, &self.tail) {
             Some(body) => {
                 let mut resp = self.json(status, &body);
@@ -227,7 +310,7 @@ impl ReplyContext {
         }
         if cors {
             let mut methods = vec!["OPTIONS"];
-            methods.extend(self.allowed_methods.iter().copied());
+            methods.extend(self.allowed_methods.iter().map(Method::as_str));
             let mut allow = methods.join(", ");
             if let Some(requested) = &self.requested_method {
                 if !methods.iter().any(|m| m.eq_ignore_ascii_case(requested)) {
@@ -257,10 +340,6 @@ pub fn quote(etag: &str) -> String {
 
 pub fn md5_hex(bytes: &[u8]) -> String {
     hex(&Md5::digest(bytes))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Feeds what is written to an MD5 digest.

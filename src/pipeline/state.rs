@@ -1,0 +1,96 @@
+//! Everything a request needs, built once at start and shared by every worker.
+use std::sync::Arc;
+
+use base64::Engine;
+use md5::{Digest, Md5};
+
+use super::limiter::RateLimiter;
+use super::memory::MemoryBudget;
+use crate::auth::issuer::Issuer;
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::notices::ChangeNotifier;
+use crate::store::views::ViewInstaller;
+use crate::store::Store;
+use crate::validation::Schemas;
+
+pub struct AppState {
+    pub store: Store,
+    pub views: ViewInstaller,
+    pub schemas: Schemas,
+    pub auth: Authenticator,
+    pub issuer: Issuer,
+    pub limiter: RateLimiter,
+    pub notifier: Arc<dyn ChangeNotifier>,
+    pub page_size: usize,
+    pub max_upload_bytes: usize,
+    /// `KZ_GROUPS_BODY_TIMEOUT_MS`.
+    pub body_timeout: std::time::Duration,
+    /// What request bodies and their parsed JSON may hold at once.
+    pub memory: MemoryBudget,
+    /// Large bodies measured or built at once, off the workers: one per core.
+    parse_slots: tokio::sync::Semaphore,
+    /// base64url(md5(node name)), the envelope's `node`.
+    pub node: String,
+    pub version: String,
+}
+
+impl AppState {
+    pub fn node_id(node_name: &str) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Md5::digest(node_name.as_bytes()))
+    }
+
+    pub fn from_parts(
+        config: &Config,
+        store: Store,
+        views: ViewInstaller,
+        schemas: Schemas,
+        notifier: Arc<dyn ChangeNotifier>,
+    ) -> Self {
+        Self {
+            auth: Authenticator::new(store.clone(), config.key_cache),
+            issuer: Issuer::new(store.clone(), config.key_cache),
+            store,
+            views,
+            schemas,
+            limiter: RateLimiter::default(),
+            notifier,
+            page_size: config.page_size,
+            max_upload_bytes: config.max_upload_bytes,
+            body_timeout: config.body_timeout,
+            memory: MemoryBudget::new(config.request_memory_bytes),
+            parse_slots: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ),
+            node: Self::node_id(&config.node_name),
+            version: config.version.clone(),
+        }
+    }
+
+    /// Runs CPU-heavy work on the blocking pool, at most one job per core at a time.
+    pub async fn off_workers<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let _slot = self.parse_slots.acquire().await;
+        tokio::task::spawn_blocking(job).await.map_err(|e| {
+            log::error!("parsing a body failed: {e}");
+            ApiError::Bare(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_is_22_chars_of_base64url() {
+        let node = AppState::node_id("kz-groups@host");
+        assert_eq!(node.len(), 22);
+        assert!(node
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    }
+}

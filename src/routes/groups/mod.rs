@@ -1,0 +1,295 @@
+//! The Groups resource itself: stages 8–11 of the pipeline (validate, conditional headers,
+//! content type, execute) for `create`, `fetch`, `update`, `patch` and `delete`, named as
+//! Crossbar's `cb_groups` names them; `summary` is in [`listing`]. Which verb reaches which
+//! handler is in the route table (`routes::serve_groups`).
+pub mod listing;
+pub mod request;
+
+use actix_web::http::{Method, StatusCode};
+use serde_json::{json, Map, Value};
+
+use crate::domain::clock;
+use crate::domain::document::StoredDoc;
+use crate::domain::group::{self, SaveStamp};
+use crate::domain::ids::DocId;
+use crate::domain::merge::patch_merge;
+use crate::error::{ApiError, StoreContext};
+use crate::json::into_object;
+use crate::notices::{Change, ChangeAction, DocChange};
+use crate::pipeline::reply::{Outcome, Revision, Success};
+use crate::pipeline::AppState;
+use crate::store::views::Installed;
+use request::GroupRequest;
+
+/// What every groups request does before its handler: the account's design documents are
+/// brought up to date on its first use by this process, the `users/{U}` hook runs (stage 8),
+/// and tunnelling is refused unless it came through POST (§1: cowboy's bare 404).
+pub async fn prepare(req: &GroupRequest<'_>) -> Result<(Installed, Option<DocId>), ApiError> {
+    let views = req
+        .state
+        .views
+        .ensure(&req.account)
+        .await
+        .map_err(|e| ApiError::from_store(e, StoreContext::View))?;
+    let user = match &req.user {
+        Some(raw) => Some(check_user(req, raw).await?),
+        None => None,
+    };
+    if req.method != Method::POST && req.verb != req.method {
+        return Err(ApiError::Bare(StatusCode::NOT_FOUND));
+    }
+    Ok((views, user))
+}
+
+/// `users/{U}` must name an existing, not soft-deleted document of any type (§1).
+async fn check_user(req: &GroupRequest<'_>, raw: &str) -> Result<DocId, ApiError> {
+    let id = DocId::parse(raw).ok_or_else(|| ApiError::BadIdentifier(raw.to_owned()))?;
+    match req.state.store.get_doc(&req.account.db(), &id).await {
+        Ok(Some(Value::Object(doc))) if !group::is_soft_deleted(&doc) => Ok(id),
+        Ok(_) => Err(ApiError::BadIdentifier(raw.to_owned())),
+        Err(e) => Err(ApiError::from_store(e, StoreContext::Hook)),
+    }
+}
+
+/// The request data with private keys removed; `start_key` is a paging option, not data (§2.3).
+fn request_public_data(data: Value) -> Value {
+    match data {
+        Value::Object(data) => {
+            let mut public = group::strip_private(data);
+            public.remove("start_key");
+            Value::Object(public)
+        }
+        other => other,
+    }
+}
+
+fn validate(state: &AppState, data: Value) -> Result<Map<String, Value>, ApiError> {
+    state
+        .schemas
+        .groups
+        .validate(data)
+        .map(into_object)
+        .map_err(ApiError::Validation)
+}
+
+/// Loads a document; `Ok(None)` when it is missing, soft-deleted, or (with `groups_only`) of
+/// another type, all of which Crossbar answers with 404 `bad_identifier`.
+async fn load(
+    req: &GroupRequest<'_>,
+    id: &DocId,
+    groups_only: bool,
+) -> Result<Option<StoredDoc>, ApiError> {
+    let doc = req.state.store.get_doc(&req.account.db(), id).await?;
+    Ok(doc.and_then(StoredDoc::from_value).filter(|doc| {
+        !group::is_soft_deleted(&doc.fields) && (!groups_only || group::is_live_group(&doc.fields))
+    }))
+}
+
+/// The group the path names, loaded, for a handler that reads or removes it.
+async fn load_group(req: &GroupRequest<'_>) -> Result<(DocId, StoredDoc), ApiError> {
+    let id = req.group_id()?;
+    let doc = load(req, &id, true).await?.ok_or_else(|| req.not_found())?;
+    Ok((id, doc))
+}
+
+fn stamp(req: &GroupRequest<'_>, doc: &mut Map<String, Value>) {
+    group::stamp(
+        doc,
+        &SaveStamp {
+            account: &req.account,
+            request_id: &req.request_id,
+            author: Some(&req.author),
+            now_gregorian: clock::gregorian_now(),
+        },
+    );
+}
+
+/// Saves and announces; a CouchDB conflict is a 409 and nothing is announced. Gives the saved
+/// document back, for the answer.
+async fn save(
+    req: &GroupRequest<'_>,
+    id: &DocId,
+    doc: Map<String, Value>,
+    action: ChangeAction,
+) -> Result<(String, Map<String, Value>), ApiError> {
+    let doc = Value::Object(doc);
+    let rev = req.state.store.put_doc(&req.account.db(), id, &doc).await?;
+    let doc = into_object(doc);
+    announce(req, id, &doc, &rev, action);
+    Ok((rev, doc))
+}
+
+/// One notice per successful write (amqp-notices §1.4), queued for the bus; never waits for it.
+fn announce(
+    req: &GroupRequest<'_>,
+    id: &DocId,
+    doc: &Map<String, Value>,
+    rev: &str,
+    action: ChangeAction,
+) {
+    let change = DocChange::written(req.account.db(), id, doc, rev, action);
+    req.state.notifier.announce(Change::Doc(Box::new(change)));
+}
+
+/// `_id` first, then the public part, then the remaining private fields.
+fn assemble(
+    id: &DocId,
+    public: Map<String, Value>,
+    mut private: Map<String, Value>,
+) -> Map<String, Value> {
+    let mut doc = Map::with_capacity(public.len() + private.len() + 1);
+    doc.insert("_id".into(), Value::from(id.as_str()));
+    if let Some(rev) = private.shift_remove("_rev") {
+        doc.insert("_rev".into(), rev);
+    }
+    doc.extend(public);
+    doc.extend(private.into_iter().filter(|(k, _)| k != "_id"));
+    doc
+}
+
+/// PUT: validate, choose the id, create (§4.3, §6.2).
+pub async fn create(req: &GroupRequest<'_>, data: Value) -> Result<Outcome, ApiError> {
+    let requested = data.as_object().and_then(group::requested_id);
+    let chosen = requested.as_ref().map(|raw| match raw {
+        Value::String(s) => DocId::parse(s).ok_or(raw),
+        other => Err(other),
+    });
+    let validated = validate(req.state, request_public_data(data));
+    let id = match chosen {
+        Some(Err(bad)) => {
+            // One response carries every error of the request (§6.6).
+            let mut errors = match validated {
+                Err(ApiError::Validation(errors)) => errors,
+                _ => Map::new(),
+            };
+            errors.insert(
+                "id".into(),
+                json!({"invalid": {"message": "Invalid document id", "value": bad}}),
+            );
+            return Err(ApiError::Validation(errors));
+        }
+        Some(Ok(id)) => id,
+        None => DocId::generate(),
+    };
+    let public = validated?;
+    // Any If-Match on a create fails (§3.6 412).
+    if let Some(outcome) = req.conditions.check(None, false)? {
+        return Ok(outcome);
+    }
+    req.conditions.check_content_type()?;
+    let mut doc = assemble(&id, public, Map::new());
+    stamp(req, &mut doc);
+    let (rev, doc) = save(req, &id, doc, ChangeAction::Created).await?;
+    Ok(Outcome::Done(Success {
+        status: StatusCode::CREATED,
+        location: Some(format!("{}/{}", req.path, id)),
+        ..Success::ok(Value::Object(group::public_view(doc)), Revision::Doc(rev))
+    }))
+}
+
+/// GET one group.
+pub async fn fetch(req: &GroupRequest<'_>) -> Result<Outcome, ApiError> {
+    let (_, doc) = load_group(req).await?;
+    if let Some(outcome) = req.conditions.check(Some(&doc.rev), true)? {
+        return Ok(outcome);
+    }
+    Ok(Outcome::Done(Success {
+        is_get: true,
+        ..Success::ok(
+            Value::Object(group::public_view(doc.fields)),
+            Revision::Doc(doc.rev),
+        )
+    }))
+}
+
+/// POST: the body replaces the public part; the stored private fields are kept (§6.3).
+pub async fn update(req: &GroupRequest<'_>, data: Value) -> Result<Outcome, ApiError> {
+    let public = validate(req.state, request_public_data(data))?;
+    let (id, stored) = load_group(req).await?;
+    let (_, private) = group::split(stored.fields);
+    write_over(req, &id, public, private, &stored.rev).await
+}
+
+/// PATCH: deep-merge into the stored doc, then validate the result (§6.4, §6.5).
+pub async fn patch(req: &GroupRequest<'_>, data: Value) -> Result<Outcome, ApiError> {
+    let body = request_public_data(data);
+    let id = req.group_id();
+    // The first load accepts any type; without a doc only the body is validated.
+    let stored = match &id {
+        Ok(id) => load(req, id, false).await?,
+        Err(_) => None,
+    };
+    let live = stored
+        .as_ref()
+        .is_some_and(|doc| group::is_live_group(&doc.fields));
+    let (merged, private, rev) = match stored {
+        Some(doc) => {
+            let (public, private) = group::split(doc.fields);
+            (patch_merge(Value::Object(public), body), private, doc.rev)
+        }
+        None => (body, Map::new(), String::new()),
+    };
+    let public = validate(req.state, merged)?;
+    let id = id?;
+    if !live {
+        return Err(req.not_found());
+    }
+    write_over(req, &id, public, private, &rev).await
+}
+
+/// The common end of POST and PATCH: conditions against the stored revision, content type,
+/// save over it.
+async fn write_over(
+    req: &GroupRequest<'_>,
+    id: &DocId,
+    public: Map<String, Value>,
+    private: Map<String, Value>,
+    rev: &str,
+) -> Result<Outcome, ApiError> {
+    if let Some(outcome) = req.conditions.check(Some(rev), false)? {
+        return Ok(outcome);
+    }
+    req.conditions.check_content_type()?;
+    let mut doc = assemble(id, public, private);
+    stamp(req, &mut doc);
+    let (new_rev, doc) = save(req, id, doc, ChangeAction::Edited).await?;
+    Ok(Outcome::Done(Success::ok(
+        Value::Object(group::public_view(doc)),
+        Revision::Doc(new_rev),
+    )))
+}
+
+/// DELETE: soft unless `should_soft_delete` is given and is not exactly "true" (§4.4).
+pub async fn delete(req: &GroupRequest<'_>) -> Result<Outcome, ApiError> {
+    let (id, stored) = load_group(req).await?;
+    if let Some(outcome) = req.conditions.check(Some(&stored.rev), false)? {
+        return Ok(outcome);
+    }
+    let mut data = group::public_view(stored.fields.clone());
+    let soft = req.env.req_flag("should_soft_delete").unwrap_or(true);
+    if soft {
+        let mut doc = stored.fields;
+        doc.insert("pvt_deleted".into(), Value::Bool(true));
+        stamp(req, &mut doc);
+        save(req, &id, doc, ChangeAction::Deleted { soft: true }).await?;
+    } else {
+        let new_rev = req
+            .state
+            .store
+            .delete_doc(&req.account.db(), &id, &stored.rev)
+            .await?;
+        // The notice describes the doc as it was before the delete, with the tombstone's rev.
+        announce(
+            req,
+            &id,
+            &stored.fields,
+            &new_rev,
+            ChangeAction::Deleted { soft: false },
+        );
+    }
+    data.insert("_read_only".into(), json!({"deleted": true}));
+    Ok(Outcome::Done(Success::ok(
+        Value::Object(data),
+        Revision::Doc(stored.rev),
+    )))
+}
