@@ -14,7 +14,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use percent_encoding::percent_decode_str;
 
 use crate::error::ApiError;
-use crate::pipeline::caller::{self, Authenticated};
+use crate::pipeline::caller::{self, Authenticated, Caller};
 use crate::pipeline::memory::{self, Reservation};
 use crate::pipeline::reply::Outcome;
 use crate::pipeline::request;
@@ -200,27 +200,8 @@ async fn answer(
     // Stage 3: the early token check, then the route and its methods.
     let caller = parsed.check_token(req, state).await?;
     let path = match route {
-        Route::Login(login) => {
-            let caller = caller.allow(&[Method::PUT])?.pay_for_login(state)?;
-            let reply = caller::negotiate(caller.reply, req)?;
-            let (mut reply, logged_in) =
-                staged(reply, login::login(state, login, caller.env.data).await)?;
-            // A login answers with its new token as `auth_token` (auth-contract §3.4).
-            reply.tail.auth_token = Some(logged_in.token);
-            reply.tail.version = Some(state.version.clone());
-            return Ok((reply, logged_in.outcome));
-        }
-        Route::TokenAuth => {
-            let caller = caller.allow(&[Method::GET, Method::DELETE])?;
-            let Authenticated {
-                reply,
-                identity,
-                verb,
-                ..
-            } = caller.authenticate(state, None)?;
-            let reply = caller::negotiate(reply, req)?;
-            return staged(reply, login::token_info(state, &identity, &verb).await);
-        }
+        Route::Login(login) => return login_route(req, state, caller, login).await,
+        Route::TokenAuth => return token_auth_route(req, state, caller).await,
         Route::NoAccount => return Err(caller.without_account(state)),
         Route::NotFound | Route::Gone => return Err(Stop::new(caller.reply, ApiError::NotFound)),
         Route::Groups(path) => path,
@@ -256,6 +237,41 @@ async fn answer(
     };
     let outcome = serve_groups(request, &reply).await;
     staged(reply, outcome)
+}
+
+/// `PUT /vN/api_auth` and `/vN/user_auth` after stage 3a: they authenticate themselves, so
+/// their stages are the method, the login's bucket cost (§3.7), negotiation, then the login.
+async fn login_route(
+    req: &HttpRequest,
+    state: &AppState,
+    caller: Caller,
+    login: Login,
+) -> Result<(Reply, Outcome), Stop> {
+    let caller = caller.allow(&[Method::PUT])?.pay_for_login(state)?;
+    let reply = caller::negotiate(caller.reply, req)?;
+    let (mut reply, logged_in) = staged(reply, login::login(state, login, caller.env.data).await)?;
+    // A login answers with its new token as `auth_token` (auth-contract §3.4).
+    reply.tail.auth_token = Some(logged_in.token);
+    reply.tail.version = Some(state.version.clone());
+    Ok((reply, logged_in.outcome))
+}
+
+/// `GET`/`DELETE /vN/token_auth` after stage 3a: the method, stage 5 without an account,
+/// negotiation, then the token's claims.
+async fn token_auth_route(
+    req: &HttpRequest,
+    state: &AppState,
+    caller: Caller,
+) -> Result<(Reply, Outcome), Stop> {
+    let caller = caller.allow(&[Method::GET, Method::DELETE])?;
+    let Authenticated {
+        reply,
+        identity,
+        verb,
+        ..
+    } = caller.authenticate(state, None)?;
+    let reply = caller::negotiate(reply, req)?;
+    staged(reply, login::token_info(state, &identity, &verb).await)
 }
 
 #[cfg(test)]
