@@ -144,8 +144,7 @@ async fn tokens_without_typ_or_with_another_typ_or_signed_rs512_are_accepted() {
 
 /// #16, #17, #19, #26.
 #[tokio::test]
-async fn tokens_with_a_foreign_issuer_no_account_id_a_wrong_identity_sig_or_a_string_exp_are_refused(
-) {
+async fn tokens_with_a_bad_issuer_account_id_identity_sig_or_exp_are_refused() {
     let (app, a) = setup().await;
     let base = app.claims(&a, Some(&a.user_id)).await;
     let changed = |(name, value): (&str, Option<Value>)| {

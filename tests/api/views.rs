@@ -2,14 +2,9 @@
 //! under concurrent first requests), repaired when they go missing, refreshed for every account
 //! by `kz-groups refresh-views`, and never written where Kazoo's own stand.
 use futures::TryStreamExt;
-use kz_groups::domain::ids::{AccountId, DbName};
 use serde_json::{json, Map, Value};
 
-use crate::helpers::{generation, md5_hex, Account, TestApp};
-
-fn db_of(account: &Account) -> DbName {
-    AccountId::parse(&account.id).unwrap().db()
-}
+use crate::helpers::{account_db, generation, md5_hex, TestApp};
 
 #[tokio::test]
 async fn concurrent_first_requests_install_the_design_doc_once() {
@@ -201,7 +196,7 @@ async fn run_beside_kazoo(groups: Value, users: Value) {
     // And kz-groups kept no design document of its own there.
     let rows: Vec<_> = app
         .store
-        .all_docs(&db_of(&a))
+        .all_docs(&account_db(&a.id))
         .await
         .unwrap()
         .try_collect()

@@ -6,7 +6,7 @@ use super::{setup, UNKNOWN};
 
 /// #58, #59.
 #[tokio::test]
-async fn user_groups_lists_the_groups_with_the_user_as_user_endpoint_and_404s_unknown_users() {
+async fn user_groups_lists_only_user_endpoint_memberships_and_404s_unknown_users() {
     let (app, a) = setup().await;
     let u = a.user_id.clone();
     app.add_group(

@@ -1,7 +1,7 @@
 //! Talking to the application under test: a typed call per API operation (`get_group`,
 //! `create_group`, `login_with_api_key`, ...) for what a test means to do, and a small request
 //! builder for what a test sends on purpose (odd methods, headers and bodies).
-use reqwest::header::HeaderMap;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -70,9 +70,10 @@ impl Response {
 }
 
 /// One request to the application, sent exactly as built: nothing is added but what the
-/// builder is told (no content type, no token).
+/// builder is told (no content type, no token). A header set twice keeps the last value.
 pub struct TestRequest {
     inner: reqwest::RequestBuilder,
+    headers: HeaderMap,
 }
 
 impl TestRequest {
@@ -80,6 +81,7 @@ impl TestRequest {
         let method = Method::from_bytes(method.as_bytes()).expect("an HTTP method");
         Self {
             inner: app.http.request(method, app.url(path)),
+            headers: HeaderMap::new(),
         }
     }
 
@@ -88,10 +90,11 @@ impl TestRequest {
         self.header("x-auth-token", token)
     }
 
-    pub fn header(self, name: &str, value: impl AsRef<str>) -> Self {
-        Self {
-            inner: self.inner.header(name, value.as_ref()),
-        }
+    pub fn header(mut self, name: &str, value: impl AsRef<str>) -> Self {
+        let name = HeaderName::from_bytes(name.as_bytes()).expect("a header name");
+        let value = HeaderValue::from_str(value.as_ref()).expect("a header value");
+        self.headers.insert(name, value);
+        self
     }
 
     /// `Content-Type: application/json`, as Kazoo's clients send on every request.
@@ -108,11 +111,17 @@ impl TestRequest {
     pub fn body(self, body: impl Into<reqwest::Body>) -> Self {
         Self {
             inner: self.inner.body(body),
+            ..self
         }
     }
 
     pub async fn send(self) -> Response {
-        let resp = self.inner.send().await.expect("request reaches kz-groups");
+        let resp = self
+            .inner
+            .headers(self.headers)
+            .send()
+            .await
+            .expect("request reaches kz-groups");
         Response::read(resp).await
     }
 }

@@ -85,9 +85,9 @@ pub fn empty_backend(dir: &std::path::Path) -> (Option<couch_server::TestCouchSe
 /// The application under test, and a handle on its store for what a test sets up or checks
 /// behind the API's back.
 pub struct TestApp {
-    pub base: String,
+    base: String,
+    http: reqwest::Client,
     pub store: Store,
-    pub http: reqwest::Client,
     /// The configuration the application runs with (same store as `store`).
     pub config: Config,
     designs: Vec<DesignDoc>,
@@ -177,7 +177,7 @@ impl TestApp {
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
 
@@ -244,24 +244,27 @@ impl TestApp {
     /// `accounts` one), as an edit through Kazoo would: for what `admin` has no option for (a
     /// trial's end, a disabled account). `null` removes a field.
     pub async fn amend_account(&self, account: &Account, fields: Value) {
-        self.amend_doc(account, &account.id, fields.clone()).await;
+        self.amend(&account_db(&account.id), &account.id, fields.clone())
+            .await;
         let accounts = DbName::system(DbName::ACCOUNTS);
-        let id = DocId::parse(&account.id).unwrap();
-        let mut doc = self.store.get_doc(&accounts, &id).await.unwrap().unwrap();
-        merge_into(&mut doc, fields);
-        self.store.put_doc(&accounts, &id, &doc).await.unwrap();
+        self.amend(&accounts, &account.id, fields).await;
     }
 
     /// Sets `fields` in a stored document of an account's database (`null` removes one).
     pub async fn amend_doc(&self, account: impl AsRef<str>, id: &str, fields: Value) {
-        let mut doc = self.read_doc(&account, id).await.expect("a stored doc");
+        self.amend(&account_db(account.as_ref()), id, fields).await;
+    }
+
+    async fn amend(&self, db: &DbName, id: &str, fields: Value) {
+        let id = DocId::parse(id).unwrap();
+        let mut doc = self.store.get_doc(db, &id).await.unwrap().expect("a doc");
         merge_into(&mut doc, fields);
-        self.write_doc(account, id, doc).await;
+        self.store.put_doc(db, &id, &doc).await.expect("amended");
     }
 
     /// Writes a document into an account database as it is; returns its new revision.
     pub async fn write_doc(&self, account: impl AsRef<str>, id: &str, doc: Value) -> String {
-        let db = AccountId::parse(account.as_ref()).unwrap().db();
+        let db = account_db(account.as_ref());
         self.store
             .put_doc(&db, &DocId::parse(id).unwrap(), &doc)
             .await
@@ -270,7 +273,7 @@ impl TestApp {
 
     /// A document of an account database as stored.
     pub async fn read_doc(&self, account: impl AsRef<str>, id: &str) -> Option<Value> {
-        let db = AccountId::parse(account.as_ref()).unwrap().db();
+        let db = account_db(account.as_ref());
         self.store
             .get_doc(&db, &DocId::parse(id).unwrap())
             .await
@@ -279,7 +282,7 @@ impl TestApp {
 
     /// `_design/{name}` of an account database, as stored.
     pub async fn design_doc(&self, account: &Account, name: &str) -> Option<Value> {
-        let db = AccountId::parse(&account.id).unwrap().db();
+        let db = account_db(&account.id);
         self.store.get_design(&db, name).await.expect("design get")
     }
 
@@ -288,7 +291,7 @@ impl TestApp {
         if let Some(stored) = self.design_doc(account, name).await {
             doc["_rev"] = stored["_rev"].clone();
         }
-        let db = AccountId::parse(&account.id).unwrap().db();
+        let db = account_db(&account.id);
         self.store
             .put_design(&db, name, &doc)
             .await
@@ -371,6 +374,11 @@ pub fn sha1_hex(text: &str) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The database of the account `id`.
+pub fn account_db(id: &str) -> DbName {
+    AccountId::parse(id).expect("an account id").db()
 }
 
 /// `fields` as a JSON merge patch on the top level: a `null` removes the field.
