@@ -373,8 +373,7 @@ async fn a_reset_key_revokes_old_tokens_and_accepts_new_ones() {
     assert_eq!(list_with(&app, &a, &new_token).await.status, 200);
 }
 
-/// groups-contract: a token restricted by `token_restrictions` is refused what its rules do
-/// not allow.
+/// groups-contract §7.3: an account's `token_restrictions` refuse what their rules do not allow.
 #[tokio::test]
 async fn token_restrictions_deny_with_403_and_their_cause() {
     let (app, a) = setup().await;
