@@ -2,6 +2,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::domain::clock::Clock;
 use crate::envelope::DEFAULT_MAX_UPLOAD_BYTES;
 
 /// Where the documents live.
@@ -41,6 +42,9 @@ pub struct Config {
     pub max_connections: Option<usize>,
     /// The AMQP bus; `None` (no `KZ_GROUPS_AMQP_URL`): nothing is published.
     pub amqp: Option<AmqpConfig>,
+    /// Not from the environment: the monotonic clock the rate limiter refills by (the system's;
+    /// tests put a manual one here).
+    pub clock: Clock,
 }
 
 /// Where and how document-change notices are published (amqp-notices.md).
@@ -120,6 +124,7 @@ impl Config {
                     )?),
                 }),
             },
+            clock: Clock::System,
         })
     }
 }

@@ -1,3 +1,4 @@
+//! A binary of its own: its counting global allocator would count every other test's allocations.
 //! What a request body costs in memory, whatever its JSON's shape: every allocation made while the
 //! body is parsed, validated and answered is counted, and the peak must stay within the
 //! documented bound (README, "Hostile clients"). Hostile shapes from the field, then arbitrary ones.

@@ -1,9 +1,12 @@
 //! Crossbar's per-client token buckets (auth-contract §3.7): keyed by
 //! `"<client-ip>/<account-id or no_account>"`, 100 tokens, refilled at 10 per second. Only
 //! unauthenticated requests spend tokens; every envelope reports the bucket in `tokens`.
+//! Refills follow the given [`Clock`], so tests can move time by hand.
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
+
+use crate::domain::clock::Clock;
 
 pub const MAX_TOKENS: f64 = 100.0;
 pub const FILL_PER_SECOND: f64 = 10.0;
@@ -26,9 +29,17 @@ impl Bucket {
 #[derive(Default)]
 pub struct RateLimiter {
     buckets: Mutex<HashMap<String, Bucket>>,
+    clock: Clock,
 }
 
 impl RateLimiter {
+    pub fn new(clock: Clock) -> Self {
+        Self {
+            buckets: Mutex::default(),
+            clock,
+        }
+    }
+
     /// Takes `cost` tokens; `Err(remaining)` when the bucket cannot pay.
     pub fn take(&self, key: &str, cost: f64) -> Result<u64, u64> {
         self.with_bucket(key, |bucket| {
@@ -47,7 +58,7 @@ impl RateLimiter {
     }
 
     fn with_bucket<T>(&self, key: &str, f: impl FnOnce(&mut Bucket) -> T) -> T {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() > PRUNE_ABOVE {
             buckets.retain(|_, b| {
@@ -68,19 +79,23 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
+    use crate::domain::clock::ManualClock;
+    use std::time::Duration;
+
     #[test]
-    fn a_bucket_empties_and_then_refuses() {
-        let limiter = RateLimiter::default();
-        let mut refused = None;
-        for i in 0..200 {
-            if limiter.take("1.2.3.4/no_account", 1.0).is_err() {
-                refused = Some(i);
-                break;
-            }
+    fn a_bucket_empties_refuses_and_refills_at_ten_a_second() {
+        let time = ManualClock::new();
+        let limiter = RateLimiter::new(time.clock());
+        let key = "1.2.3.4/no_account";
+        for left in (0..100).rev() {
+            assert_eq!(limiter.take(key, 1.0), Ok(left));
         }
-        // Refill during the loop may add a token or two.
-        let refused = refused.expect("bucket never emptied");
-        assert!((100..110).contains(&refused), "{refused}");
+        assert_eq!(limiter.take(key, 1.0), Err(0));
         assert_eq!(limiter.remaining("5.6.7.8/no_account"), 100);
+        time.advance(Duration::from_millis(500));
+        assert_eq!(limiter.remaining(key), 5);
+        assert_eq!(limiter.take(key, 2.0), Ok(3));
+        time.advance(Duration::from_secs(60));
+        assert_eq!(limiter.remaining(key), 100, "never above the bucket's size");
     }
 }

@@ -56,7 +56,7 @@ pub async fn parse(
         reply.close = true;
         Ok(Vec::new())
     } else {
-        read_body(payload, state, memory).await
+        read_body(req, payload, state, memory).await
     };
     // A body not read to its end leaves the connection unusable.
     reply.close |= body.is_err();
@@ -95,18 +95,43 @@ pub async fn parse(
     })
 }
 
-/// The request body, taken in within `KZ_GROUPS_BODY_TIMEOUT_MS` of the client's time, and
-/// reserved against the request memory budget as it grows (time spent waiting for the budget is
-/// the server's, not the client's, and does not count). Past the time the answer is a bare 408
-/// and the connection is closed, so a stalled upload holds its socket no longer than that.
+/// The request body, taken in within `KZ_GROUPS_BODY_TIMEOUT_MS` of the client's time and held
+/// against the request memory budget. The budget is reserved in one step, never while part of
+/// it is held (requests each holding part of their body while waiting for more could together
+/// wait forever): a body's announced `Content-Length` up front, or the upload limit once an
+/// unannounced (chunked) body outgrows what needs no reservation. Time spent waiting for the
+/// budget is the server's and does not count. Past the time the answer is a bare 408 and the
+/// connection is closed, so a stalled upload holds its socket no longer than that.
 async fn read_body(
+    req: &HttpRequest,
     mut payload: web::Payload,
     state: &AppState,
     memory: &mut Reservation,
 ) -> Result<Vec<u8>, ApiError> {
     let limit = state.max_upload_bytes;
+    let announced = header(req, "content-length").and_then(|v| v.trim().parse::<usize>().ok());
     let mut deadline = tokio::time::Instant::now() + state.body_timeout;
-    let mut body = Vec::new();
+    if let Some(n) = announced.filter(|n| *n > limit) {
+        // Most clients read no answer before their upload is sent: one not much over the limit
+        // is read and dropped (it costs time, not memory) so they see the 400.
+        if n <= 2 * limit {
+            while let Ok(Some(Ok(_))) = tokio::time::timeout_at(deadline, payload.next()).await {}
+        }
+        return Err(ApiError::too_large(limit));
+    }
+    let mut reserve = async |bytes: usize, deadline: &mut tokio::time::Instant| {
+        let waiting = tokio::time::Instant::now();
+        memory.merge(state.memory.reserve_body(bytes).await);
+        *deadline += waiting.elapsed();
+    };
+    let mut body = match announced {
+        Some(n) => {
+            reserve(n, &mut deadline).await;
+            Vec::with_capacity(n)
+        }
+        None => Vec::new(),
+    };
+    let mut reserved = announced.is_some();
     loop {
         let chunk = match tokio::time::timeout_at(deadline, payload.next()).await {
             Err(_) => return Err(ApiError::Bare(StatusCode::REQUEST_TIMEOUT)),
@@ -117,12 +142,9 @@ async fn read_body(
         if len > limit {
             return Err(ApiError::too_large(limit));
         }
-        if len > body.capacity() {
-            let capacity = len.next_power_of_two().min(limit);
-            let waiting = tokio::time::Instant::now();
-            memory.merge(state.memory.reserve_body(capacity - body.capacity()).await);
-            deadline += waiting.elapsed();
-            body.reserve_exact(capacity - body.len());
+        if !reserved && len >= memory::SMALL {
+            reserve(limit, &mut deadline).await;
+            reserved = true;
         }
         body.extend_from_slice(&chunk);
     }

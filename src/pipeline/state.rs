@@ -54,7 +54,7 @@ impl AppState {
             store,
             views,
             schemas,
-            limiter: RateLimiter::default(),
+            limiter: RateLimiter::new(config.clock.clone()),
             notifier,
             page_size: config.page_size,
             max_upload_bytes: config.max_upload_bytes,

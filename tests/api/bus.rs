@@ -1,17 +1,17 @@
 //! Kazoo's document-change notices on the real RabbitMQ (`KZ_TEST_AMQP_URL`): every case of
 //! amqp-notices §6 that needs no Kazoo node, on whichever store the suite runs against. Each test
 //! binds its own exclusive queue to its own accounts' routing keys, so tests run in parallel.
-mod common;
-
 use std::collections::{HashMap, HashSet};
 
-use common::bus::{close_connections_named, db_word, declare_kazoo_exchange, Listener, Vhost};
-use common::{Account, TestApp};
 use kz_groups::config::{check_node_name, Backend};
 use lapin::{Connection, ConnectionProperties};
 use serde_json::{json, Value};
 
-use crate::common::bus::Message;
+use crate::helpers::bus::{
+    close_connections_named, db_word, declare_kazoo_exchange, FaultyLink, Listener, Message, Vhost,
+    ARRIVAL, QUIET,
+};
+use crate::helpers::{cli, generation, Account, Response, TestApp};
 
 /// Every message must be one Kazoo's consumers accept (§3.3, §4, §6.2, §6.15).
 fn assert_kazoo_message(m: &Message) {
@@ -77,27 +77,9 @@ fn any_doc_of(account: &Account) -> String {
     format!("*.{}.*.*", db_word(&account.id))
 }
 
-async fn create(app: &TestApp, a: &Account, data: Value) -> (String, String) {
-    let resp = app
-        .call(
-            "PUT",
-            TestApp::groups_path(a),
-            Some(&a.token),
-            Some(json!({ "data": data })),
-        )
-        .await;
-    assert_eq!(resp.status, 201, "{}", resp.text);
-    (
-        resp.json["data"]["id"].as_str().unwrap().to_owned(),
-        resp.json["revision"].as_str().unwrap().to_owned(),
-    )
-}
-
-async fn write(app: &TestApp, a: &Account, method: &str, id: &str, body: Value) -> String {
-    let path = format!("{}/{id}", TestApp::groups_path(a));
-    let body = (!body.is_null()).then_some(body);
-    let resp = app.call(method, &path, Some(&a.token), body).await;
-    assert_eq!(resp.status, 200, "{method} {path}: {}", resp.text);
+/// The revision a write answered 200 with.
+fn written(resp: Response) -> String {
+    assert_eq!(resp.status, 200, "{}", resp.text);
     resp.json["revision"]
         .as_str()
         .unwrap_or_default()
@@ -105,7 +87,7 @@ async fn write(app: &TestApp, a: &Account, method: &str, id: &str, body: Value) 
 }
 
 async fn raw(app: &TestApp, a: &Account, id: &str) -> Value {
-    app.raw(&a.id, id).await.expect("stored doc")
+    app.read_doc(a, id).await.expect("stored doc")
 }
 
 /// The revision of a hard-deleted document's tombstone, read from the store itself.
@@ -148,7 +130,8 @@ async fn create_publishes_one_doc_created_exactly_as_kazoo_does() {
     let app = TestApp::spawn_with_bus().await;
     let a = app.create_account(None).await;
     let mut q = Listener::bind(&[doc_key("doc_created", &a, "*")]).await;
-    let (id, rev) = create(&app, &a, json!({"name": "G1"})).await;
+    let group = app.add_group(&a, json!({"name": "G1"})).await;
+    let (id, rev) = (group.id, group.revision);
     let m = q.expect(1).await.remove(0);
     assert_kazoo_message(&m);
     assert_eq!(m.routing_key, doc_key("doc_created", &a, &id));
@@ -172,7 +155,7 @@ async fn create_publishes_one_doc_created_exactly_as_kazoo_does() {
     assert_eq!(b["Date-Modified"], doc["pvt_created"]);
     assert_eq!(b["Date-Created"], doc["pvt_modified"]);
     // A second message has another Msg-ID.
-    create(&app, &a, json!({"name": "G2"})).await;
+    app.add_group(&a, json!({"name": "G2"})).await;
     let second = q.expect(1).await.remove(0);
     assert_ne!(second.json["Msg-ID"], b["Msg-ID"]);
 }
@@ -181,11 +164,11 @@ async fn create_publishes_one_doc_created_exactly_as_kazoo_does() {
 async fn post_and_patch_publish_doc_edited_with_the_new_revision() {
     let app = TestApp::spawn_with_bus().await;
     let a = app.create_account(None).await;
-    let (id, _) = create(&app, &a, json!({"name": "G1"})).await;
+    let id = app.add_group(&a, json!({"name": "G1"})).await.id;
     let created = raw(&app, &a, &id).await;
     let mut q = Listener::bind(&[doc_key("doc_edited", &a, &id)]).await;
 
-    let rev = write(&app, &a, "POST", &id, json!({"data": {"name": "G1b"}})).await;
+    let rev = written(app.update_group(&a, &id, json!({"name": "G1b"})).await);
     let m = q.expect(1).await.remove(0);
     assert_kazoo_message(&m);
     assert_eq!(m.routing_key, doc_key("doc_edited", &a, &id));
@@ -197,7 +180,7 @@ async fn post_and_patch_publish_doc_edited_with_the_new_revision() {
     assert_eq!(m.json["Date-Created"], doc["pvt_modified"]);
     assert_eq!(m.json["Date-Modified"], created["pvt_created"]);
 
-    let rev = write(&app, &a, "PATCH", &id, json!({"data": {"flags": ["f"]}})).await;
+    let rev = written(app.patch_group(&a, &id, json!({"flags": ["f"]})).await);
     let m = q.expect(1).await.remove(0);
     assert_kazoo_message(&m);
     assert_eq!(m.json["Event-Name"], "doc_edited");
@@ -209,10 +192,10 @@ async fn post_and_patch_publish_doc_edited_with_the_new_revision() {
 async fn soft_delete_publishes_doc_deleted_with_the_revision_after_the_delete() {
     let app = TestApp::spawn_with_bus().await;
     let a = app.create_account(None).await;
-    let (id, _) = create(&app, &a, json!({"name": "G1"})).await;
+    let id = app.add_group(&a, json!({"name": "G1"})).await.id;
     let mut deleted = Listener::bind(&[doc_key("doc_deleted", &a, "*")]).await;
     let mut all = Listener::bind(&[any_doc_of(&a)]).await;
-    let answered = write(&app, &a, "DELETE", &id, Value::Null).await;
+    let answered = written(app.delete_group(&a, &id).await);
     let m = deleted.expect(1).await.remove(0);
     assert_kazoo_message(&m);
     assert_eq!(m.routing_key, doc_key("doc_deleted", &a, &id));
@@ -235,11 +218,17 @@ async fn soft_delete_publishes_doc_deleted_with_the_revision_after_the_delete() 
 async fn hard_delete_publishes_doc_deleted_with_the_tombstone_revision() {
     let app = TestApp::spawn_with_bus().await;
     let a = app.create_account(None).await;
-    let (id, _) = create(&app, &a, json!({"name": "G2"})).await;
+    let id = app.add_group(&a, json!({"name": "G2"})).await.id;
     let before = raw(&app, &a, &id).await;
     let mut q = Listener::bind(&[any_doc_of(&a)]).await;
-    let path = format!("{}/{id}?should_soft_delete=false", TestApp::groups_path(&a));
-    let resp = app.call("DELETE", &path, Some(&a.token), None).await;
+    let resp = app
+        .with_token(&a.token)
+        .request(
+            "DELETE",
+            format!("{}?should_soft_delete=false", a.group_path(&id)),
+        )
+        .send()
+        .await;
     assert_eq!(resp.status, 200, "{}", resp.text);
     let m = q.expect(1).await.remove(0);
     assert_kazoo_message(&m);
@@ -255,40 +244,36 @@ async fn hard_delete_publishes_doc_deleted_with_the_tombstone_revision() {
 async fn failed_requests_reads_and_design_documents_publish_nothing() {
     let app = TestApp::spawn_with_bus().await;
     let a = app.create_account(None).await;
-    // Bound before the account's first request, which installs the design documents.
+    // As in an account Kazoo made: the service installs its design documents on the account's
+    // first request, while the listener is bound.
+    app.remove_design_doc(&a, "groups").await;
+    app.remove_design_doc(&a, "users").await;
     let mut q = Listener::bind(&[any_doc_of(&a)]).await;
-    let path = TestApp::groups_path(&a);
-    let call = |method: &'static str, path: String, body: Option<Value>| {
-        let app = &app;
-        let token = a.token.clone();
-        async move { app.call(method, path, Some(&token), body).await }
-    };
-    let resp = call("PUT", path.clone(), Some(json!({"data": {}}))).await;
+    let resp = app.create_group(&a, json!({})).await;
     assert_eq!(resp.status, 400);
-    let unknown = format!("{path}/{}", kz_groups::domain::ids::random_hex(16));
-    let resp = call("POST", unknown, Some(json!({"data": {"name": "x"}}))).await;
+    let unknown = kz_groups::domain::ids::random_hex(16);
+    let resp = app.update_group(&a, &unknown, json!({"name": "x"})).await;
     assert_eq!(resp.status, 404);
-    create(&app, &a, json!({"name": "x", "id": "my-group"})).await;
+    app.add_group(&a, json!({"name": "x", "id": "my-group"}))
+        .await;
     assert_eq!(q.expect(1).await[0].json["ID"], "my-group");
-    let resp = call(
-        "PUT",
-        path.clone(),
-        Some(json!({"data": {"name": "x", "id": "my-group"}})),
-    )
-    .await;
+    let resp = app
+        .create_group(&a, json!({"name": "x", "id": "my-group"}))
+        .await;
     assert_eq!(resp.status, 409);
-    let req = app
-        .http
-        .post(app.url(&format!("{path}/my-group")))
-        .header("content-type", "application/json")
-        .header("x-auth-token", &a.token)
+    let resp = app
+        .with_token(&a.token)
+        .request("POST", a.group_path("my-group"))
         .header("if-match", "\"1-stale\"")
-        .body(json!({"data": {"name": "y"}}).to_string());
-    assert_eq!(app.send(req).await.status, 412);
-    assert_eq!(call("GET", path.clone(), None).await.status, 200);
-    assert_eq!(
-        call("GET", format!("{path}/my-group"), None).await.status,
-        200
+        .json(&json!({"data": {"name": "y"}}))
+        .send()
+        .await;
+    assert_eq!(resp.status, 412);
+    assert_eq!(app.list_groups(&a, "").await.status, 200);
+    assert_eq!(app.get_group(&a, "my-group").await.status, 200);
+    assert!(
+        app.design_doc(&a, "groups").await.is_some(),
+        "the design documents were installed meanwhile"
     );
     q.expect_quiet().await;
 }
@@ -300,9 +285,9 @@ async fn only_group_bindings_receive_group_notices() {
     let db = db_word(&a.id);
     let mut groups = Listener::bind(&[format!("*.{db}.group.*")]).await;
     let mut users = Listener::bind(&[format!("*.{db}.user.*")]).await;
-    let (id, _) = create(&app, &a, json!({"name": "G"})).await;
-    write(&app, &a, "POST", &id, json!({"data": {"name": "G'"}})).await;
-    write(&app, &a, "DELETE", &id, Value::Null).await;
+    let id = app.add_group(&a, json!({"name": "G"})).await.id;
+    written(app.update_group(&a, &id, json!({"name": "G'"})).await);
+    written(app.delete_group(&a, &id).await);
     let got = groups.expect(3).await;
     let events: HashSet<_> = got
         .iter()
@@ -329,8 +314,8 @@ async fn the_database_word_is_the_encoded_account_database_only() {
     let mut slashed = Listener::bind(&[format!("*.{raw_db}.*.*")]).await;
     let mut lower =
         Listener::bind(&[format!("*.{}.*.*", db_word(&a.id).replace("%2F", "%2f"))]).await;
-    let (in_a, _) = create(&app, &a, json!({"name": "A"})).await;
-    create(&app, &b, json!({"name": "B"})).await;
+    let in_a = app.add_group(&a, json!({"name": "A"})).await.id;
+    app.add_group(&b, json!({"name": "B"})).await;
     let got = encoded.expect(1).await;
     assert_eq!(got[0].json["ID"], in_a.as_str());
     slashed.expect_quiet().await;
@@ -343,7 +328,8 @@ async fn client_chosen_ids_are_escaped_in_the_routing_key_only() {
     let a = app.create_account(None).await;
     let exact = doc_key("doc_created", &a, "sales%2Eteam+1");
     let mut q = Listener::bind(std::slice::from_ref(&exact)).await;
-    create(&app, &a, json!({"name": "x", "id": "sales.team 1"})).await;
+    app.add_group(&a, json!({"name": "x", "id": "sales.team 1"}))
+        .await;
     let m = q.expect(1).await.remove(0);
     assert_kazoo_message(&m);
     assert_eq!(m.routing_key, exact);
@@ -356,43 +342,35 @@ async fn the_user_route_and_tunnelled_verbs_announce_like_the_plain_ones() {
     let a = app.create_account(None).await;
     let mut q = Listener::bind(&[any_doc_of(&a)]).await;
     // §6.12: the users route creates a group.
-    let path = format!("/v2/accounts/{}/users/{}/groups", a.id, a.user_id);
-    let resp = app
-        .call(
-            "PUT",
-            &path,
-            Some(&a.token),
-            Some(json!({"data": {"name": "G2"}})),
-        )
+    let admin = app.with_token(&a.token);
+    let resp = admin
+        .request("PUT", a.user_groups_path(&a.user_id))
+        .json(&json!({"data": {"name": "G2"}}))
+        .send()
         .await;
     assert_eq!(resp.status, 201, "{}", resp.text);
-    let id = resp.json["data"]["id"].as_str().unwrap().to_owned();
+    let id = resp.id().to_owned();
     let m = q.expect(1).await.remove(0);
     assert_kazoo_message(&m);
     assert_eq!(m.routing_key, doc_key("doc_created", &a, &id));
     assert_eq!(m.json["Type"], "group");
     // §6.13: POST ?verb=PUT creates, POST {"verb":"DELETE"} soft-deletes.
-    let resp = app
-        .call(
-            "POST",
-            format!("{}?verb=PUT", TestApp::groups_path(&a)),
-            Some(&a.token),
-            Some(json!({"data": {"name": "T"}})),
-        )
+    let resp = admin
+        .request("POST", format!("{}?verb=PUT", a.groups_path()))
+        .json(&json!({"data": {"name": "T"}}))
+        .send()
         .await;
     assert_eq!(resp.status, 201, "{}", resp.text);
-    let tunnelled = resp.json["data"]["id"].as_str().unwrap().to_owned();
+    let tunnelled = resp.id().to_owned();
     let m = q.expect(1).await.remove(0);
     assert_eq!(m.routing_key, doc_key("doc_created", &a, &tunnelled));
     assert!(m.json["Rev"].as_str().unwrap().starts_with("1-"));
-    write(
-        &app,
-        &a,
-        "POST",
-        &tunnelled,
-        json!({"data": {}, "verb": "DELETE"}),
-    )
-    .await;
+    let resp = admin
+        .request("POST", a.group_path(&tunnelled))
+        .json(&json!({"data": {}, "verb": "DELETE"}))
+        .send()
+        .await;
+    written(resp);
     let m = q.expect(1).await.remove(0);
     assert_kazoo_message(&m);
     assert_eq!(m.routing_key, doc_key("doc_deleted", &a, &tunnelled));
@@ -408,16 +386,16 @@ async fn concurrent_writes_publish_one_notice_each() {
     let mut existing = Vec::new();
     for n in 0..10 {
         existing.push(
-            create(&app, &a, json!({ "name": format!("old {n}") }))
+            app.add_group(&a, json!({ "name": format!("old {n}") }))
                 .await
-                .0,
+                .id,
         );
     }
     q.expect(10).await;
-    let creates = (0..10).map(|n| create(&app, &a, json!({ "name": format!("new {n}") })));
+    let creates = (0..10).map(|n| app.add_group(&a, json!({ "name": format!("new {n}") })));
     let edits = existing
         .iter()
-        .map(|id| write(&app, &a, "POST", id, json!({"data": {"name": "edited"}})));
+        .map(|id| async { written(app.update_group(&a, id, json!({"name": "edited"})).await) });
     let (created, _) = futures::join!(
         futures::future::join_all(creates),
         futures::future::join_all(edits)
@@ -435,7 +413,7 @@ async fn concurrent_writes_publish_one_notice_each() {
         .collect();
     assert_eq!(pairs.len(), 20, "each (ID, Rev) once");
     let mut expected = HashSet::new();
-    for id in existing.iter().chain(created.iter().map(|(id, _)| id)) {
+    for id in existing.iter().chain(created.iter().map(|group| &group.id)) {
         let rev = raw(&app, &a, id).await["_rev"].as_str().unwrap().to_owned();
         expected.insert((id.clone(), rev));
     }
@@ -448,11 +426,10 @@ async fn without_an_amqp_url_nothing_is_published() {
     assert!(app.config.amqp.is_none());
     let a = app.create_account(None).await;
     let mut q = Listener::bind(&[any_doc_of(&a)]).await;
-    create(&app, &a, json!({"name": "G"})).await;
+    app.add_group(&a, json!({"name": "G"})).await;
     q.expect_quiet().await;
-    let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
-    let body: Value = ready.json().await.unwrap();
-    assert_eq!(body["amqp"], json!({"enabled": false}));
+    let ready = app.probe("/readyz").await;
+    assert_eq!(ready.json["amqp"], json!({"enabled": false}));
 }
 
 /// §6.16: the service declares `configuration` exactly as Kazoo does, on a broker where it does
@@ -460,8 +437,7 @@ async fn without_an_amqp_url_nothing_is_published() {
 #[tokio::test]
 async fn the_exchange_is_declared_exactly_as_kazoo_declares_it() {
     let empty = Vhost::create();
-    let (config, data) = common::bus::config_with_bus(&empty.url());
-    let app = TestApp::spawn_configured(config, data).await;
+    let app = TestApp::spawn_with_bus_at(&empty.url()).await;
     wait_connected(&app).await;
     let conn = Connection::connect(&empty.url(), ConnectionProperties::default())
         .await
@@ -494,24 +470,19 @@ async fn the_exchange_is_declared_exactly_as_kazoo_declares_it() {
 
     // Where Kazoo declared the exchange first, the service publishes into it.
     let kazoo_first = Vhost::create();
-    let (config, data) = common::bus::config_with_bus(&kazoo_first.url());
-    let app = TestApp::spawn_configured(config, data).await;
+    let app = TestApp::spawn_with_bus_at(&kazoo_first.url()).await;
     let a = app.create_account(None).await;
     let mut q = Listener::bind_at(&kazoo_first.url(), &[any_doc_of(&a)]).await;
-    let (id, _) = create(&app, &a, json!({"name": "G"})).await;
+    let id = app.add_group(&a, json!({"name": "G"})).await.id;
     let m = q.expect(1).await.remove(0);
     assert_eq!(m.routing_key, doc_key("doc_created", &a, &id));
     q.close().await;
 }
 
 async fn ready(app: &TestApp) -> Value {
-    let resp = app.http.get(app.url("/readyz")).send().await.unwrap();
-    assert_eq!(
-        resp.status(),
-        200,
-        "the bus never makes the service unready"
-    );
-    resp.json().await.unwrap()
+    let resp = app.probe("/readyz").await;
+    assert_eq!(resp.status, 200, "the bus never makes the service unready");
+    resp.json
 }
 
 /// Bounded wait until `/readyz` reports the bus state wanted.
@@ -570,7 +541,11 @@ async fn a_connection_closed_by_the_broker_loses_no_notice() {
                 .unwrap();
         }
         // Every write is answered 2xx whatever the bus is doing.
-        ids.insert(create(&app, &a, json!({ "name": format!("g{n}") })).await.0);
+        ids.insert(
+            app.add_group(&a, json!({ "name": format!("g{n}") }))
+                .await
+                .id,
+        );
     }
     assert!(closed >= 1, "the broker closed the service's connection");
     let got = collect_ids(&mut q, &ids).await;
@@ -582,45 +557,40 @@ async fn a_connection_closed_by_the_broker_loses_no_notice() {
 
 #[tokio::test]
 async fn notices_held_through_an_outage_arrive_in_write_order_afterwards() {
-    let link = common::bus::FaultyLink::start().await;
-    let (config, data) = common::bus::config_with_bus(&link.url());
-    let app = TestApp::spawn_configured(config, data).await;
+    let link = FaultyLink::start().await;
+    let app = TestApp::spawn_with_bus_at(&link.url()).await;
     wait_connected(&app).await;
     let a = app.create_account(None).await;
     let mut q = Listener::bind(&[any_doc_of(&a)]).await;
 
     link.cut();
     wait_bus(&app, false).await;
-    let (g, _) = create(&app, &a, json!({"name": "v1"})).await;
+    let g = app.add_group(&a, json!({"name": "v1"})).await.id;
     let mut ids = HashSet::from([g.clone()]);
     for n in 2..=6 {
-        write(
-            &app,
-            &a,
-            "PATCH",
-            &g,
-            json!({"data": {"name": format!("v{n}")}}),
-        )
-        .await;
+        written(
+            app.patch_group(&a, &g, json!({"name": format!("v{n}")}))
+                .await,
+        );
     }
     for n in 0..10 {
         ids.insert(
-            create(&app, &a, json!({ "name": format!("other {n}") }))
+            app.add_group(&a, json!({ "name": format!("other {n}") }))
                 .await
-                .0,
+                .id,
         );
     }
     let body = ready(&app).await;
     assert_eq!(body["amqp"]["connected"], json!(false));
     assert_eq!(body["amqp"]["queued"], json!(16), "{body}");
-    assert!(q.next_within(common::bus::QUIET).await.is_none());
+    assert!(q.next_within(QUIET).await.is_none());
 
     link.restore();
     let got = collect_ids(&mut q, &ids).await;
     // Read on until all six of g's notices are in (duplicates allowed, never reordered).
     let mut got = got;
     while got.iter().filter(|m| m.json["ID"] == g.as_str()).count() < 6 {
-        match q.next_within(common::bus::ARRIVAL).await {
+        match q.next_within(ARRIVAL).await {
             Some(m) => got.push(m),
             None => break,
         }
@@ -630,14 +600,7 @@ async fn notices_held_through_an_outage_arrive_in_write_order_afterwards() {
         .filter(|m| m.json["ID"] == g.as_str())
         .map(|m| {
             assert_kazoo_message(m);
-            m.json["Rev"]
-                .as_str()
-                .unwrap()
-                .split('-')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
+            generation(m.json["Rev"].as_str().unwrap())
         })
         .collect();
     let mut first_seen: Vec<u64> = Vec::new();
@@ -671,28 +634,19 @@ async fn accounts_create_announces_the_database_and_both_account_docs() {
     let app = TestApp::spawn().await;
     let parent = app.create_account(None).await;
     let name = format!("Bus {}", kz_groups::domain::ids::random_hex(4));
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kz-groups"));
-    cmd.args([
-        "accounts", "create", "--name", &name, "--parent", &parent.id,
-    ])
-    .env("RUST_LOG", "warn")
-    .env("KZ_GROUPS_AMQP_URL", vhost.url())
-    .env("KZ_GROUPS_NODE", &app.config.node_name)
-    .env_remove("COUCHDB_URL");
-    match &app.config.backend {
-        Backend::CouchDb { url } => cmd.env("COUCHDB_URL", url),
-        Backend::Embedded { dir } => cmd.env("KZ_GROUPS_DATA", dir),
-    };
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    let mut cmd = cli::command(
+        &app.config.backend,
+        &[
+            "accounts", "create", "--name", &name, "--parent", &parent.id,
+        ],
+    );
+    cmd.env("KZ_GROUPS_AMQP_URL", vhost.url())
+        .env("KZ_GROUPS_NODE", &app.config.node_name);
+    let run = tokio::task::spawn_blocking(move || cli::run_command(&mut cmd))
         .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let id = created["account_id"].as_str().unwrap();
+    assert!(run.ok, "{}", run.output);
+    let id = run.json["account_id"].as_str().unwrap();
     let db = db_word(id);
     let got = q.expect(3).await;
     for m in &got {

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kz_groups::config::{AmqpConfig, Config};
+use kz_groups::config::AmqpConfig;
 use kz_groups::domain::ids::{random_hex, AccountId};
 use lapin::options::{
     BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
@@ -15,7 +15,7 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use serde_json::Value;
 
-use super::{test_backend, TestApp};
+use super::TestApp;
 
 /// How long a notice may take to arrive (amqp-notices §6 "within 2 s").
 pub const ARRIVAL: Duration = Duration::from_secs(2);
@@ -50,21 +50,20 @@ pub fn amqp_config(url: &str) -> AmqpConfig {
     }
 }
 
-/// The test configuration with the bus on, under a node name of its own, so `rabbitmqctl` can
-/// tell this service's connection from every other test's.
-pub fn config_with_bus(url: &str) -> (Config, Option<tempfile::TempDir>) {
-    let (backend, data) = test_backend();
-    let mut config = super::config_for(backend);
-    config.node_name = format!("kz-groups-test-{}@test", random_hex(6));
-    config.amqp = Some(amqp_config(url));
-    (config, data)
-}
-
 impl TestApp {
     /// The application publishing to the test broker.
     pub async fn spawn_with_bus() -> TestApp {
-        let (config, data) = config_with_bus(&amqp_url());
-        Self::spawn_configured(config, data).await
+        Self::spawn_with_bus_at(&amqp_url()).await
+    }
+
+    /// The application publishing to the broker at `url`, under a node name of its own, so
+    /// `rabbitmqctl` can tell its connection from every other test's.
+    pub async fn spawn_with_bus_at(url: &str) -> TestApp {
+        Self::spawn_with(|config| {
+            config.node_name = format!("kz-groups-test-{}@test", random_hex(6));
+            config.amqp = Some(amqp_config(url));
+        })
+        .await
     }
 }
 
@@ -80,7 +79,8 @@ pub struct Message {
 
 pub struct Listener {
     connection: Connection,
-    pub channel: Channel,
+    /// Kept open as long as the listener consumes from it.
+    _channel: Channel,
     consumer: lapin::Consumer,
 }
 
@@ -152,7 +152,7 @@ impl Listener {
             .expect("consume");
         Listener {
             connection,
-            channel,
+            _channel: channel,
             consumer,
         }
     }

@@ -2,13 +2,12 @@
 //! before any authentication, many of them at once, stored documents built to cost memory when
 //! listed, bodies that never arrive, and more connections than the service admits. The process's
 //! own memory and sockets are read from /proc.
-mod common;
 
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use common::process::{read_until_closed, ServerProcess};
-use common::TestApp;
+use crate::helpers::process::{read_until_closed, ServerProcess};
+use crate::helpers::TestApp;
 use serde_json::json;
 
 const MB: u64 = 1 << 20;

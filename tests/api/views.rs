@@ -1,35 +1,26 @@
 //! The design documents of `couch_views/`: installed by the service on first use (once, even
-//! under concurrent first requests), repaired when they go missing, and refreshed for every
-//! account by `kz-groups refresh-views`.
-mod common;
-
+//! under concurrent first requests), repaired when they go missing, refreshed for every account
+//! by `kz-groups refresh-views`, and never written where Kazoo's own stand.
 use futures::TryStreamExt;
+use serde_json::{json, Map, Value};
 
-use common::TestApp;
-use kz_groups::domain::ids::AccountId;
-use serde_json::{json, Value};
-
-async fn design(app: &TestApp, account: &str) -> Option<Value> {
-    let db = AccountId::parse(account).unwrap().db();
-    app.store.get_design(&db, "groups").await.unwrap()
-}
+use crate::helpers::{account_db, generation, md5_hex, TestApp};
 
 #[tokio::test]
 async fn concurrent_first_requests_install_the_design_doc_once() {
     let app = TestApp::spawn().await;
     let a = app.create_account(None).await;
-    assert!(design(&app, &a.id).await.is_none());
-    let path = TestApp::groups_path(&a);
-    let requests: Vec<_> = (0..10)
-        .map(|_| app.call("GET", &path, Some(&a.token), None))
-        .collect();
+    let removed = app.remove_design_doc(&a, "groups").await;
+    assert!(app.design_doc(&a, "groups").await.is_none());
+    let requests: Vec<_> = (0..10).map(|_| app.list_groups(&a, "")).collect();
     for resp in futures::future::join_all(requests).await {
         assert_eq!(resp.status, 200, "{}", resp.text);
     }
-    let doc = design(&app, &a.id).await.expect("installed");
-    assert!(
-        doc["_rev"].as_str().unwrap().starts_with("1-"),
-        "written once: {}",
+    let doc = app.design_doc(&a, "groups").await.expect("installed");
+    assert_eq!(
+        generation(doc["_rev"].as_str().unwrap()),
+        generation(&removed) + 1,
+        "written once after {removed}: {}",
         doc["_rev"]
     );
     let views = doc["views"].as_object().unwrap();
@@ -42,21 +33,16 @@ async fn concurrent_first_requests_install_the_design_doc_once() {
 async fn a_broken_design_doc_is_repaired_after_one_503() {
     let app = TestApp::spawn().await;
     let a = app.create_account(None).await;
-    let path = TestApp::groups_path(&a);
-    app.create_group(&a, json!({"name": "G"})).await;
-    assert_eq!(
-        app.call("GET", &path, Some(&a.token), None).await.status,
-        200
-    );
+    app.add_group(&a, json!({"name": "G"})).await;
+    assert_eq!(app.list_groups(&a, "").await.status, 200);
     // Someone replaces the design document by one without our views.
-    let mut doc = design(&app, &a.id).await.unwrap();
+    let mut doc = app.design_doc(&a, "groups").await.unwrap();
     doc["views"] = json!({});
-    let db = AccountId::parse(&a.id).unwrap().db();
-    app.store.put_design(&db, "groups", &doc).await.unwrap();
-    let resp = app.call("GET", &path, Some(&a.token), None).await;
+    app.put_design_doc(&a, "groups", doc).await;
+    let resp = app.list_groups(&a, "").await;
     assert_eq!(resp.status, 503, "{}", resp.text);
     assert_eq!(resp.json["message"], "datastore missing view");
-    let resp = app.call("GET", &path, Some(&a.token), None).await;
+    let resp = app.list_groups(&a, "").await;
     assert_eq!(resp.status, 200, "{}", resp.text);
     assert_eq!(resp.json["data"].as_array().unwrap().len(), 1);
 }
@@ -65,19 +51,19 @@ async fn a_broken_design_doc_is_repaired_after_one_503() {
 async fn refresh_views_installs_and_updates_only_its_own_design_docs() {
     let app = TestApp::spawn().await;
     let fresh = app.create_account(None).await;
+    app.remove_design_doc(&fresh, "groups").await;
     let stale = app.create_account(None).await;
-    let db = AccountId::parse(&stale.id).unwrap().db();
     // An older kz-groups' doc (it carries the marker), missing a view since added.
     let old = json!({"_id": "_design/groups", "kz_groups": {"installed_by": "kz-groups"},
                      "language": "javascript",
                      "views": {"crossbar_listing": {"map": "function(doc) { emit(doc._id, null); }"}}});
-    app.store.put_design(&db, "groups", &old).await.unwrap();
+    app.put_design_doc(&stale, "groups", old).await;
     let visited = kz_groups::cli::refresh_views(&app.config)
         .await
         .expect("refresh-views succeeds");
     assert!(visited >= 2);
     for account in [&fresh, &stale] {
-        let doc = design(&app, &account.id).await.expect("installed");
+        let doc = app.design_doc(account, "groups").await.expect("installed");
         assert!(
             doc["views"]["crossbar_listing_by_user"].is_object(),
             "{doc}"
@@ -85,15 +71,8 @@ async fn refresh_views_installs_and_updates_only_its_own_design_docs() {
         assert_eq!(doc["kz_groups"], json!({"installed_by": "kz-groups"}));
     }
     // The refreshed views serve listings.
-    app.create_group(&stale, json!({"name": "G"})).await;
-    let resp = app
-        .call(
-            "GET",
-            &TestApp::groups_path(&stale),
-            Some(&stale.token),
-            None,
-        )
-        .await;
+    app.add_group(&stale, json!({"name": "G"})).await;
+    let resp = app.list_groups(&stale, "").await;
     assert_eq!(resp.json["data"][0]["name"], "G");
 }
 
@@ -111,7 +90,7 @@ fn kazoo_groups(views: &[&str]) -> Value {
             "function(doc) {{ if (doc.pvt_type != 'group' || doc.pvt_deleted) return; {summary} \
              for (var id in doc.endpoints) if (doc.endpoints[id].type === 'user') emit(id, v); }}")},
     });
-    let views: serde_json::Map<String, Value> = views
+    let views: Map<String, Value> = views
         .iter()
         .map(|v| (v.to_string(), all[*v].clone()))
         .collect();
@@ -131,7 +110,7 @@ fn kazoo_users(views: &[&str]) -> Value {
         "creds_by_sha": creds("pvt_sha1_auth"),
         "list_by_username": {"map": "function(doc) { if (doc.pvt_type != 'user' || !doc.username || doc.pvt_deleted) return; emit(doc.username, null); }"},
     });
-    let mut views: serde_json::Map<String, Value> = views
+    let mut views: Map<String, Value> = views
         .iter()
         .map(|v| (v.to_string(), all[*v].clone()))
         .collect();
@@ -143,27 +122,20 @@ fn kazoo_users(views: &[&str]) -> Value {
            "language": "javascript", "views": views})
 }
 
-async fn stored_design(app: &TestApp, account: &str, name: &str) -> Value {
-    let db = AccountId::parse(account).unwrap().db();
-    app.store
-        .get_design(&db, name)
-        .await
-        .unwrap()
-        .expect("design doc")
-}
-
-/// Installs Kazoo's design documents first, then runs kz-groups' first requests (writes,
-/// listings, paging, a login) and `refresh-views`; returns the listings' names.
+/// Puts Kazoo's design documents in place of ours, as in an account Kazoo made, then runs
+/// kz-groups' first requests (writes, listings, paging, a login) and `refresh-views`.
 async fn run_beside_kazoo(groups: Value, users: Value) {
     let app = TestApp::spawn().await;
     let a = app.create_account(None).await;
-    let db = AccountId::parse(&a.id).unwrap().db();
-    app.store.put_design(&db, "groups", &groups).await.unwrap();
-    app.store.put_design(&db, "users", &users).await.unwrap();
-    let before = [
-        stored_design(&app, &a.id, "groups").await,
-        stored_design(&app, &a.id, "users").await,
-    ];
+    app.put_design_doc(&a, "groups", groups).await;
+    app.put_design_doc(&a, "users", users).await;
+    let stored = || async {
+        [
+            app.design_doc(&a, "groups").await.expect("_design/groups"),
+            app.design_doc(&a, "users").await.expect("_design/users"),
+        ]
+    };
+    let before = stored().await;
 
     let member = json!({ a.user_id.clone(): {"type": "user"} });
     for (name, endpoints) in [
@@ -171,77 +143,43 @@ async fn run_beside_kazoo(groups: Value, users: Value) {
         ("a", member.clone()),
         ("c", json!({})),
     ] {
-        app.create_group(&a, json!({"name": name, "endpoints": endpoints}))
+        app.add_group(&a, json!({"name": name, "endpoints": endpoints}))
             .await;
     }
-    let path = TestApp::groups_path(&a);
-    let names = |resp: &common::Response| -> Vec<String> {
-        let mut names: Vec<String> = resp.json["data"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{}", resp.text))
-            .iter()
-            .map(|g| g["name"].as_str().unwrap().to_owned())
-            .collect();
+    let sorted = |mut names: Vec<String>| {
         names.sort();
         names
     };
-    let all = app.call("GET", &path, Some(&a.token), None).await;
+    let all = app.list_groups(&a, "").await;
     assert_eq!(all.status, 200, "{}", all.text);
-    assert_eq!(names(&all), ["a", "b", "c"]);
-    let by_user = format!("/v2/accounts/{}/users/{}/groups", a.id, a.user_id);
-    let mine = app.call("GET", &by_user, Some(&a.token), None).await;
+    assert_eq!(sorted(all.listed("name")), ["a", "b", "c"]);
+    let mine = app.list_user_groups(&a, &a.user_id, "").await;
     assert_eq!(mine.status, 200, "{}", mine.text);
-    assert_eq!(names(&mine), ["a", "b"]);
+    assert_eq!(sorted(mine.listed("name")), ["a", "b"]);
     // Paging the by-user listing one group at a time reaches both, then stops.
-    let first = app
-        .call(
-            "GET",
-            format!("{by_user}?page_size=1"),
-            Some(&a.token),
-            None,
-        )
-        .await;
+    let first = app.list_user_groups(&a, &a.user_id, "page_size=1").await;
     assert_eq!(first.json["page_size"], 1, "{}", first.text);
     let next = first.json["next_start_key"]
         .as_str()
         .expect("a second page");
     let second = app
-        .call(
-            "GET",
-            format!("{by_user}?page_size=1&start_key={next}"),
-            Some(&a.token),
-            None,
-        )
+        .list_user_groups(&a, &a.user_id, &format!("page_size=1&start_key={next}"))
         .await;
     assert!(
         second.json.get("next_start_key").is_none(),
         "{}",
         second.text
     );
-    let mut paged = names(&first);
-    paged.extend(names(&second));
-    paged.sort();
-    assert_eq!(paged, ["a", "b"]);
-    let unpaged = app
-        .call(
-            "GET",
-            format!("{by_user}?paginate=false"),
-            Some(&a.token),
-            None,
-        )
-        .await;
-    assert_eq!(names(&unpaged), ["a", "b"]);
+    let mut paged = first.listed("name");
+    paged.extend(second.listed("name"));
+    assert_eq!(sorted(paged), ["a", "b"]);
+    let unpaged = app.list_user_groups(&a, &a.user_id, "paginate=false").await;
+    assert_eq!(sorted(unpaged.listed("name")), ["a", "b"]);
     // A login reads users/creds_by_md5.
-    let user = app.create_login_user(&a.id, "Alice", "Secret1", true).await;
-    let realm = app.raw(&a.id, &a.id).await.unwrap()["realm"].clone();
+    let user = app.create_user(&a, "Alice", "Secret1").await;
     let login = app
-        .call(
-            "PUT",
-            "/v2/user_auth",
-            None,
-            Some(
-                json!({"data": {"credentials": common::md5_hex("alice:Secret1"), "account_realm": realm}}),
-            ),
+        .login_with_credentials(
+            json!({"credentials": md5_hex("alice:Secret1"), "account_realm": a.realm}),
         )
         .await;
     assert_eq!(login.status, 201, "{}", login.text);
@@ -250,18 +188,15 @@ async fn run_beside_kazoo(groups: Value, users: Value) {
     kz_groups::cli::refresh_views(&app.config)
         .await
         .expect("refresh-views succeeds");
-    let after = [
-        stored_design(&app, &a.id, "groups").await,
-        stored_design(&app, &a.id, "users").await,
-    ];
     assert_eq!(
-        after, before,
+        stored().await,
+        before,
         "Kazoo's design documents are left byte for byte"
     );
     // And kz-groups kept no design document of its own there.
     let rows: Vec<_> = app
         .store
-        .all_docs(&db)
+        .all_docs(&account_db(&a.id))
         .await
         .unwrap()
         .try_collect()

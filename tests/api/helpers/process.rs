@@ -62,6 +62,12 @@ impl ServerProcess {
         Self { child, port }
     }
 
+    /// SIGKILL, as a crash or an impatient operator would; waits until the process is gone.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -1,13 +1,12 @@
 //! The bus worker on its own, against the real broker behind a path the test can cut: the
 //! queue bound, and the bounded flush on shutdown.
-mod common;
-
 use std::time::Duration;
 
-use common::bus::{amqp_config, FaultyLink, Listener};
 use kz_groups::bus::Bus;
 use kz_groups::domain::ids::{random_hex, AccountId, DbName, DocId};
 use kz_groups::notices::{Change, ChangeAction, ChangeNotifier, DocChange};
+
+use crate::helpers::bus::{amqp_config, FaultyLink, Listener, Message};
 
 fn account_db() -> DbName {
     AccountId::parse(&random_hex(16)).unwrap().db()
@@ -26,7 +25,7 @@ fn created(db: &DbName, n: usize) -> Change {
     }))
 }
 
-fn ids(messages: &[common::bus::Message]) -> Vec<String> {
+fn ids(messages: &[Message]) -> Vec<String> {
     messages
         .iter()
         .map(|m| m.json["ID"].as_str().unwrap().to_owned())

@@ -1,6 +1,5 @@
 //! A private pouchdb-server (the binary in `$KZ_TEST_COUCH_SERVER_BIN`, exported by
 //! `scripts/test`) for tests that must stop and restart the CouchDB-compatible server.
-#![allow(dead_code)] // each test crate that includes `mod common;` uses a different part of it
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
@@ -52,10 +51,6 @@ impl TestCouchServer {
         };
         server.spawn()?;
         Ok(server)
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
     }
 
     pub fn url(&self) -> String {
