@@ -49,7 +49,7 @@ impl AppState {
         notifier: Arc<dyn ChangeNotifier>,
     ) -> Self {
         Self {
-            auth: Authenticator::new(store.clone(), config.key_cache),
+            auth: Authenticator::new(store.clone(), config.key_cache, config.token_cache_entries),
             issuer: Issuer::new(store.clone(), config.key_cache),
             store,
             views,
