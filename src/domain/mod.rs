@@ -1,6 +1,7 @@
 //! Domain types and rules of the Groups resource, free of HTTP and storage concerns.
 pub mod account;
 pub mod clock;
+pub mod conflict;
 pub mod document;
 pub mod filters;
 pub mod group;
