@@ -17,9 +17,7 @@ use crate::envelope::{Data, SuccessBody, Tail};
 use crate::error::ApiError;
 use crate::json::raw::Transcoded;
 use crate::store::views::{Installed, ViewInstaller};
-use crate::store::{RowStream, Store, StoreError, ViewQuery, ViewRow};
-
-const DESIGN: &str = "groups";
+use crate::store::{RowStream, Store, StoreError, View, ViewQuery, ViewRow};
 /// Crossbar's `load_view_chunk_size`: rows read per CouchDB call when streaming.
 const STREAM_CHUNK: usize = 50;
 
@@ -38,7 +36,7 @@ pub struct RowReader {
     store: Store,
     views: Installed,
     db: DbName,
-    view: &'static str,
+    view: View,
     cursor: Cursor,
     end_key: Option<Value>,
     descending: bool,
@@ -100,7 +98,7 @@ impl RowReader {
                     self.got = 0;
                     self.rows.insert(
                         self.views
-                            .rows(&self.store, &self.db, DESIGN, self.view, &query)
+                            .rows(&self.store, &self.db, self.view, &query)
                             .await?,
                     )
                 }
@@ -213,7 +211,7 @@ fn reader(
 ) -> RowReader {
     let (view, cursor, docid_bound) = match user {
         None => (
-            "crossbar_listing",
+            View::GroupsListing,
             Cursor::Key(listing.start_key.clone()),
             None,
         ),
@@ -226,7 +224,7 @@ fn reader(
                 _ => None,
             };
             (
-                "crossbar_listing_by_user",
+                View::GroupsListingByUser,
                 Cursor::UserDoc {
                     user: user.as_str().to_owned(),
                     docid: docid.clone(),

@@ -15,9 +15,10 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
-use super::{
-    collation, native_views, DocStore, RowStream, StoreError, StoreResult, ViewQuery, ViewRow,
-};
+pub mod collation;
+pub mod native_views;
+
+use super::{DocStore, RowStream, StoreError, StoreResult, View, ViewQuery, ViewRow};
 use crate::domain::ids::{DbName, DocId};
 
 const FILE_NAME: &str = "kz-groups.sqlite3";
@@ -247,7 +248,7 @@ struct Prepared {
     /// Attachments the new revision names; the others are dropped, as in CouchDB.
     keep: Vec<String>,
     body: String,
-    rows: Vec<(&'static str, &'static str, String, String)>,
+    rows: Vec<(View, String, String)>,
 }
 
 impl Prepared {
@@ -296,13 +297,13 @@ fn rev_of(fields: &Map<String, Value>) -> Option<String> {
 }
 
 /// The rows every native view emits for `doc`, as stored text.
-fn emitted(doc: &Value) -> Vec<(&'static str, &'static str, String, String)> {
-    native_views::VIEWS
-        .iter()
-        .flat_map(|(design, view)| {
-            native_views::emit(design, view, doc)
+fn emitted(doc: &Value) -> Vec<(View, String, String)> {
+    View::ALL
+        .into_iter()
+        .flat_map(|view| {
+            native_views::emit(view, doc)
                 .into_iter()
-                .map(|(key, value)| (*design, *view, key.to_string(), value.to_string()))
+                .map(move |(key, value)| (view, key.to_string(), value.to_string()))
         })
         .collect()
 }
@@ -355,9 +356,9 @@ fn write(
     let mut insert = conn
         .prepare_cached("INSERT INTO view_rows (db, design, view, key, id, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
         .map_err(sql_error)?;
-    for (design, view, key, value) in &doc.rows {
+    for (view, key, value) in &doc.rows {
         insert
-            .execute(params![db, design, view, key, id, value])
+            .execute(params![db, view.design(), view.name(), key, id, value])
             .map_err(sql_error)?;
     }
     Ok(rev)
@@ -396,8 +397,7 @@ struct After {
 fn view_batch(
     conn: &Connection,
     db: &str,
-    design: &str,
-    view: &str,
+    view: View,
     q: &ViewQuery,
     after: Option<&After>,
     limit: Option<usize>,
@@ -406,20 +406,20 @@ fn view_batch(
         return Err(StoreError::NotFound);
     }
     // As in CouchDB, a view exists only while its design document defines it.
-    let ddoc = load(conn, db, &format!("_design/{design}"))?;
+    let ddoc = load(conn, db, &format!("_design/{}", view.design()))?;
     let defined = ddoc
         .as_ref()
         .and_then(|d| d.get("views"))
-        .and_then(|v| v.get(view))
+        .and_then(|v| v.get(view.name()))
         .is_some();
-    if !defined || !native_views::VIEWS.contains(&(design, view)) {
+    if !defined {
         return Err(StoreError::NotFound);
     }
     let (lt, gt) = if q.descending { (">", "<") } else { ("<", ">") };
     let mut sql = String::from(
         "SELECT id, key, value FROM view_rows WHERE db = ?1 AND design = ?2 AND view = ?3",
     );
-    let mut args: Vec<String> = vec![db.into(), design.into(), view.into()];
+    let mut args: Vec<String> = vec![db.into(), view.design().into(), view.name().into()];
     let arg = |value: String, args: &mut Vec<String>| {
         args.push(value);
         format!("?{}", args.len())
@@ -531,11 +531,7 @@ fn docs_batch(
 
 /// What a [`BatchReader`] reads.
 enum Read {
-    View {
-        design: String,
-        view: String,
-        query: Box<ViewQuery>,
-    },
+    View { view: View, query: Box<ViewQuery> },
     AllDocs,
 }
 
@@ -557,15 +553,11 @@ impl BatchReader {
         if self.batch.is_empty() && self.more && self.remaining != Some(0) {
             let (db, after, limit) = (self.db.clone(), self.after.clone(), self.remaining);
             let (rows, more) = match &self.read {
-                Read::View {
-                    design,
-                    view,
-                    query,
-                } => {
-                    let (design, view, query) = (design.clone(), view.clone(), (**query).clone());
+                Read::View { view, query } => {
+                    let (view, query) = (*view, (**query).clone());
                     self.store
                         .with(move |conn| {
-                            view_batch(conn, &db, &design, &view, &query, after.as_ref(), limit)
+                            view_batch(conn, &db, view, &query, after.as_ref(), limit)
                         })
                         .await?
                 }
@@ -774,16 +766,14 @@ impl DocStore for EmbeddedStore {
     async fn view_rows(
         &self,
         db: &DbName,
-        design: &str,
-        view: &str,
+        view: View,
         query: &ViewQuery,
     ) -> StoreResult<RowStream> {
         let reader = BatchReader {
             store: self.clone(),
             db: db.as_str().to_owned(),
             read: Read::View {
-                design: design.to_owned(),
-                view: view.to_owned(),
+                view,
                 query: Box::new(query.clone()),
             },
             after: None,
@@ -901,7 +891,7 @@ mod tests {
         }
         let q = ViewQuery::default();
         assert!(matches!(
-            s.query_view(&db, "groups", "crossbar_listing", &q).await,
+            s.query_view(&db, View::GroupsListing, &q).await,
             Err(StoreError::NotFound)
         ));
         s.put_design(
@@ -912,10 +902,7 @@ mod tests {
         .await
         .unwrap();
         let ids = |rows: Vec<ViewRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
-        let rows = s
-            .query_view(&db, "groups", "crossbar_listing", &q)
-            .await
-            .unwrap();
+        let rows = s.query_view(&db, View::GroupsListing, &q).await.unwrap();
         assert_eq!(ids(rows), ["1", "a", "A", "b", "B"]);
         let q = ViewQuery {
             startkey: Some(json!("A")),
@@ -923,10 +910,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            ids(s
-                .query_view(&db, "groups", "crossbar_listing", &q)
-                .await
-                .unwrap()),
+            ids(s.query_view(&db, View::GroupsListing, &q).await.unwrap()),
             ["A", "b"]
         );
         let q = ViewQuery {
@@ -935,10 +919,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            ids(s
-                .query_view(&db, "groups", "crossbar_listing", &q)
-                .await
-                .unwrap()),
+            ids(s.query_view(&db, View::GroupsListing, &q).await.unwrap()),
             ["b", "A", "a", "1"]
         );
     }
@@ -969,7 +950,7 @@ mod tests {
             ..Default::default()
         };
         let rows = s
-            .query_view(&db, "groups", "crossbar_listing_by_user", &q)
+            .query_view(&db, View::GroupsListingByUser, &q)
             .await
             .unwrap();
         assert_eq!(

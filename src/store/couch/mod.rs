@@ -1,5 +1,8 @@
-//! The CouchDB client: one pooled HTTP client, the base URL and credentials, a timeout, and one
-//! method per remote call. It speaks only what CouchDB 3 documents.
+//! The CouchDB adapter: one pooled HTTP client, the base URL and credentials, a timeout, and one
+//! method per remote call. It speaks only what CouchDB 3 documents; the rows of a view are cut
+//! out of the answer as it arrives (`rows`).
+mod rows;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -9,8 +12,8 @@ use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::rows::{Malformed, RowSplitter};
-use super::{DocStore, RowStream, StoreError, StoreResult, ViewQuery, ViewRow};
+use self::rows::{Malformed, RowSplitter};
+use super::{DocStore, RowStream, StoreError, StoreResult, View, ViewQuery, ViewRow};
 use crate::domain::ids::{DbName, DocId};
 
 /// Everything but the unreserved characters is escaped in a path segment, `/` included.
@@ -279,12 +282,11 @@ impl DocStore for CouchClient {
     async fn view_rows(
         &self,
         db: &DbName,
-        design: &str,
-        view: &str,
+        view: View,
         query: &ViewQuery,
     ) -> StoreResult<RowStream> {
         let url = self.url(
-            &[db.as_str(), "_design", design, "_view", view],
+            &[db.as_str(), "_design", view.design(), "_view", view.name()],
             &view_params(query),
         );
         self.rows(url).await
