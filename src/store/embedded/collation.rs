@@ -1,5 +1,6 @@
 //! CouchDB's view collation of JSON keys (`couch_ejson_compare`), so the embedded store orders,
-//! ranges and groups view rows exactly as CouchDB does; `scan` compares keys with it too.
+//! ranges and groups view rows exactly as CouchDB does; `scan` and the CouchDB adapter's
+//! `startkey_docid` check compare keys with it too.
 //!
 //! The rules, from CouchDB's "Views Collation" doc and `couch_ejson_compare.{erl,c}`:
 //! `null < false < true < numbers < strings < arrays < objects`; numbers by value; strings by
