@@ -1,6 +1,6 @@
-//! CouchDB's view collation of JSON keys (`couch_ejson_compare`), so the embedded store orders,
-//! ranges and groups view rows exactly as CouchDB does; `scan` and the CouchDB adapter's
-//! `startkey_docid` check compare keys with it too.
+//! CouchDB's view collation of JSON keys (`couch_ejson_compare`): the order the embedded store's
+//! sort keys encode (`sort_key`), so it orders, ranges and groups view rows exactly as CouchDB
+//! does; `scan` and the CouchDB adapter's `startkey_docid` check compare keys with it too.
 //!
 //! The rules, from CouchDB's "Views Collation" doc and `couch_ejson_compare.{erl,c}`:
 //! `null < false < true < numbers < strings < arrays < objects`; numbers by value; strings by
@@ -50,6 +50,11 @@ pub fn collate_str(a: &str, b: &str) -> Ordering {
         return Ordering::Equal;
     }
     ROOT.compare(a, b)
+}
+
+/// Appends the root collator's sort key of `s`: byte order of sort keys is [`collate_str`].
+pub fn write_sort_key(s: &str, out: &mut Vec<u8>) {
+    let Ok(()) = ROOT.write_sort_key_to(s, out);
 }
 
 /// CouchDB's type order; `false` and `true` get separate ranks since they are atoms with a
