@@ -11,7 +11,7 @@ use crate::domain::group::alphanum_name;
 use crate::domain::ids::{hex, random_hex, AccountId, DbName, DocId};
 use crate::notices::{Change, ChangeAction, ChangeNotifier, DocChange};
 use crate::store::views::{self, DesignDb, DesignDoc, Installed};
-use crate::store::{Store, StoreError, ViewQuery};
+use crate::store::{Store, StoreError, View, ViewQuery};
 
 /// What `init` found or made.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,8 +144,7 @@ async fn view_has_key(
     store: &Store,
     views: &Installed,
     db: &DbName,
-    design: &str,
-    view: &str,
+    view: View,
     key: &str,
 ) -> Result<bool, String> {
     let query = ViewQuery {
@@ -153,10 +152,10 @@ async fn view_has_key(
         limit: Some(1),
         ..Default::default()
     };
-    match views.query(store, db, design, view, &query).await {
+    match views.query(store, db, view, &query).await {
         Ok(rows) => Ok(!rows.is_empty()),
         Err(StoreError::NotFound) => Ok(false),
-        Err(e) => Err(format!("{db} {design}/{view}: {e}")),
+        Err(e) => Err(format!("{db} {view}: {e}")),
     }
 }
 
@@ -211,8 +210,7 @@ pub async fn create_account(
         store,
         &accounts_views,
         &accounts_db,
-        "accounts",
-        "listing_by_name",
+        View::AccountsListingByName,
         &alphanum_name(name),
     )
     .await?
@@ -227,8 +225,7 @@ pub async fn create_account(
         store,
         &accounts_views,
         &accounts_db,
-        "accounts",
-        "listing_by_realm",
+        View::AccountsListingByRealm,
         &realm,
     )
     .await?
@@ -385,8 +382,7 @@ pub async fn create_user(
         store,
         &account_views,
         &db,
-        "users",
-        "list_by_username",
+        View::UsersListByUsername,
         &username,
     )
     .await?

@@ -99,20 +99,21 @@ pub async fn run(cli: Cli) -> Result<(), String> {
     let config = Config::from_env()?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
+            let store = startup::store(&config)?;
             // Standalone, the signing material is created on first start; next to a shared
             // Kazoo (CouchDB), only `kz-groups init` may create it.
             if let Backend::Embedded { dir } = &config.backend {
-                let report = admin::init(&startup::store(&config)?).await?;
+                let report = admin::init(&store).await?;
                 for what in &report.created {
                     log::info!("created {what} in {}", dir.display());
                 }
             }
-            let app = Application::build(config.clone())?;
+            let described = store.describe();
+            let app = Application::build_with_store(config.clone(), store)?;
             log::info!(
-                "kz-groups listening on port {} (KZ_GROUPS_LISTEN={}), {}",
+                "kz-groups listening on port {} (KZ_GROUPS_LISTEN={}), {described}",
                 app.port(),
                 config.listen,
-                startup::store(&config)?.describe()
             );
             app.run_until_stopped().await.map_err(|e| e.to_string())
         }

@@ -108,11 +108,17 @@ pub struct Application {
 }
 
 impl Application {
-    /// Builds everything and binds the listener; fails fast on a broken schema, design doc or
-    /// address.
+    /// Builds everything, the store included, and binds the listener; fails fast on a broken
+    /// schema, design doc or address.
     pub fn build(config: Config) -> Result<Self, String> {
-        let couch = store(&config)?;
-        let views = ViewInstaller::new(couch.clone(), design_docs()?);
+        let store = store(&config)?;
+        Self::build_with_store(config, store)
+    }
+
+    /// [`Application::build`] on a store already open: a process opens its store once and
+    /// shares the handle.
+    pub fn build_with_store(config: Config, store: Store) -> Result<Self, String> {
+        let views = ViewInstaller::new(store.clone(), design_docs()?);
         let schemas = Schemas::load()?;
         let listener = TcpListener::bind(&config.listen)
             .map_err(|e| format!("cannot listen on KZ_GROUPS_LISTEN={}: {e}", config.listen))?;
@@ -121,7 +127,7 @@ impl Application {
         // Started last, once nothing else can fail, so a failed build leaves no worker behind.
         let (notifier, bus) = notifier(&config);
         let state = web::Data::new(AppState::from_parts(
-            &config, couch, views, schemas, notifier,
+            &config, store, views, schemas, notifier,
         ));
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let connections = connection_limit(config.max_connections);

@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use crate::json::into_object;
 use crate::pipeline::reply::{Outcome, Revision, Success};
 use crate::pipeline::AppState;
-use crate::store::{self, StoreError, ViewQuery};
+use crate::store::{self, StoreError, View, ViewQuery};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Login {
@@ -91,14 +91,14 @@ async fn api_key_account(state: &AppState, data: Value) -> Result<AccountId, Api
     if key.is_empty() {
         return Err(ApiError::InvalidCredentials);
     }
-    let rows = lookup(state, "listing_by_api", key).await?;
+    let rows = lookup(state, View::AccountsListingByApi, key).await?;
     rows.into_iter()
         .next()
         .ok_or_else(|| ApiError::UnknownApiKey(key.to_owned()))
 }
 
 /// Rows of an `accounts/*` view, as account ids.
-async fn lookup(state: &AppState, view: &str, key: &str) -> Result<Vec<AccountId>, ApiError> {
+async fn lookup(state: &AppState, view: View, key: &str) -> Result<Vec<AccountId>, ApiError> {
     let installed = match state.views.ensure_accounts_db().await {
         // No `accounts` database: no account has an API key, realm or name yet.
         Err(StoreError::NotFound) => return Ok(Vec::new()),
@@ -109,10 +109,7 @@ async fn lookup(state: &AppState, view: &str, key: &str) -> Result<Vec<AccountId
         ..Default::default()
     };
     let db = DbName::system(DbName::ACCOUNTS);
-    let rows = match installed
-        .query(&state.store, &db, "accounts", view, &query)
-        .await
-    {
+    let rows = match installed.query(&state.store, &db, view, &query).await {
         Ok(rows) => rows,
         Err(StoreError::NotFound) => return Ok(Vec::new()),
         Err(e) => return Err(e.into()),
@@ -133,8 +130,8 @@ async fn user_credentials(state: &AppState, data: Value) -> Result<(AccountId, D
         .and_then(Value::as_str)
         .unwrap_or_default();
     let view = match data.get("method").and_then(Value::as_str) {
-        Some("sha") => "creds_by_sha",
-        _ => "creds_by_md5",
+        Some("sha") => View::UsersCredsBySha,
+        _ => View::UsersCredsByMd5,
     };
     let realm = ["account_realm", "realm"]
         .iter()
@@ -146,11 +143,11 @@ async fn user_credentials(state: &AppState, data: Value) -> Result<(AccountId, D
         .map(crate::domain::group::alphanum_name);
     let mut candidates = Vec::new();
     if let Some(realm) = realm {
-        candidates = lookup(state, "listing_by_realm", &realm).await?;
+        candidates = lookup(state, View::AccountsListingByRealm, &realm).await?;
     }
     if candidates.is_empty() {
         if let Some(name) = name {
-            candidates = lookup(state, "listing_by_name", &name).await?;
+            candidates = lookup(state, View::AccountsListingByName, &name).await?;
         }
     }
     for account in candidates {
@@ -160,7 +157,7 @@ async fn user_credentials(state: &AppState, data: Value) -> Result<(AccountId, D
             ..Default::default()
         };
         let rows = match installed
-            .query(&state.store, &account.db(), "users", view, &query)
+            .query(&state.store, &account.db(), view, &query)
             .await
         {
             Ok(rows) => rows,

@@ -1,12 +1,13 @@
-//! Storage: one document-store port (`DocStore`), spoken in CouchDB's terms (databases,
-//! documents with revisions, attachments, design-document views), and its adapters: CouchDB over
-//! HTTP and the embedded store. The design documents the service keeps current live in `views`;
-//! views whose design document is someone else's and lacks them are computed by `scan`.
-pub mod collation;
+//! Storage: the document-store port (`DocStore`, its errors, view queries and rows, the `View`s
+//! the service reads), spoken in CouchDB's terms and with CouchDB's documented semantics, and its
+//! adapters below it: `couch` (CouchDB over HTTP, and the quirks of servers that speak it
+//! loosely) and `embedded` (SQLite, with its own view engine and collation).
+//!
+//! Beside the port, and written against it: `views` keeps the design documents current and says
+//! how each database's views are read; `scan` answers a view whose design document is someone
+//! else's and lacks it.
 pub mod couch;
 pub mod embedded;
-pub mod native_views;
-mod rows;
 pub mod scan;
 pub mod views;
 
@@ -40,6 +41,76 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A view the service reads: a view of one of the design documents in `couch_views/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum View {
+    /// `groups/crossbar_listing`: groups by id, valued with their summary.
+    GroupsListing,
+    /// `groups/crossbar_listing_by_user`: the same summary once per user endpoint, by user id.
+    GroupsListingByUser,
+    /// `users/creds_by_md5`
+    UsersCredsByMd5,
+    /// `users/creds_by_sha`
+    UsersCredsBySha,
+    /// `users/list_by_username`
+    UsersListByUsername,
+    /// `accounts/listing_by_api`
+    AccountsListingByApi,
+    /// `accounts/listing_by_realm`
+    AccountsListingByRealm,
+    /// `accounts/listing_by_name`
+    AccountsListingByName,
+}
+
+impl View {
+    pub const ALL: [View; 8] = [
+        View::GroupsListing,
+        View::GroupsListingByUser,
+        View::UsersCredsByMd5,
+        View::UsersCredsBySha,
+        View::UsersListByUsername,
+        View::AccountsListingByApi,
+        View::AccountsListingByRealm,
+        View::AccountsListingByName,
+    ];
+
+    /// The design document's name, without `_design/`.
+    pub fn design(self) -> &'static str {
+        self.names().0
+    }
+
+    /// The view's name inside its design document.
+    pub fn name(self) -> &'static str {
+        self.names().1
+    }
+
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            View::GroupsListing => ("groups", "crossbar_listing"),
+            View::GroupsListingByUser => ("groups", "crossbar_listing_by_user"),
+            View::UsersCredsByMd5 => ("users", "creds_by_md5"),
+            View::UsersCredsBySha => ("users", "creds_by_sha"),
+            View::UsersListByUsername => ("users", "list_by_username"),
+            View::AccountsListingByApi => ("accounts", "listing_by_api"),
+            View::AccountsListingByRealm => ("accounts", "listing_by_realm"),
+            View::AccountsListingByName => ("accounts", "listing_by_name"),
+        }
+    }
+
+    /// The view `name` of `_design/{design}`, if it is one the service reads.
+    pub fn find(design: &str, name: &str) -> Option<View> {
+        View::ALL
+            .into_iter()
+            .find(|v| v.design() == design && v.name() == name)
+    }
+}
+
+impl std::fmt::Display for View {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.design(), self.name())
+    }
+}
 
 /// A view query, as CouchDB's query parameters.
 #[derive(Debug, Clone, Default)]
@@ -90,7 +161,7 @@ pub trait DocStore: Send + Sync {
     fn describe(&self) -> String;
     /// The store answers.
     async fn ping(&self) -> StoreResult<()>;
-    /// Every database name, as the store lists them.
+    /// Every database name, as CouchDB names them (`account/4b/31/…`).
     async fn all_dbs(&self) -> StoreResult<Vec<String>>;
     /// Creates a database; an existing one is fine.
     async fn create_db(&self, db: &DbName) -> StoreResult<()>;
@@ -120,15 +191,12 @@ pub trait DocStore: Send + Sync {
     /// `_design/{name}`.
     async fn get_design(&self, db: &DbName, name: &str) -> StoreResult<Option<Value>>;
     async fn put_design(&self, db: &DbName, name: &str, doc: &Value) -> StoreResult<String>;
-    /// Rows of `_design/{design}/_view/{view}`, in CouchDB's collation order, as a stream. A
-    /// missing database or view is an error of the call, before any row.
-    async fn view_rows(
-        &self,
-        db: &DbName,
-        design: &str,
-        view: &str,
-        query: &ViewQuery,
-    ) -> StoreResult<RowStream>;
+    /// Rows of a view, in CouchDB's collation order (equal keys by doc id, bytewise), as a
+    /// stream. The query means what CouchDB 3 documents: `startkey_docid` starts the rows of
+    /// the key `startkey` at that doc id, then `skip` and `limit` apply. A missing database or
+    /// view is an error of the call, before any row.
+    async fn view_rows(&self, db: &DbName, view: View, query: &ViewQuery)
+        -> StoreResult<RowStream>;
 
     /// Every live document of `db` (design documents included) in id order, as the rows of
     /// CouchDB's `_all_docs?include_docs=true`, read as they are consumed.
@@ -138,14 +206,10 @@ pub trait DocStore: Send + Sync {
     async fn query_view(
         &self,
         db: &DbName,
-        design: &str,
-        view: &str,
+        view: View,
         query: &ViewQuery,
     ) -> StoreResult<Vec<ViewRow>> {
-        self.view_rows(db, design, view, query)
-            .await?
-            .try_collect()
-            .await
+        self.view_rows(db, view, query).await?.try_collect().await
     }
 }
 

@@ -1,8 +1,8 @@
 //! Views answered without a design document, for databases whose design document belongs to
 //! someone else (Kazoo) and lacks a view kz-groups reads: every live document is read with
 //! `_all_docs?include_docs=true` (which CouchDB 3 documents and every store here serves), the
-//! view's rows are emitted by the Rust ports in `native_views`, and the query (keys, range,
-//! direction, skip, limit) is applied here with CouchDB's collation.
+//! view's rows are emitted by the embedded store's Rust ports (`embedded::native_views`), and
+//! the query (keys, range, direction, skip, limit) is applied here with CouchDB's collation.
 //!
 //! Memory is bounded by the query: only the best `skip + limit` rows are kept while reading (a
 //! max-heap), never the whole database; the price is a full read of the database per query.
@@ -13,9 +13,9 @@ use futures::TryStreamExt;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::collation::collate;
-use super::native_views;
-use super::{Store, StoreError, StoreResult, ViewQuery, ViewRow};
+use super::embedded::collation::collate;
+use super::embedded::native_views;
+use super::{Store, StoreError, StoreResult, View, ViewQuery, ViewRow};
 use crate::domain::ids::DbName;
 
 /// One candidate row, ordered as the query returns rows (reversed when descending).
@@ -82,13 +82,12 @@ fn in_range(q: &ViewQuery, key: &Value, id: &str) -> bool {
     true
 }
 
-/// The rows `_design/{design}/_view/{view}` would give for `q`, computed from the documents,
-/// which are read one at a time.
+/// The rows `view` would give for `q`, computed from the documents, which are read one at a
+/// time.
 pub async fn query(
     store: &Store,
     db: &DbName,
-    design: &str,
-    view: &str,
+    view: View,
     q: &ViewQuery,
 ) -> StoreResult<Vec<ViewRow>> {
     let keep = q.limit.map(|l| l.saturating_add(q.skip));
@@ -100,7 +99,7 @@ pub async fn query(
         let Ok(doc) = serde_json::from_str::<Value>(text.get()) else {
             continue;
         };
-        for (key, value) in native_views::emit(design, view, &doc) {
+        for (key, value) in native_views::emit(view, &doc) {
             if !in_range(q, &key, &row.id) {
                 continue;
             }

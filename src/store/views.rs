@@ -19,7 +19,7 @@ use tokio::sync::OnceCell;
 
 use futures::TryStreamExt;
 
-use super::{scan, RowStream, Store, StoreError, StoreResult, ViewQuery, ViewRow};
+use super::{scan, RowStream, Store, StoreError, StoreResult, View, ViewQuery, ViewRow};
 use crate::domain::ids::{AccountId, DbName};
 
 /// Which databases a design document belongs in.
@@ -215,24 +215,23 @@ pub async fn ensure_design(store: &Store, db: &DbName, design: &DesignDoc) -> St
 /// which its (not our) design documents lack and which are therefore computed by `scan`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Installed {
-    scanned: Arc<HashSet<(String, String)>>,
+    scanned: Arc<HashSet<View>>,
 }
 
 impl Installed {
-    /// Rows of `_design/{design}/_view/{view}`, with or without the design document.
+    /// Rows of `view`, with or without its design document.
     pub async fn rows(
         &self,
         store: &Store,
         db: &DbName,
-        design: &str,
-        view: &str,
+        view: View,
         query: &ViewQuery,
     ) -> StoreResult<RowStream> {
-        if self.scanned.contains(&(design.to_owned(), view.to_owned())) {
-            let rows = scan::query(store, db, design, view, query).await?;
+        if self.scanned.contains(&view) {
+            let rows = scan::query(store, db, view, query).await?;
             Ok(Box::pin(futures::stream::iter(rows.into_iter().map(Ok))))
         } else {
-            store.view_rows(db, design, view, query).await
+            store.view_rows(db, view, query).await
         }
     }
 
@@ -241,14 +240,10 @@ impl Installed {
         &self,
         store: &Store,
         db: &DbName,
-        design: &str,
-        view: &str,
+        view: View,
         query: &ViewQuery,
     ) -> StoreResult<Vec<ViewRow>> {
-        self.rows(store, db, design, view, query)
-            .await?
-            .try_collect()
-            .await
+        self.rows(store, db, view, query).await?.try_collect().await
     }
 }
 
@@ -275,7 +270,8 @@ pub async fn install(
                         missing.join(", ")
                     );
                 }
-                scanned.extend(missing.into_iter().map(|v| (design.name.clone(), v)));
+                // Views the service does not read need no answer.
+                scanned.extend(missing.iter().filter_map(|v| View::find(&design.name, v)));
             }
             outcome => log::info!("{outcome:?} _design/{} in {db}", design.name),
         }

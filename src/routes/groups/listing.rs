@@ -3,7 +3,7 @@
 //!
 //! Paging `users/{U}/groups` really advances, unlike Crossbar (§5.3's quirk): every row of that
 //! view has the key `{U}`, so our cursor is `[U, doc id]` and the doc id is resumed with
-//! `startkey_docid`. Servers that ignore `startkey_docid` are detected and read with `skip`.
+//! `startkey_docid`, which the store gives CouchDB's meaning on every server.
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use serde_json::Value;
@@ -17,9 +17,7 @@ use crate::error::{ApiError, StoreContext};
 use crate::json::raw::Transcoded;
 use crate::pipeline::reply::{md5_hex, Outcome, Revision, Streamed, Success};
 use crate::store::views::{Installed, ViewInstaller};
-use crate::store::{RowStream, Store, StoreError, ViewQuery, ViewRow};
-
-const DESIGN: &str = "groups";
+use crate::store::{RowStream, Store, StoreError, View, ViewQuery, ViewRow};
 /// Crossbar's `load_view_chunk_size`: rows read per CouchDB call when streaming.
 const STREAM_CHUNK: usize = 50;
 
@@ -38,7 +36,7 @@ pub struct RowReader {
     store: Store,
     views: Installed,
     db: DbName,
-    view: &'static str,
+    view: View,
     cursor: Cursor,
     end_key: Option<Value>,
     descending: bool,
@@ -48,29 +46,15 @@ pub struct RowReader {
     rows: Option<RowStream>,
     got: usize,
     exhausted: bool,
-    /// Set once the server is seen ignoring `startkey_docid`: rows are then read with `skip`
-    /// from the start of the user's range and filtered against `docid_bound`.
-    skip: Option<usize>,
-    docid_bound: Option<String>,
 }
 
 impl RowReader {
-    fn before_bound(&self, id: &str) -> bool {
-        match &self.docid_bound {
-            // Doc ids tie-break equal keys in raw byte order in CouchDB views.
-            Some(bound) if self.descending => id > bound.as_str(),
-            Some(bound) => id < bound.as_str(),
-            None => false,
-        }
-    }
-
     /// The next query: `chunk` rows and one more, which is where the query after it starts.
     fn query(&self) -> ViewQuery {
         let mut query = ViewQuery {
             descending: self.descending,
             include_docs: self.include_docs,
             limit: Some(self.chunk + 1),
-            skip: self.skip.unwrap_or(0),
             ..Default::default()
         };
         match &self.cursor {
@@ -81,9 +65,7 @@ impl RowReader {
             Cursor::UserDoc { user, docid } => {
                 query.startkey = Some(Value::from(user.as_str()));
                 query.endkey = Some(Value::from(user.as_str()));
-                if self.skip.is_none() {
-                    query.startkey_docid = docid.clone();
-                }
+                query.startkey_docid = docid.clone();
             }
         }
         query
@@ -100,7 +82,7 @@ impl RowReader {
                     self.got = 0;
                     self.rows.insert(
                         self.views
-                            .rows(&self.store, &self.db, DESIGN, self.view, &query)
+                            .rows(&self.store, &self.db, self.view, &query)
                             .await?,
                     )
                 }
@@ -112,26 +94,13 @@ impl RowReader {
                 return Ok(None);
             };
             self.got += 1;
-            if self.skip.is_none() && self.before_bound(&row.id) {
-                // startkey_docid was ignored: read this range again, with skip.
-                self.skip = Some(0);
-                self.rows = None;
-                continue;
-            }
             if self.got > self.chunk {
                 // The row past the chunk: the next query starts with it.
                 self.rows = None;
-                match (&mut self.cursor, self.skip.as_mut()) {
-                    (Cursor::Key(key), _) => *key = Some(row.key),
-                    (Cursor::UserDoc { .. }, Some(skip)) => *skip += self.chunk,
-                    (Cursor::UserDoc { docid, .. }, None) => {
-                        *docid = Some(row.id.clone());
-                        self.docid_bound = Some(row.id);
-                    }
+                match &mut self.cursor {
+                    Cursor::Key(key) => *key = Some(row.key),
+                    Cursor::UserDoc { docid, .. } => *docid = Some(row.id),
                 }
-                continue;
-            }
-            if self.before_bound(&row.id) {
                 continue;
             }
             return Ok(Some(row));
@@ -211,12 +180,8 @@ fn reader(
     listing: &ListingRequest,
     chunk: usize,
 ) -> RowReader {
-    let (view, cursor, docid_bound) = match user {
-        None => (
-            "crossbar_listing",
-            Cursor::Key(listing.start_key.clone()),
-            None,
-        ),
+    let (view, cursor) = match user {
+        None => (View::GroupsListing, Cursor::Key(listing.start_key.clone())),
         Some(user) => {
             // Our own cursor is [U, docid]; any other start key starts from the user's first row.
             let docid = match &listing.start_key {
@@ -226,12 +191,11 @@ fn reader(
                 _ => None,
             };
             (
-                "crossbar_listing_by_user",
+                View::GroupsListingByUser,
                 Cursor::UserDoc {
                     user: user.as_str().to_owned(),
-                    docid: docid.clone(),
+                    docid,
                 },
-                docid,
             )
         }
     };
@@ -252,8 +216,6 @@ fn reader(
         rows: None,
         got: 0,
         exhausted: false,
-        skip: None,
-        docid_bound,
     }
 }
 

@@ -11,36 +11,25 @@
 //! dropped.
 use serde_json::{Map, Number, Value};
 
-/// Every (design, view) pair this module knows. Design names are without `_design/`.
-pub const VIEWS: &[(&str, &str)] = &[
-    ("groups", "crossbar_listing"),
-    ("groups", "crossbar_listing_by_user"),
-    ("users", "creds_by_md5"),
-    ("users", "creds_by_sha"),
-    ("users", "list_by_username"),
-    ("accounts", "listing_by_api"),
-    ("accounts", "listing_by_realm"),
-    ("accounts", "listing_by_name"),
-];
+use crate::store::View;
 
-/// The rows a design doc's view emits for one document: (key, value) pairs, in emit order.
-/// Unknown design/view → empty. `doc` is the full stored document (with _id).
-pub fn emit(design: &str, view: &str, doc: &Value) -> Vec<(Value, Value)> {
+/// The rows a view emits for one document: (key, value) pairs, in emit order. `doc` is the
+/// full stored document (with _id).
+pub fn emit(view: View, doc: &Value) -> Vec<(Value, Value)> {
     // A document is always an object in CouchDB; anything else has no `pvt_type`, which every
     // view here checks first, so it emits nothing.
     let Value::Object(doc) = doc else {
         return Vec::new();
     };
-    let rows = match (design, view) {
-        ("groups", "crossbar_listing") => groups_crossbar_listing(doc),
-        ("groups", "crossbar_listing_by_user") => groups_crossbar_listing_by_user(doc),
-        ("users", "creds_by_md5") => users_creds(doc, "pvt_md5_auth"),
-        ("users", "creds_by_sha") => users_creds(doc, "pvt_sha1_auth"),
-        ("users", "list_by_username") => users_list_by_username(doc),
-        ("accounts", "listing_by_api") => accounts_listing_by_api(doc),
-        ("accounts", "listing_by_realm") => accounts_listing_by_realm(doc),
-        ("accounts", "listing_by_name") => accounts_listing_by_name(doc),
-        _ => return Vec::new(),
+    let rows = match view {
+        View::GroupsListing => groups_crossbar_listing(doc),
+        View::GroupsListingByUser => groups_crossbar_listing_by_user(doc),
+        View::UsersCredsByMd5 => users_creds(doc, "pvt_md5_auth"),
+        View::UsersCredsBySha => users_creds(doc, "pvt_sha1_auth"),
+        View::UsersListByUsername => users_list_by_username(doc),
+        View::AccountsListingByApi => accounts_listing_by_api(doc),
+        View::AccountsListingByRealm => accounts_listing_by_realm(doc),
+        View::AccountsListingByName => accounts_listing_by_name(doc),
     };
     rows.unwrap_or_default()
 }
@@ -433,8 +422,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn rows(design: &str, view: &str, doc: Value) -> Vec<(Value, Value)> {
-        emit(design, view, &doc)
+    fn rows(view: View, doc: Value) -> Vec<(Value, Value)> {
+        emit(view, &doc)
     }
 
     /// Rows as compact JSON text, so member order is checked too (`Map`'s `==` ignores it).
@@ -446,63 +435,58 @@ mod tests {
         serde_json::to_string(&arr).unwrap()
     }
 
-    fn assert_rows(design: &str, view: &str, doc: Value, expected: Value) {
-        let got = text(&emit(design, view, &doc));
+    fn assert_rows(view: View, doc: Value, expected: Value) {
+        let got = text(&emit(view, &doc));
         assert_eq!(
             got,
             serde_json::to_string(&expected).unwrap(),
-            "{design}/{view} on {doc}"
+            "{view} on {doc}"
         );
     }
 
     // --- The JavaScript the ports follow; a change there must be ported here too. ---
 
     const JS_SOURCES: &[(&str, &str)] = &[
-        ("groups", include_str!("../../couch_views/groups.json")),
-        ("users", include_str!("../../couch_views/users.json")),
-        ("accounts", include_str!("../../couch_views/accounts.json")),
+        ("groups", include_str!("../../../couch_views/groups.json")),
+        ("users", include_str!("../../../couch_views/users.json")),
+        (
+            "accounts",
+            include_str!("../../../couch_views/accounts.json"),
+        ),
     ];
 
     /// The map source each port follows, as the design docs hold it (lines concatenated).
-    const PORTED: &[(&str, &str, &str)] = &[
+    const PORTED: &[(View, &str)] = &[
         (
-            "groups",
-            "crossbar_listing",
+            View::GroupsListing,
             "function(doc) {  if (doc.pvt_type != 'group' || doc.pvt_deleted) return;  var features = [];  var smartpbx = doc.smartpbx || {};  for (var name in smartpbx) {    if (smartpbx[name].enabled) features.push(name);  }  if (doc.music_on_hold && doc.music_on_hold.media_id) features.push('music_on_hold');  var count = 0;  var members = doc.endpoints || {};  for (var key in members) {    if (members.hasOwnProperty(key)) count++;  }  emit(doc._id, {'id': doc._id, 'name': doc.name, 'features': features, 'endpoints': count, 'flags': doc.flags || []});}",
         ),
         (
-            "groups",
-            "crossbar_listing_by_user",
+            View::GroupsListingByUser,
             "function(doc) {  if (doc.pvt_type != 'group' || doc.pvt_deleted) return;  var features = [];  var smartpbx = doc.smartpbx || {};  for (var name in smartpbx) {    if (smartpbx[name].enabled) features.push(name);  }  if (doc.music_on_hold && doc.music_on_hold.media_id) features.push('music_on_hold');  var count = 0;  var members = doc.endpoints || {};  for (var key in members) {    if (members.hasOwnProperty(key)) count++;  }  var summary = {'id': doc._id, 'name': doc.name, 'features': features, 'endpoints': count, 'flags': doc.flags || []};  for (var member in members) {    if (members[member].type === 'user') emit(member, summary);  }}",
         ),
         (
-            "users",
-            "creds_by_md5",
+            View::UsersCredsByMd5,
             "function(doc) {  if (doc.pvt_type != 'user' || doc.pvt_deleted || !doc.enabled || !doc.pvt_md5_auth) return;  emit(doc.pvt_md5_auth, {'owner_id': doc._id, 'account_id': doc.pvt_account_id});}",
         ),
         (
-            "users",
-            "creds_by_sha",
+            View::UsersCredsBySha,
             "function(doc) {  if (doc.pvt_type != 'user' || doc.pvt_deleted || !doc.enabled || !doc.pvt_sha1_auth) return;  emit(doc.pvt_sha1_auth, {'owner_id': doc._id, 'account_id': doc.pvt_account_id});}",
         ),
         (
-            "users",
-            "list_by_username",
+            View::UsersListByUsername,
             "function(doc) {  if (doc.pvt_type != 'user' || doc.pvt_deleted || !doc.username) return;  emit(doc.username.toLowerCase(), null);}",
         ),
         (
-            "accounts",
-            "listing_by_api",
+            View::AccountsListingByApi,
             "function(doc) {  if (doc.pvt_type != 'account' || doc.pvt_deleted || !doc.pvt_api_key) return;  emit(doc.pvt_api_key, {'account_id': doc.pvt_account_id});}",
         ),
         (
-            "accounts",
-            "listing_by_realm",
+            View::AccountsListingByRealm,
             "function(doc) {  if (doc.pvt_type != 'account' || doc.pvt_deleted || !doc.realm) return;  emit(doc.realm.toLowerCase(), {'account_id': doc._id, 'account_db': doc.pvt_account_db});}",
         ),
         (
-            "accounts",
-            "listing_by_name",
+            View::AccountsListingByName,
             "function(doc) {  if (doc.pvt_type != 'account' || doc.pvt_deleted || !doc.name) return;  emit(doc.name.toLowerCase().replace(/[^a-z0-9]/g, ''), {'account_id': doc._id, 'account_db': doc.pvt_account_db});}",
         ),
     ];
@@ -519,34 +503,26 @@ mod tests {
                     Value::Array(lines) => lines.iter().map(|l| l.as_str().unwrap()).collect(),
                     other => panic!("{design}/{view}: map is {other}"),
                 };
-                let ported = PORTED
-                    .iter()
-                    .find(|(d, v, _)| d == design && v == view)
+                let ported = View::find(design, view)
+                    .and_then(|v| PORTED.iter().find(|(p, _)| *p == v))
                     .unwrap_or_else(|| panic!("{design}/{view} has no native port"));
-                assert_eq!(map, ported.2, "{design}/{view} changed: port it again");
-                found.push((design.to_string(), view.clone()));
+                assert_eq!(map, ported.1, "{design}/{view} changed: port it again");
+                found.push(ported.0);
             }
         }
-        let mut known: Vec<(String, String)> = VIEWS
-            .iter()
-            .map(|(d, v)| (d.to_string(), v.to_string()))
-            .collect();
-        found.sort();
-        known.sort();
-        assert_eq!(found, known);
+        // Every view the service reads has its port, and no port is left over.
+        assert_eq!(found.len(), View::ALL.len());
+        assert!(View::ALL.iter().all(|v| found.contains(v)));
     }
 
     #[test]
-    fn unknown_views_and_non_objects_emit_nothing() {
+    fn non_objects_emit_nothing() {
         let doc = json!({"_id": "g1", "pvt_type": "group"});
-        assert!(emit("groups", "nope", &doc).is_empty());
-        assert!(emit("nope", "crossbar_listing", &doc).is_empty());
-        assert!(emit("_design/groups", "crossbar_listing", &doc).is_empty());
-        assert!(emit("groups", "crossbar_listing", &json!([doc])).is_empty());
-        assert!(emit("groups", "crossbar_listing", &json!("group")).is_empty());
-        for (design, view) in VIEWS {
-            assert!(emit(design, view, &json!(null)).is_empty());
-            assert!(emit(design, view, &json!({})).is_empty());
+        assert!(emit(View::GroupsListing, &json!([doc])).is_empty());
+        assert!(emit(View::GroupsListing, &json!("group")).is_empty());
+        for view in View::ALL {
+            assert!(emit(view, &json!(null)).is_empty());
+            assert!(emit(view, &json!({})).is_empty());
         }
     }
 
@@ -568,8 +544,7 @@ mod tests {
     #[test]
     fn crossbar_listing_full() {
         assert_rows(
-            "groups",
-            "crossbar_listing",
+            View::GroupsListing,
             group(),
             json!([["g1", {"id": "g1", "name": "Sales",
                 "features": ["call_recording", "music_on_hold"], "endpoints": 3, "flags": ["x"]}]]),
@@ -579,22 +554,19 @@ mod tests {
     #[test]
     fn crossbar_listing_minimal_drops_undefined_name() {
         assert_rows(
-            "groups",
-            "crossbar_listing",
+            View::GroupsListing,
             json!({"_id": "g2", "pvt_type": "group"}),
             json!([["g2", {"id": "g2", "features": [], "endpoints": 0, "flags": []}]]),
         );
         // null is not undefined: it stays.
         assert_rows(
-            "groups",
-            "crossbar_listing",
+            View::GroupsListing,
             json!({"_id": "g2", "pvt_type": "group", "name": null}),
             json!([["g2", {"id": "g2", "name": null, "features": [], "endpoints": 0, "flags": []}]]),
         );
         // A doc without _id (never stored so, but) emits a null key and no "id".
         assert_rows(
-            "groups",
-            "crossbar_listing",
+            View::GroupsListing,
             json!({"pvt_type": "group"}),
             json!([[null, {"features": [], "endpoints": 0, "flags": []}]]),
         );
@@ -616,23 +588,16 @@ mod tests {
             json!({"_id": "g", "pvt_type": ["group", "x"]}),
             json!({"_id": "g", "pvt_type": {}}),
         ] {
+            assert!(rows(View::GroupsListing, doc.clone()).is_empty(), "{doc}");
             assert!(
-                rows("groups", "crossbar_listing", doc.clone()).is_empty(),
-                "{doc}"
-            );
-            assert!(
-                rows("groups", "crossbar_listing_by_user", doc.clone()).is_empty(),
+                rows(View::GroupsListingByUser, doc.clone()).is_empty(),
                 "{doc}"
             );
         }
         // Falsy pvt_deleted values do not skip.
         for deleted in [json!(false), json!(0), json!(0.0), json!(""), json!(null)] {
             let doc = json!({"_id": "g", "pvt_type": "group", "pvt_deleted": deleted});
-            assert_eq!(
-                rows("groups", "crossbar_listing", doc).len(),
-                1,
-                "{deleted}"
-            );
+            assert_eq!(rows(View::GroupsListing, doc).len(), 1, "{deleted}");
         }
     }
 
@@ -641,13 +606,13 @@ mod tests {
         // ['group'] == 'group' in JavaScript (the array joins to "group"), nested ones too.
         for t in [json!(["group"]), json!([["group"]])] {
             let doc = json!({"_id": "g", "pvt_type": t});
-            assert_eq!(rows("groups", "crossbar_listing", doc).len(), 1, "{t}");
+            assert_eq!(rows(View::GroupsListing, doc).len(), 1, "{t}");
         }
         // An object with its own toString cannot be converted: the comparison throws.
         let doc = json!({"_id": "g", "pvt_type": {"toString": "group"}});
-        assert!(rows("groups", "crossbar_listing", doc).is_empty());
+        assert!(rows(View::GroupsListing, doc).is_empty());
         let doc = json!({"_id": "g", "pvt_type": ["a", {"toString": 1}]});
-        assert!(rows("groups", "crossbar_listing", doc).is_empty());
+        assert!(rows(View::GroupsListing, doc).is_empty());
         assert!(loose_ne(Js::Json(&json!({"toString": 1})), "group").is_err());
         assert!(loose_ne(Js::Json(&json!({"valueOf": 1})), "group").unwrap());
         assert!(!loose_ne(Js::Json(&json!([null, "x"])), ",x").unwrap());
@@ -657,7 +622,7 @@ mod tests {
     fn smartpbx_features() {
         let base = |smartpbx: Value| json!({"_id": "g", "pvt_type": "group", "smartpbx": smartpbx});
         let features = |doc: Value| -> Option<Value> {
-            let r = rows("groups", "crossbar_listing", doc);
+            let r = rows(View::GroupsListing, doc);
             r.first().map(|(_, v)| v["features"].clone())
         };
         // Truthiness of `enabled`.
@@ -702,16 +667,10 @@ mod tests {
         }
         // A null member throws: the whole doc is dropped, from both views.
         for s in [json!({"a": {"enabled": true}, "b": null}), json!([null])] {
-            assert!(
-                rows("groups", "crossbar_listing", base(s.clone())).is_empty(),
-                "{s}"
-            );
+            assert!(rows(View::GroupsListing, base(s.clone())).is_empty(), "{s}");
             let mut doc = base(s.clone());
             doc["endpoints"] = json!({"u1": {"type": "user"}});
-            assert!(
-                rows("groups", "crossbar_listing_by_user", doc).is_empty(),
-                "{s}"
-            );
+            assert!(rows(View::GroupsListingByUser, doc).is_empty(), "{s}");
         }
     }
 
@@ -719,7 +678,7 @@ mod tests {
     fn music_on_hold_feature() {
         let moh = |m: Value| -> Value {
             let doc = json!({"_id": "g", "pvt_type": "group", "music_on_hold": m});
-            rows("groups", "crossbar_listing", doc)[0].1["features"].clone()
+            rows(View::GroupsListing, doc)[0].1["features"].clone()
         };
         assert_eq!(moh(json!({"media_id": "x"})), json!(["music_on_hold"]));
         assert_eq!(moh(json!({"media_id": {}})), json!(["music_on_hold"]));
@@ -742,7 +701,7 @@ mod tests {
         let doc = json!({"_id": "g", "pvt_type": "group", "music_on_hold": {"media_id": "m"},
             "smartpbx": {"z": {"enabled": true}}});
         assert_eq!(
-            rows("groups", "crossbar_listing", doc)[0].1["features"],
+            rows(View::GroupsListing, doc)[0].1["features"],
             json!(["z", "music_on_hold"])
         );
     }
@@ -751,7 +710,7 @@ mod tests {
     fn endpoint_counts() {
         let count = |e: Value| -> Option<Value> {
             let doc = json!({"_id": "g", "pvt_type": "group", "endpoints": e});
-            rows("groups", "crossbar_listing", doc)
+            rows(View::GroupsListing, doc)
                 .first()
                 .map(|(_, v)| v["endpoints"].clone())
         };
@@ -780,7 +739,7 @@ mod tests {
             for (k, v) in extra.as_object().unwrap() {
                 doc[k] = v.clone();
             }
-            let r = rows("groups", "crossbar_listing", doc);
+            let r = rows(View::GroupsListing, doc);
             serde_json::to_string(&r[0].1).unwrap()
         };
         // `doc.flags || []`
@@ -799,7 +758,7 @@ mod tests {
 
     #[test]
     fn by_user_emits_per_user_endpoint() {
-        let rows_ = rows("groups", "crossbar_listing_by_user", group());
+        let rows_ = rows(View::GroupsListingByUser, group());
         let summary = json!({"id": "g1", "name": "Sales",
             "features": ["call_recording", "music_on_hold"], "endpoints": 3, "flags": ["x"]});
         assert_eq!(
@@ -809,7 +768,7 @@ mod tests {
         // Index-like endpoint ids first, as for…in walks them.
         let doc = json!({"_id": "g", "pvt_type": "group",
             "endpoints": {"b": {"type": "user"}, "7": {"type": "user"}}});
-        let keys: Vec<Value> = rows("groups", "crossbar_listing_by_user", doc)
+        let keys: Vec<Value> = rows(View::GroupsListingByUser, doc)
             .into_iter()
             .map(|(k, _)| k)
             .collect();
@@ -822,7 +781,7 @@ mod tests {
             "a": {"type": "User"}, "b": {"type": ["user"]}, "c": {}, "d": "user", "e": 1,
             "f": [], "g": {"type": "user"}, "h": {"type": null}
         }});
-        let keys: Vec<Value> = rows("groups", "crossbar_listing_by_user", doc)
+        let keys: Vec<Value> = rows(View::GroupsListingByUser, doc)
             .into_iter()
             .map(|(k, _)| k)
             .collect();
@@ -830,16 +789,13 @@ mod tests {
         // An array of endpoints is keyed by index; a string walks code units, none a user.
         let doc = json!({"_id": "g", "pvt_type": "group",
             "endpoints": [{"type": "device"}, {"type": "user"}]});
-        assert_eq!(
-            rows("groups", "crossbar_listing_by_user", doc)[0].0,
-            json!("1")
-        );
+        assert_eq!(rows(View::GroupsListingByUser, doc)[0].0, json!("1"));
         let doc = json!({"_id": "g", "pvt_type": "group", "endpoints": "user"});
-        assert!(rows("groups", "crossbar_listing_by_user", doc).is_empty());
+        assert!(rows(View::GroupsListingByUser, doc).is_empty());
         // No endpoints: no rows, but crossbar_listing still lists the group.
         let doc = json!({"_id": "g", "pvt_type": "group"});
-        assert!(rows("groups", "crossbar_listing_by_user", doc.clone()).is_empty());
-        assert_eq!(rows("groups", "crossbar_listing", doc).len(), 1);
+        assert!(rows(View::GroupsListingByUser, doc.clone()).is_empty());
+        assert_eq!(rows(View::GroupsListing, doc).len(), 1);
     }
 
     #[test]
@@ -850,9 +806,9 @@ mod tests {
             json!([{"type": "user"}, null]),
         ] {
             let doc = json!({"_id": "g", "pvt_type": "group", "endpoints": endpoints});
-            assert!(rows("groups", "crossbar_listing_by_user", doc.clone()).is_empty());
+            assert!(rows(View::GroupsListingByUser, doc.clone()).is_empty());
             // crossbar_listing only counts them, which does not read the entries.
-            assert_eq!(rows("groups", "crossbar_listing", doc).len(), 1);
+            assert_eq!(rows(View::GroupsListing, doc).len(), 1);
         }
     }
 
@@ -866,14 +822,12 @@ mod tests {
     #[test]
     fn creds_views() {
         assert_rows(
-            "users",
-            "creds_by_md5",
+            View::UsersCredsByMd5,
             user(),
             json!([["md5hash", {"owner_id": "u1", "account_id": "acc1"}]]),
         );
         assert_rows(
-            "users",
-            "creds_by_sha",
+            View::UsersCredsBySha,
             user(),
             json!([["shahash", {"owner_id": "u1", "account_id": "acc1"}]]),
         );
@@ -881,8 +835,7 @@ mod tests {
         let mut doc = user();
         doc.as_object_mut().unwrap().remove("pvt_account_id");
         assert_rows(
-            "users",
-            "creds_by_md5",
+            View::UsersCredsByMd5,
             doc,
             json!([["md5hash", {"owner_id": "u1"}]]),
         );
@@ -890,8 +843,7 @@ mod tests {
         let mut doc = user();
         doc["pvt_md5_auth"] = json!({"z": 1.0, "0": true});
         assert_rows(
-            "users",
-            "creds_by_md5",
+            View::UsersCredsByMd5,
             doc,
             json!([[{"0": true, "z": 1}, {"owner_id": "u1", "account_id": "acc1"}]]),
         );
@@ -913,41 +865,35 @@ mod tests {
             let mut doc = user();
             doc[field] = value.clone();
             assert!(
-                rows("users", "creds_by_md5", doc).is_empty(),
+                rows(View::UsersCredsByMd5, doc).is_empty(),
                 "{field}: {value}"
             );
         }
         for missing in ["enabled", "pvt_md5_auth", "pvt_type"] {
             let mut doc = user();
             doc.as_object_mut().unwrap().remove(missing);
-            assert!(rows("users", "creds_by_md5", doc).is_empty(), "{missing}");
+            assert!(rows(View::UsersCredsByMd5, doc).is_empty(), "{missing}");
         }
         // Truthy but odd `enabled` values count as enabled.
         for enabled in [json!("false"), json!([]), json!({}), json!(1)] {
             let mut doc = user();
             doc["enabled"] = enabled.clone();
-            assert_eq!(rows("users", "creds_by_sha", doc).len(), 1, "{enabled}");
+            assert_eq!(rows(View::UsersCredsBySha, doc).len(), 1, "{enabled}");
         }
     }
 
     #[test]
     fn list_by_username() {
-        assert_rows(
-            "users",
-            "list_by_username",
-            user(),
-            json!([["alice", null]]),
-        );
+        assert_rows(View::UsersListByUsername, user(), json!([["alice", null]]));
         // Disabled users are listed: this view does not check `enabled`.
         let mut doc = user();
         doc["enabled"] = json!(false);
-        assert_rows("users", "list_by_username", doc, json!([["alice", null]]));
+        assert_rows(View::UsersListByUsername, doc, json!([["alice", null]]));
         // Unicode lower-casing, final sigma included.
         let mut doc = user();
         doc["username"] = json!("ÀÉÎ ΟΔΟΣ İ");
         assert_rows(
-            "users",
-            "list_by_username",
+            View::UsersListByUsername,
             doc,
             json!([["àéî οδος i\u{307}", null]]),
         );
@@ -955,7 +901,7 @@ mod tests {
         for name in [json!(""), json!(null), json!(0), json!(false)] {
             let mut doc = user();
             doc["username"] = name.clone();
-            assert!(rows("users", "list_by_username", doc).is_empty(), "{name}");
+            assert!(rows(View::UsersListByUsername, doc).is_empty(), "{name}");
         }
         for name in [
             json!(5),
@@ -965,11 +911,11 @@ mod tests {
         ] {
             let mut doc = user();
             doc["username"] = name.clone();
-            assert!(rows("users", "list_by_username", doc).is_empty(), "{name}");
+            assert!(rows(View::UsersListByUsername, doc).is_empty(), "{name}");
         }
         let mut doc = user();
         doc["pvt_deleted"] = json!(true);
-        assert!(rows("users", "list_by_username", doc).is_empty());
+        assert!(rows(View::UsersListByUsername, doc).is_empty());
     }
 
     // --- accounts ---
@@ -983,20 +929,17 @@ mod tests {
     #[test]
     fn accounts_views() {
         assert_rows(
-            "accounts",
-            "listing_by_api",
+            View::AccountsListingByApi,
             account(),
             json!([["k1", {"account_id": "a1"}]]),
         );
         assert_rows(
-            "accounts",
-            "listing_by_realm",
+            View::AccountsListingByRealm,
             account(),
             json!([["sip.example.com", {"account_id": "a1", "account_db": "account%2Fa1"}]]),
         );
         assert_rows(
-            "accounts",
-            "listing_by_name",
+            View::AccountsListingByName,
             account(),
             json!([["acmeinc2ncode", {"account_id": "a1", "account_db": "account%2Fa1"}]]),
         );
@@ -1004,8 +947,7 @@ mod tests {
         let mut doc = account();
         doc["pvt_account_id"] = json!("other");
         assert_rows(
-            "accounts",
-            "listing_by_api",
+            View::AccountsListingByApi,
             doc,
             json!([["k1", {"account_id": "other"}]]),
         );
@@ -1013,8 +955,7 @@ mod tests {
         let mut doc = account();
         doc.as_object_mut().unwrap().remove("pvt_account_db");
         assert_rows(
-            "accounts",
-            "listing_by_realm",
+            View::AccountsListingByRealm,
             doc,
             json!([["sip.example.com", {"account_id": "a1"}]]),
         );
@@ -1025,7 +966,7 @@ mod tests {
         let key = |name: Value| -> Option<Value> {
             let mut doc = account();
             doc["name"] = name;
-            rows("accounts", "listing_by_name", doc)
+            rows(View::AccountsListingByName, doc)
                 .first()
                 .map(|(k, _)| k.clone())
         };
@@ -1041,7 +982,11 @@ mod tests {
 
     #[test]
     fn accounts_skip_rules() {
-        for view in ["listing_by_api", "listing_by_realm", "listing_by_name"] {
+        for view in [
+            View::AccountsListingByApi,
+            View::AccountsListingByRealm,
+            View::AccountsListingByName,
+        ] {
             for (field, value) in [
                 ("pvt_type", json!("user")),
                 ("pvt_deleted", json!(true)),
@@ -1049,19 +994,16 @@ mod tests {
             ] {
                 let mut doc = account();
                 doc[field] = value.clone();
-                assert!(
-                    rows("accounts", view, doc).is_empty(),
-                    "{view} {field}: {value}"
-                );
+                assert!(rows(view, doc).is_empty(), "{view} {field}: {value}");
             }
         }
         let mut doc = account();
         doc["realm"] = json!(["sip.example.com"]);
-        assert!(rows("accounts", "listing_by_realm", doc.clone()).is_empty());
-        assert_eq!(rows("accounts", "listing_by_api", doc).len(), 1);
+        assert!(rows(View::AccountsListingByRealm, doc.clone()).is_empty());
+        assert_eq!(rows(View::AccountsListingByApi, doc).len(), 1);
         let mut doc = account();
         doc["pvt_api_key"] = json!(0);
-        assert!(rows("accounts", "listing_by_api", doc).is_empty());
+        assert!(rows(View::AccountsListingByApi, doc).is_empty());
     }
 
     #[test]

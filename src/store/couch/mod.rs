@@ -1,16 +1,23 @@
-//! The CouchDB client: one pooled HTTP client, the base URL and credentials, a timeout, and one
-//! method per remote call. It speaks only what CouchDB 3 documents.
+//! The CouchDB adapter: one pooled HTTP client, the base URL and credentials, a timeout, and one
+//! method per remote call. It speaks only what CouchDB 3 documents, and gives the port
+//! CouchDB's meaning on servers that speak it loosely: the rows of a view are cut out of the
+//! answer as it arrives (`rows`), `startkey_docid` works where a server ignores it
+//! (`startkey_docid`), and database names come back with their slashes (`all_dbs`).
+mod rows;
+pub mod startkey_docid;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::{self, StreamExt};
+use futures::FutureExt;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::rows::{Malformed, RowSplitter};
-use super::{DocStore, RowStream, StoreError, StoreResult, ViewQuery, ViewRow};
+use self::rows::{Malformed, RowSplitter};
+use super::{DocStore, RowStream, StoreError, StoreResult, View, ViewQuery, ViewRow};
 use crate::domain::ids::{DbName, DocId};
 
 /// Everything but the unreserved characters is escaped in a path segment, `/` included.
@@ -139,7 +146,7 @@ impl CouchClient {
             .map_err(transport_error)
     }
 
-    /// GET / : the server answers (pouchdb-server has no `/_up`).
+    /// A document by its full id, or `None` on a 404.
     async fn get_raw(&self, db: &DbName, id: &str) -> StoreResult<Option<Value>> {
         let url = self.doc_url(db, id, &[]);
         match self.json(self.request(Method::GET, url)).await {
@@ -156,7 +163,7 @@ impl CouchClient {
         parse_rev(body)
     }
 
-    /// Hard delete (a tombstone) of the revision `rev`.
+    /// Deletes a database and all it holds.
     pub async fn delete_db(&self, db: &DbName) -> StoreResult<()> {
         let url = self.url(&[db.as_str()], &[]);
         self.send(self.request(Method::DELETE, url))
@@ -164,7 +171,7 @@ impl CouchClient {
             .map(|_| ())
     }
 
-    /// Rows of `_design/{design}/_view/{view}`.
+    /// A document's URL.
     fn doc_url(&self, db: &DbName, id: &str, query: &[(&str, String)]) -> Url {
         // `_design/x` keeps its slash as a path separator, as CouchDB documents it.
         match id.strip_prefix("_design/") {
@@ -180,6 +187,7 @@ impl DocStore for CouchClient {
         format!("CouchDB at {}", self.display_url())
     }
 
+    /// GET / : the server answers (pouchdb-server has no `/_up`).
     async fn ping(&self) -> StoreResult<()> {
         self.json(self.request(Method::GET, self.base.clone()))
             .await
@@ -190,11 +198,12 @@ impl DocStore for CouchClient {
         let body = self
             .json(self.request(Method::GET, self.url(&["_all_dbs"], &[])))
             .await?;
-        serde_json::from_value(body).map_err(|e| StoreError::Other {
+        let names: Vec<String> = serde_json::from_value(body).map_err(|e| StoreError::Other {
             status: 200,
             error: "bad_answer".into(),
             reason: format!("unexpected _all_dbs answer: {e}"),
-        })
+        })?;
+        Ok(names.into_iter().map(with_slashes).collect())
     }
 
     /// A document, or `None` when CouchDB says 404 (missing doc or missing database, which
@@ -279,16 +288,41 @@ impl DocStore for CouchClient {
     async fn view_rows(
         &self,
         db: &DbName,
-        design: &str,
-        view: &str,
+        view: View,
         query: &ViewQuery,
     ) -> StoreResult<RowStream> {
-        let url = self.url(
-            &[db.as_str(), "_design", design, "_view", view],
-            &view_params(query),
-        );
-        self.rows(url).await
+        let (client, db) = (self.clone(), db.clone());
+        let fetch = move |query: ViewQuery| {
+            let url = client.url(
+                &[db.as_str(), "_design", view.design(), "_view", view.name()],
+                &view_params(&query),
+            );
+            let client = client.clone();
+            async move { client.rows(url).await }.boxed()
+        };
+        startkey_docid::rows(fetch, query).await
     }
+}
+
+/// A database name as CouchDB lists it. pouchdb-server lists `account/4b/31/…` (and a monthly
+/// `account/4b/31/…-202411`) without its slashes; Kazoo never names a database `account`
+/// followed by 32 hex digits, so that shape is a name that lost its slashes, whatever the server.
+fn with_slashes(listed: String) -> String {
+    let Some(rest) = listed.strip_prefix("account") else {
+        return listed;
+    };
+    let Some((id, month)) = rest.split_at_checked(32) else {
+        return listed;
+    };
+    let hex = id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let monthly = month.is_empty()
+        || month
+            .strip_prefix('-')
+            .is_some_and(|m| m.len() == 6 && m.bytes().all(|b| b.is_ascii_digit()));
+    if !hex || !monthly {
+        return listed;
+    }
+    format!("account/{}/{}/{}{month}", &id[..2], &id[2..4], &id[4..])
 }
 
 impl CouchClient {
@@ -428,6 +462,38 @@ mod tests {
             c.doc_url(&db, "_design/groups", &[]).as_str(),
             "http://127.0.0.1:5984/system_auth/_design/groups"
         );
+    }
+
+    #[test]
+    fn listed_account_names_get_their_slashes_back() {
+        let id = "4b31dd1d32ce6d249897c06332375d65";
+        for (listed, name) in [
+            (
+                format!("account{id}"),
+                format!("account/4b/31/{}", &id[4..]),
+            ),
+            (
+                format!("account{id}-202411"),
+                format!("account/4b/31/{}-202411", &id[4..]),
+            ),
+            (
+                format!("account/4b/31/{}", &id[4..]),
+                format!("account/4b/31/{}", &id[4..]),
+            ),
+        ] {
+            assert_eq!(with_slashes(listed), name);
+        }
+        for other in [
+            "accounts".to_string(),
+            "system_auth".to_string(),
+            format!("account{}", id.to_uppercase()),
+            format!("account{id}0"),
+            format!("account{id}-2024"),
+            format!("account{}", &id[1..]),
+            "accounté".to_string(),
+        ] {
+            assert_eq!(with_slashes(other.clone()), other);
+        }
     }
 
     #[test]

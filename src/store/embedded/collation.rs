@@ -1,5 +1,6 @@
-//! CouchDB's view collation of JSON keys (`couch_ejson_compare`), so the embedded store orders,
-//! ranges and groups view rows exactly as CouchDB does.
+//! CouchDB's view collation of JSON keys (`couch_ejson_compare`): the order the embedded store's
+//! sort keys encode (`sort_key`), so it orders, ranges and groups view rows exactly as CouchDB
+//! does; `scan` and the CouchDB adapter's `startkey_docid` check compare keys with it too.
 //!
 //! The rules, from CouchDB's "Views Collation" doc and `couch_ejson_compare.{erl,c}`:
 //! `null < false < true < numbers < strings < arrays < objects`; numbers by value; strings by
@@ -49,6 +50,11 @@ pub fn collate_str(a: &str, b: &str) -> Ordering {
         return Ordering::Equal;
     }
     ROOT.compare(a, b)
+}
+
+/// Appends the root collator's sort key of `s`: byte order of sort keys is [`collate_str`].
+pub fn write_sort_key(s: &str, out: &mut Vec<u8>) {
+    let Ok(()) = ROOT.write_sort_key_to(s, out);
 }
 
 /// CouchDB's type order; `false` and `true` get separate ranks since they are atoms with a
@@ -141,8 +147,72 @@ fn compare_int_float(i: i128, f: f64) -> Ordering {
     })
 }
 
+/// Values for property tests: small alphabets, so that ties, case pairs, accents and nesting
+/// come up often.
+#[cfg(test)]
+pub mod arbitrary {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    fn json_leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            prop_oneof![
+                Just(0.0),
+                Just(-0.0),
+                Just(1.0),
+                Just(2.5),
+                Just(9.007199254740992e15)
+            ]
+            .prop_map(Value::from),
+            (-3i64..4).prop_map(Value::from),
+            string_strategy().prop_map(Value::String),
+        ]
+    }
+
+    /// Strings from a small alphabet so that ties, case pairs and accents come up often.
+    pub fn string_strategy() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just('a'),
+                Just('A'),
+                Just('b'),
+                Just('B'),
+                Just('e'),
+                Just('\u{e9}'),
+                Just('\u{301}'),
+                Just('\u{200B}'),
+                Just('1'),
+                Just('_'),
+                Just('-'),
+                Just(' '),
+                Just('\u{3b1}'),
+                Just('\u{4e00}'),
+                any::<char>(),
+            ],
+            0..5,
+        )
+        .prop_map(|cs| cs.into_iter().collect())
+    }
+
+    pub fn json_value() -> impl Strategy<Value = Value> {
+        json_leaf().prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::vec((string_strategy(), inner), 0..4)
+                    .prop_map(|kvs| Value::Object(kvs.into_iter().collect())),
+            ]
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::arbitrary::json_value;
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
@@ -378,61 +448,6 @@ mod tests {
             collate(&json!(["XYZ", {"an": "object"}]), &json!(["XYZ", {}])),
             Greater
         );
-    }
-
-    fn json_leaf() -> impl Strategy<Value = Value> {
-        prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(Value::from),
-            any::<u64>().prop_map(Value::from),
-            (-1e6f64..1e6).prop_map(Value::from),
-            prop_oneof![
-                Just(0.0),
-                Just(-0.0),
-                Just(1.0),
-                Just(2.5),
-                Just(9.007199254740992e15)
-            ]
-            .prop_map(Value::from),
-            (-3i64..4).prop_map(Value::from),
-            string_strategy().prop_map(Value::String),
-        ]
-    }
-
-    /// Strings from a small alphabet so that ties, case pairs and accents come up often.
-    fn string_strategy() -> impl Strategy<Value = String> {
-        proptest::collection::vec(
-            prop_oneof![
-                Just('a'),
-                Just('A'),
-                Just('b'),
-                Just('B'),
-                Just('e'),
-                Just('\u{e9}'),
-                Just('\u{301}'),
-                Just('\u{200B}'),
-                Just('1'),
-                Just('_'),
-                Just('-'),
-                Just(' '),
-                Just('\u{3b1}'),
-                Just('\u{4e00}'),
-                any::<char>(),
-            ],
-            0..5,
-        )
-        .prop_map(|cs| cs.into_iter().collect())
-    }
-
-    fn json_value() -> impl Strategy<Value = Value> {
-        json_leaf().prop_recursive(3, 24, 4, |inner| {
-            prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                proptest::collection::vec((string_strategy(), inner), 0..4)
-                    .prop_map(|kvs| Value::Object(kvs.into_iter().collect())),
-            ]
-        })
     }
 
     proptest! {
