@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::domain::clock::Clock;
 use crate::envelope::DEFAULT_MAX_UPLOAD_BYTES;
+use crate::store::cached::CacheLimits;
 
 /// Where the documents live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +36,12 @@ pub struct Config {
     pub key_cache: Duration,
     /// `KZ_GROUPS_TOKEN_CACHE_ENTRIES`: tokens whose signature verified, kept (0: off).
     pub token_cache_entries: usize,
+    /// `KZ_GROUPS_VIEW_TIMEOUT_MS`: how long a view query (or a change feed) may wait between
+    /// reads of its answer: an index being built is normal work, not an outage.
+    pub view_timeout: Duration,
+    /// The document and listing caches (`KZ_GROUPS_DOC_CACHE_*`, `KZ_GROUPS_LISTING_CACHE_*`,
+    /// `KZ_GROUPS_CACHE_FEEDS`, `KZ_GROUPS_CACHE_TTL_MS`; see `store::cached`).
+    pub caches: CacheLimits,
     /// `KZ_GROUPS_BODY_TIMEOUT_MS`: the time a request body has to arrive in full.
     pub body_timeout: Duration,
     /// `KZ_GROUPS_REQUEST_MEMORY_MB`: what request bodies and their parsed JSON may hold at once.
@@ -108,6 +115,15 @@ impl Config {
             version: lookup("KZ_GROUPS_VERSION").unwrap_or_else(|| "4.3.0".into()),
             key_cache: Duration::from_secs(integer("KZ_GROUPS_KEY_CACHE_SECS", 10, 0)?),
             token_cache_entries: integer("KZ_GROUPS_TOKEN_CACHE_ENTRIES", 10_000, 0)? as usize,
+            view_timeout: Duration::from_millis(number("KZ_GROUPS_VIEW_TIMEOUT_MS", 300_000)?),
+            caches: CacheLimits {
+                doc_entries: integer("KZ_GROUPS_DOC_CACHE_ENTRIES", 20_000, 0)? as usize,
+                doc_bytes: megabytes(integer("KZ_GROUPS_DOC_CACHE_MB", 32, 0)?),
+                listing_entries: integer("KZ_GROUPS_LISTING_CACHE_ENTRIES", 1_000, 0)? as usize,
+                listing_bytes: megabytes(integer("KZ_GROUPS_LISTING_CACHE_MB", 32, 0)?),
+                feeds: integer("KZ_GROUPS_CACHE_FEEDS", 200, 0)? as usize,
+                ttl: Duration::from_millis(integer("KZ_GROUPS_CACHE_TTL_MS", 1_000, 0)?),
+            },
             body_timeout: Duration::from_millis(number("KZ_GROUPS_BODY_TIMEOUT_MS", 15_000)?),
             request_memory_bytes: number("KZ_GROUPS_REQUEST_MEMORY_MB", 256)?
                 .saturating_mul(1 << 20) as usize,
@@ -170,6 +186,10 @@ fn check_amqp_url(url: &str) -> Result<String, String> {
         return Err("KZ_GROUPS_AMQP_URL must be an amqp:// URI (amqps:// is not supported)".into());
     }
     Ok(url.to_owned())
+}
+
+fn megabytes(n: u64) -> usize {
+    n.saturating_mul(1 << 20) as usize
 }
 
 fn default_node_name() -> String {

@@ -16,6 +16,7 @@ use crate::config::{Backend, Config};
 use crate::notices::{ChangeNotifier, LogNotifier};
 use crate::pipeline::AppState;
 use crate::routes;
+use crate::store::cached::CachedStore;
 use crate::store::couch::CouchClient;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::views::{DesignDoc, ViewInstaller};
@@ -53,7 +54,11 @@ pub fn design_docs() -> Result<Vec<DesignDoc>, String> {
 /// The document store the configuration names.
 pub fn store(config: &Config) -> Result<Store, String> {
     Ok(match &config.backend {
-        Backend::CouchDb { url } => Arc::new(CouchClient::new(url, config.couch_timeout)?),
+        Backend::CouchDb { url } => Arc::new(CouchClient::new(
+            url,
+            config.couch_timeout,
+            config.view_timeout,
+        )?),
         Backend::Embedded { dir } => Arc::new(EmbeddedStore::open(dir)?),
     })
 }
@@ -118,6 +123,8 @@ impl Application {
     /// [`Application::build`] on a store already open: a process opens its store once and
     /// shares the handle.
     pub fn build_with_store(config: Config, store: Store) -> Result<Self, String> {
+        // The server reads through its caches; the CLI's short runs do not.
+        let store: Store = CachedStore::new(store, config.caches);
         let views = ViewInstaller::new(store.clone(), design_docs()?);
         let schemas = Schemas::load()?;
         let listener = TcpListener::bind(&config.listen)

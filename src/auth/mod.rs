@@ -24,8 +24,6 @@ use crate::store::{self, Store, StoreResult};
 use jwt::{Jwt, JwtError};
 use restrictions::{Relation, RestrictedRequest};
 
-/// How long the server half of the identity HMAC key is trusted before it is read again.
-const SERVER_SECRET_TTL: Duration = Duration::from_secs(30);
 /// A signature failure re-reads a cached key's doc at most this often per kid, so tokens of a
 /// freshly rotated key verify at once without letting bad tokens hammer CouchDB.
 const KEY_RECHECK_INTERVAL: Duration = Duration::from_secs(2);
@@ -145,9 +143,6 @@ pub struct Authenticator {
     /// key (deleted and recreated under the same kid, §2.2) stops verifying old tokens.
     key_ttl: Duration,
     keys: RwLock<HashMap<String, CachedKey>>,
-    server_secret: TtlCell<Option<String>>,
-    /// `system_config/crossbar.token_restrictions`, if any.
-    restriction_config: TtlCell<Option<Value>>,
 }
 
 fn field<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
@@ -164,8 +159,6 @@ impl Authenticator {
             ),
             key_ttl,
             keys: RwLock::new(HashMap::new()),
-            server_secret: TtlCell::new(SERVER_SECRET_TTL),
-            restriction_config: TtlCell::new(SERVER_SECRET_TTL),
         }
     }
 
@@ -406,17 +399,15 @@ impl Authenticator {
         ))
     }
 
+    /// The server half of the identity HMAC key (`system_config/auth`), read through the
+    /// store's coherent cache, so a reset is seen at once.
     async fn server_secret(&self) -> StoreResult<Option<String>> {
-        self.server_secret
-            .get_or_load(async {
-                let doc = self.system_config("auth").await?;
-                Ok(doc
-                    .as_ref()
-                    .and_then(|d| d.pointer("/default/secret_for_user_signature"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned))
-            })
-            .await
+        let doc = self.system_config("auth").await?;
+        Ok(doc
+            .as_ref()
+            .and_then(|d| d.pointer("/default/secret_for_user_signature"))
+            .and_then(Value::as_str)
+            .map(str::to_owned))
     }
 
     async fn system_config(&self, id: &str) -> StoreResult<Option<Value>> {
@@ -437,10 +428,7 @@ impl Authenticator {
         if identity.is_superduper() {
             return Ok(true);
         }
-        let config = self
-            .restriction_config
-            .get_or_load(self.system_config("crossbar.token_restrictions"))
-            .await?;
+        let config = self.system_config("crossbar.token_restrictions").await?;
         let config_default = config.as_ref().and_then(|c| c.get("default"));
         let method = identity
             .method

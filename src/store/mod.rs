@@ -6,10 +6,13 @@
 //! Beside the port, and written against it: `views` keeps the design documents current and says
 //! how each database's views are read; `scan` answers a view whose design document is someone
 //! else's and lacks it.
+pub mod cached;
 pub mod couch;
 pub mod embedded;
 pub mod scan;
 pub mod views;
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -149,6 +152,29 @@ impl ViewRow {
     }
 }
 
+/// What a change feed says changed: a document, or only a database (CouchDB's `_db_updates`
+/// names databases, not documents).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    Db(String),
+    Doc { db: String, id: String },
+}
+
+/// A change feed's answer: what changed, and where to read on from (CouchDB's opaque `seq`,
+/// kept as the JSON it came as: a string on CouchDB, a number on some servers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Changes {
+    pub last_seq: Value,
+    pub changed: Vec<Changed>,
+}
+
+/// Which change feed: one database's (`_changes`), or every database's (`_db_updates`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed<'a> {
+    Db(&'a DbName),
+    Server,
+}
+
 /// The rows of a view query, read as they are consumed: however large the rows, only a bounded
 /// part of the answer is held at a time.
 pub type RowStream = BoxStream<'static, StoreResult<ViewRow>>;
@@ -201,6 +227,18 @@ pub trait DocStore: Send + Sync {
     /// Every live document of `db` (design documents included) in id order, as the rows of
     /// CouchDB's `_all_docs?include_docs=true`, read as they are consumed.
     async fn all_docs(&self, db: &DbName) -> StoreResult<RowStream>;
+
+    /// The current end of a change feed, or `None` when the store has no such feed (CouchDB
+    /// has `_db_updates` only where the `_global_changes` database exists).
+    async fn feed_end(&self, feed: Feed<'_>) -> StoreResult<Option<Value>>;
+
+    /// What changed in a feed after `since`, waiting up to `wait` for the first change.
+    async fn feed_next(
+        &self,
+        feed: Feed<'_>,
+        since: &Value,
+        wait: Duration,
+    ) -> StoreResult<Changes>;
 
     /// All the rows of a (small) view query at once.
     async fn query_view(

@@ -4,7 +4,7 @@
 use futures::TryStreamExt;
 use serde_json::{json, Map, Value};
 
-use crate::helpers::{account_db, generation, md5_hex, TestApp};
+use crate::helpers::{account_db, eventually, generation, md5_hex, TestApp};
 
 #[tokio::test]
 async fn concurrent_first_requests_install_the_design_doc_once() {
@@ -39,7 +39,7 @@ async fn a_broken_design_doc_is_repaired_after_one_503() {
     let mut doc = app.design_doc(&a, "groups").await.unwrap();
     doc["views"] = json!({});
     app.put_design_doc(&a, "groups", doc).await;
-    let resp = app.list_groups(&a, "").await;
+    let resp = eventually(|| app.list_groups(&a, ""), |r| r.status == 503).await;
     assert_eq!(resp.status, 503, "{}", resp.text);
     assert_eq!(resp.json["message"], "datastore missing view");
     let resp = app.list_groups(&a, "").await;

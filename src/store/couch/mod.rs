@@ -17,7 +17,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use self::rows::{Malformed, RowSplitter};
-use super::{DocStore, RowStream, StoreError, StoreResult, View, ViewQuery, ViewRow};
+use super::{
+    Changed, Changes, DocStore, Feed, RowStream, StoreError, StoreResult, View, ViewQuery, ViewRow,
+};
 use crate::domain::ids::{DbName, DocId};
 
 /// Everything but the unreserved characters is escaped in a path segment, `/` included.
@@ -30,6 +32,9 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 #[derive(Clone)]
 pub struct CouchClient {
     http: reqwest::Client,
+    /// For answers that may be slow to start for good reasons: a view whose index is being
+    /// built, a change feed waiting for a change (`KZ_GROUPS_VIEW_TIMEOUT_MS` between reads).
+    patient: reqwest::Client,
     base: Url,
     user: Option<(String, Option<String>)>,
     /// Every call's whole answer must arrive within this; a view's rows, read as they are
@@ -45,7 +50,7 @@ struct WriteResponse {
 impl CouchClient {
     /// `url` carries the credentials (`http://user:pass@host:5984`); they are sent as Basic auth
     /// and never logged.
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
+    pub fn new(url: &str, timeout: Duration, view_timeout: Duration) -> Result<Self, String> {
         let mut base = Url::parse(url).map_err(|e| format!("COUCHDB_URL is not a URL: {e}"))?;
         if !matches!(base.scheme(), "http" | "https") {
             return Err("COUCHDB_URL must be an http or https URL".into());
@@ -64,14 +69,17 @@ impl CouchClient {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(timeout)
-            .read_timeout(timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let client = |read_timeout: Duration| {
+            reqwest::Client::builder()
+                .connect_timeout(timeout)
+                .read_timeout(read_timeout)
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build()
+                .map_err(|e| format!("cannot build the HTTP client: {e}"))
+        };
         Ok(Self {
-            http,
+            http: client(timeout)?,
+            patient: client(view_timeout.max(timeout))?,
             base,
             user,
             timeout,
@@ -105,7 +113,15 @@ impl CouchClient {
 
     /// A call whose answer is read as it is consumed (the read timeout still applies).
     fn streamed(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
-        let builder = self.http.request(method, url);
+        self.authorised(self.http.request(method, url))
+    }
+
+    /// A call that may wait long for its answer (views, change feeds).
+    fn patient(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
+        self.authorised(self.patient.request(method, url))
+    }
+
+    fn authorised(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.user {
             Some((user, pass)) => builder.basic_auth(user, pass.as_deref()),
             None => builder,
@@ -277,6 +293,71 @@ impl DocStore for CouchClient {
         }
     }
 
+    async fn feed_end(&self, feed: Feed<'_>) -> StoreResult<Option<Value>> {
+        let since_now = [("since", "now".to_owned())];
+        let url = match feed {
+            Feed::Db(db) => self.url(&[db.as_str(), "_changes"], &since_now),
+            Feed::Server => self.url(&["_db_updates"], &since_now),
+        };
+        match self.json(self.request(Method::GET, url)).await {
+            Ok(body) => Ok(body.get("last_seq").cloned()),
+            // No `_global_changes` (or a server without `_db_updates`): no server feed.
+            Err(StoreError::NotFound | StoreError::Other { .. }) if feed == Feed::Server => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn feed_next(
+        &self,
+        feed: Feed<'_>,
+        since: &Value,
+        wait: Duration,
+    ) -> StoreResult<Changes> {
+        let since = match since {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let params = [
+            ("feed", "longpoll".to_owned()),
+            ("since", since),
+            ("timeout", wait.as_millis().to_string()),
+            // A batch at a time: a long backlog is read in several calls.
+            ("limit", "1000".to_owned()),
+        ];
+        let url = match feed {
+            Feed::Db(db) => self.url(&[db.as_str(), "_changes"], &params),
+            Feed::Server => self.url(&["_db_updates"], &params),
+        };
+        let body = self
+            .send(self.patient(Method::GET, url))
+            .await?
+            .json::<Value>()
+            .await
+            .map_err(transport_error)?;
+        let last_seq = body.get("last_seq").cloned().unwrap_or(Value::Null);
+        let results = body.get("results").and_then(Value::as_array);
+        let changed = results
+            .into_iter()
+            .flatten()
+            .filter_map(|change| match feed {
+                Feed::Db(db) => change
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .map(|id| Changed::Doc {
+                        db: db.as_str().to_owned(),
+                        id: id.to_owned(),
+                    }),
+                Feed::Server => change
+                    .get("db_name")
+                    .and_then(Value::as_str)
+                    .map(|db| Changed::Db(db.to_owned())),
+            })
+            .collect();
+        Ok(Changes { last_seq, changed })
+    }
+
     async fn all_docs(&self, db: &DbName) -> StoreResult<RowStream> {
         let url = self.url(
             &[db.as_str(), "_all_docs"],
@@ -326,10 +407,11 @@ fn with_slashes(listed: String) -> String {
 }
 
 impl CouchClient {
-    /// The rows of a view-shaped answer (a view, `_all_docs`), read as they are consumed.
+    /// The rows of a view-shaped answer (a view, `_all_docs`), read as they are consumed; a
+    /// view being indexed may take long to answer, which is not an outage.
     async fn rows(&self, url: Url) -> StoreResult<RowStream> {
         let body = self
-            .send(self.streamed(Method::GET, url))
+            .send(self.patient(Method::GET, url))
             .await?
             .bytes_stream();
         let rows = stream::try_unfold(
@@ -426,6 +508,7 @@ mod tests {
     fn client() -> CouchClient {
         CouchClient::new(
             "http://admin:s%40cret@127.0.0.1:5984",
+            Duration::from_secs(1),
             Duration::from_secs(1),
         )
         .unwrap()

@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 use self::batches::{BatchReader, Read};
 use self::docs::{check_rev, current, generation, load, put, write, Prepared};
 use self::pool::Connections;
-use super::{DocStore, RowStream, StoreError, StoreResult, View, ViewQuery};
+use super::{Changes, DocStore, Feed, RowStream, StoreError, StoreResult, View, ViewQuery};
 use crate::domain::ids::{DbName, DocId};
 
 const FILE_NAME: &str = "kz-groups.sqlite3";
@@ -279,6 +279,20 @@ impl DocStore for EmbeddedStore {
         self.conns
             .write(move |conn| put(conn, &db, &id, &doc))
             .await
+    }
+
+    // No change feed yet: caches over this store keep entries for a short time only.
+    async fn feed_end(&self, _feed: Feed<'_>) -> StoreResult<Option<Value>> {
+        Ok(None)
+    }
+
+    async fn feed_next(
+        &self,
+        _feed: Feed<'_>,
+        _since: &Value,
+        _wait: std::time::Duration,
+    ) -> StoreResult<Changes> {
+        Err(StoreError::NotFound)
     }
 
     async fn all_docs(&self, db: &DbName) -> StoreResult<RowStream> {

@@ -22,6 +22,28 @@ use kz_groups::store::{Store, StoreError};
 use serde_json::{json, Map, Value};
 use tempfile::TempDir;
 
+/// How long a write made straight into the store (as Kazoo or an operator makes it) may take to
+/// be seen through the service's caches: a change feed's delay, or the TTL where none runs
+/// (README, "Caches"), with a margin.
+pub const COHERENCE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Asks until an answer passes `until` (a write made straight into the store has been seen), or
+/// [`COHERENCE`] passes; returns the last answer.
+pub async fn eventually<F, Fut>(ask: F, until: impl Fn(&Response) -> bool) -> Response
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    let deadline = std::time::Instant::now() + COHERENCE;
+    loop {
+        let resp = ask().await;
+        if until(&resp) || std::time::Instant::now() > deadline {
+            return resp;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// The fixture signing key, stored as Kazoo stores its key (auth-contract §2.1), under `KID`.
 pub const KEY_PEM: &str = include_str!("../../fixtures/kazoo_e2049.pem");
 /// Another key of the same kind, for tokens signed with the wrong key.

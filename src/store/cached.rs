@@ -1,0 +1,519 @@
+//! Caches over the store (issue 9), behind the port itself: the service reads documents and
+//! listing pages as it always does, and an answer comes from memory when the store's data has
+//! not changed since it was read. Turning a cache off is a configuration change (0 entries).
+//!
+//! - Documents by database and id (absent ones too: "there is no `token_restrictions`" is an
+//!   answer): `KZ_GROUPS_DOC_CACHE_ENTRIES` entries, `KZ_GROUPS_DOC_CACHE_MB`.
+//! - Listing pages (view queries of at most [`MAX_CACHED_ROWS`] rows):
+//!   `KZ_GROUPS_LISTING_CACHE_ENTRIES`, `KZ_GROUPS_LISTING_CACHE_MB`.
+//!
+//! When either is full, the least recently used entries leave. What keeps them true:
+//! - writes through this process drop what they touch before they return (write-through);
+//! - a change feed drops what others change: the server's feed of every database (CouchDB's
+//!   `_db_updates`, database by database) where it exists, else one feed per database that
+//!   holds entries (`_changes`, document by document; at most `KZ_GROUPS_CACHE_FEEDS`, the
+//!   least recently used database's feed stops when more are needed), and Kazoo's own change
+//!   notices when `KZ_GROUPS_AMQP_URL` is set;
+//! - an entry is kept only when no change was announced while it was being read, so a change
+//!   racing a read never leaves the old value behind;
+//! - a database no feed guards (a feed not yet running, lost, or beyond the limit) keeps its
+//!   entries for `KZ_GROUPS_CACHE_TTL_MS` at most; a lost feed drops every entry it guarded.
+//!
+//! So a change anyone makes is seen here within the feed's delay (about 0.1 s on CouchDB 3), or
+//! the TTL where no feed can be had.
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use lru::LruCache;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+use super::{
+    Changed, Changes, DocStore, Feed, RowStream, Store, StoreError, StoreResult, View, ViewQuery,
+    ViewRow,
+};
+use crate::cache::{Bounded, CacheStats};
+use crate::domain::ids::{DbName, DocId};
+
+/// Listing queries of more rows than this are not kept (a full `paginate=false` listing).
+pub const MAX_CACHED_ROWS: usize = 1000;
+/// How long a feed waits for a change before asking again.
+const FEED_WAIT: Duration = Duration::from_secs(25);
+/// The first pause after a lost feed, doubled up to [`FEED_RETRY_MAX`].
+const FEED_RETRY: Duration = Duration::from_millis(250);
+const FEED_RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Bounds and switches, from the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheLimits {
+    pub doc_entries: usize,
+    pub doc_bytes: usize,
+    pub listing_entries: usize,
+    pub listing_bytes: usize,
+    /// Databases followed one by one at most, where the store has no server-wide feed.
+    pub feeds: usize,
+    /// How long an entry of a database no feed guards is kept.
+    pub ttl: Duration,
+}
+
+#[derive(Clone)]
+struct Entry<V> {
+    value: V,
+    /// `None` while a feed guards the entry's database.
+    expires: Option<Instant>,
+}
+
+impl<V> Entry<V> {
+    fn fresh(&self) -> bool {
+        self.expires.is_none_or(|at| Instant::now() < at)
+    }
+}
+
+type DocKey = (String, String);
+type ListingKey = (String, View, String);
+
+/// The store with its caches: every call of the port goes through here.
+pub struct CachedStore {
+    inner: Store,
+    docs: Bounded<DocKey, Entry<Option<Value>>>,
+    listings: Bounded<ListingKey, Entry<Arc<Vec<ViewRow>>>>,
+    coherence: Arc<Coherence>,
+}
+
+impl CachedStore {
+    /// Wraps `inner`; the feeds start on the current Tokio runtime, once something is cached.
+    pub fn new(inner: Store, limits: CacheLimits) -> Arc<Self> {
+        Arc::new_cyclic(|weak: &std::sync::Weak<CachedStore>| {
+            let invalidate: Invalidate = {
+                let weak = weak.clone();
+                Arc::new(move |change: Option<&Changed>| {
+                    if let Some(store) = weak.upgrade() {
+                        store.forget(change);
+                    }
+                })
+            };
+            Self {
+                docs: Bounded::new(limits.doc_entries, limits.doc_bytes),
+                listings: Bounded::new(limits.listing_entries, limits.listing_bytes),
+                coherence: Arc::new(Coherence::new(inner.clone(), limits, invalidate)),
+                inner,
+            }
+        })
+    }
+
+    pub fn doc_stats(&self) -> CacheStats {
+        self.docs.stats()
+    }
+
+    pub fn listing_stats(&self) -> CacheStats {
+        self.listings.stats()
+    }
+
+    /// Drops what a change touches: a document and its database's listing pages, a whole
+    /// database, or (`None`: a feed was lost) everything.
+    fn forget(&self, change: Option<&Changed>) {
+        match change {
+            Some(Changed::Doc { db, id }) => {
+                self.docs.remove(&(db.clone(), id.clone()));
+                self.listings.remove_where(|(d, _, _)| d == db);
+            }
+            Some(Changed::Db(db)) => {
+                self.docs.remove_where(|(d, _)| d == db);
+                self.listings.remove_where(|(d, _, _)| d == db);
+            }
+            None => {
+                self.docs.clear();
+                self.listings.clear();
+            }
+        }
+    }
+
+    /// Drops what a write through this process touched, before its answer.
+    fn written(&self, db: &DbName, id: &str) {
+        self.coherence.announce();
+        self.forget(Some(&Changed::Doc {
+            db: db.as_str().to_owned(),
+            id: id.to_owned(),
+        }));
+    }
+}
+
+/// What a change feed calls to drop entries.
+type Invalidate = Arc<dyn Fn(Option<&Changed>) + Send + Sync>;
+
+/// The weight of a document entry: its JSON's length, times what a tree takes over its text.
+fn doc_weight(doc: &Option<Value>) -> usize {
+    64 + doc.as_ref().map_or(0, |d| 8 * d.to_string().len())
+}
+
+fn rows_weight(rows: &[ViewRow]) -> usize {
+    64 + rows
+        .iter()
+        .map(|r| {
+            96 + r.id.len()
+                + 8 * r.key.to_string().len()
+                + r.value.get().len()
+                + r.doc.as_ref().map_or(0, |d| d.get().len())
+        })
+        .sum::<usize>()
+}
+
+fn query_key(q: &ViewQuery) -> String {
+    format!(
+        "{:?}|{:?}|{:?}|{:?}|{}|{:?}|{}|{}",
+        q.key.as_ref().map(Value::to_string),
+        q.startkey.as_ref().map(Value::to_string),
+        q.endkey.as_ref().map(Value::to_string),
+        q.startkey_docid,
+        q.descending,
+        q.limit,
+        q.skip,
+        q.include_docs
+    )
+}
+
+#[async_trait]
+impl DocStore for CachedStore {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.inner.ping().await
+    }
+
+    async fn all_dbs(&self) -> StoreResult<Vec<String>> {
+        self.inner.all_dbs().await
+    }
+
+    async fn create_db(&self, db: &DbName) -> StoreResult<()> {
+        let created = self.inner.create_db(db).await;
+        self.coherence.announce();
+        self.forget(Some(&Changed::Db(db.as_str().to_owned())));
+        created
+    }
+
+    async fn get_doc(&self, db: &DbName, id: &DocId) -> StoreResult<Option<Value>> {
+        if !self.docs.is_on() {
+            return self.inner.get_doc(db, id).await;
+        }
+        let key = (db.as_str().to_owned(), id.as_str().to_owned());
+        if let Some(entry) = self.docs.get(&key).filter(Entry::fresh) {
+            return Ok(entry.value);
+        }
+        let read = self.coherence.begin(db);
+        let doc = self.inner.get_doc(db, id).await?;
+        if let Some(expires) = self.coherence.keep(read) {
+            let weight = doc_weight(&doc);
+            let entry = Entry {
+                value: doc.clone(),
+                expires,
+            };
+            self.docs.insert(key, entry, weight);
+        }
+        Ok(doc)
+    }
+
+    async fn put_doc(&self, db: &DbName, id: &DocId, doc: &Value) -> StoreResult<String> {
+        let written = self.inner.put_doc(db, id, doc).await;
+        self.written(db, id.as_str());
+        written
+    }
+
+    async fn delete_doc(&self, db: &DbName, id: &DocId, rev: &str) -> StoreResult<String> {
+        let written = self.inner.delete_doc(db, id, rev).await;
+        self.written(db, id.as_str());
+        written
+    }
+
+    async fn get_attachment(
+        &self,
+        db: &DbName,
+        id: &DocId,
+        name: &str,
+    ) -> StoreResult<Option<Bytes>> {
+        self.inner.get_attachment(db, id, name).await
+    }
+
+    async fn put_attachment(
+        &self,
+        db: &DbName,
+        id: &DocId,
+        name: &str,
+        rev: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> StoreResult<String> {
+        let written = self
+            .inner
+            .put_attachment(db, id, name, rev, content_type, body)
+            .await;
+        self.written(db, id.as_str());
+        written
+    }
+
+    async fn get_design(&self, db: &DbName, name: &str) -> StoreResult<Option<Value>> {
+        self.inner.get_design(db, name).await
+    }
+
+    async fn put_design(&self, db: &DbName, name: &str, doc: &Value) -> StoreResult<String> {
+        let written = self.inner.put_design(db, name, doc).await;
+        self.written(db, &format!("_design/{name}"));
+        written
+    }
+
+    async fn view_rows(
+        &self,
+        db: &DbName,
+        view: View,
+        query: &ViewQuery,
+    ) -> StoreResult<RowStream> {
+        let small = query.limit.is_some_and(|n| n <= MAX_CACHED_ROWS);
+        if !self.listings.is_on() || !small {
+            return self.inner.view_rows(db, view, query).await;
+        }
+        let key = (db.as_str().to_owned(), view, query_key(query));
+        let rows = match self.listings.get(&key).filter(Entry::fresh) {
+            Some(entry) => entry.value,
+            None => {
+                let read = self.coherence.begin(db);
+                let rows: Vec<ViewRow> = self
+                    .inner
+                    .view_rows(db, view, query)
+                    .await?
+                    .try_collect()
+                    .await?;
+                let rows = Arc::new(rows);
+                if let Some(expires) = self.coherence.keep(read) {
+                    let weight = rows_weight(&rows);
+                    let entry = Entry {
+                        value: rows.clone(),
+                        expires,
+                    };
+                    self.listings.insert(key, entry, weight);
+                }
+                rows
+            }
+        };
+        let owned: Vec<StoreResult<ViewRow>> = rows.iter().cloned().map(Ok).collect();
+        Ok(futures::stream::iter(owned).boxed())
+    }
+
+    async fn all_docs(&self, db: &DbName) -> StoreResult<RowStream> {
+        self.inner.all_docs(db).await
+    }
+
+    async fn feed_end(&self, feed: Feed<'_>) -> StoreResult<Option<Value>> {
+        self.inner.feed_end(feed).await
+    }
+
+    async fn feed_next(
+        &self,
+        feed: Feed<'_>,
+        since: &Value,
+        wait: Duration,
+    ) -> StoreResult<Changes> {
+        self.inner.feed_next(feed, since, wait).await
+    }
+}
+
+/// A read that may be kept: when it started, and whether a feed guarded its database then.
+pub struct Read {
+    epoch: u64,
+    guarded: bool,
+}
+
+/// The feeds that keep the caches true, and the epoch that says whether a change was
+/// announced while a read was under way.
+struct Coherence {
+    store: Store,
+    limits: CacheLimits,
+    invalidate: Invalidate,
+    /// Moves on at every change announced and every feed that starts or stops.
+    epoch: AtomicU64,
+    /// The server-wide feed: `Some(live)` once it is known to exist.
+    server: Mutex<ServerFeed>,
+    /// Per-database feeds, least recently used first.
+    dbs: Mutex<LruCache<String, DbFeed>>,
+}
+
+enum ServerFeed {
+    /// Not asked yet.
+    Unknown,
+    /// Being started, or running (`live` once its start point is known).
+    Running(Arc<AtomicBool>),
+    /// The store has none: databases are followed one by one.
+    Absent,
+}
+
+struct DbFeed {
+    live: Arc<AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for DbFeed {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Coherence {
+    fn new(store: Store, limits: CacheLimits, invalidate: Invalidate) -> Self {
+        Self {
+            store,
+            limits,
+            invalidate,
+            epoch: AtomicU64::new(0),
+            server: Mutex::new(ServerFeed::Unknown),
+            dbs: Mutex::new(LruCache::unbounded()),
+        }
+    }
+
+    fn announce(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Before a read from the store: notes the epoch, and whether a feed guards `db` (starting
+    /// one if none does).
+    fn begin(self: &Arc<Self>, db: &DbName) -> Read {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        Read {
+            epoch,
+            guarded: self.guards(db),
+        }
+    }
+
+    /// After the read: whether its value may be kept, and until when (`Some(None)`: while a
+    /// feed guards it; `Some(Some(t))`: until `t`; `None`: not at all, a change raced it).
+    fn keep(&self, read: Read) -> Option<Option<Instant>> {
+        if self.epoch.load(Ordering::Acquire) != read.epoch {
+            return None;
+        }
+        Some((!read.guarded).then(|| Instant::now() + self.limits.ttl))
+    }
+
+    /// Whether a live feed guards `db`; starts the feed that would.
+    fn guards(self: &Arc<Self>, db: &DbName) -> bool {
+        {
+            let mut server = self.server.lock().unwrap_or_else(|p| p.into_inner());
+            match &*server {
+                ServerFeed::Running(live) => return live.load(Ordering::Acquire),
+                ServerFeed::Unknown => {
+                    let live = Arc::new(AtomicBool::new(false));
+                    *server = ServerFeed::Running(live.clone());
+                    let this = self.clone();
+                    tokio::spawn(async move { this.follow_server(live).await });
+                    return false;
+                }
+                ServerFeed::Absent => {}
+            }
+        }
+        if self.limits.feeds == 0 {
+            return false;
+        }
+        let mut dbs = self.dbs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(feed) = dbs.get(db.as_str()) {
+            return feed.live.load(Ordering::Acquire);
+        }
+        while dbs.len() >= self.limits.feeds {
+            // The least recently used database's feed stops; what it guarded goes.
+            if let Some((dropped, _)) = dbs.pop_lru() {
+                self.announce();
+                (self.invalidate)(Some(&Changed::Db(dropped)));
+            }
+        }
+        let live = Arc::new(AtomicBool::new(false));
+        let this = self.clone();
+        let (name, flag) = (db.clone(), live.clone());
+        let task = tokio::spawn(async move { this.follow_db(name, flag).await });
+        dbs.put(db.as_str().to_owned(), DbFeed { live, task });
+        false
+    }
+
+    /// The server-wide feed: where the store has none, databases are followed one by one.
+    async fn follow_server(self: Arc<Self>, live: Arc<AtomicBool>) {
+        let mut pause = FEED_RETRY;
+        loop {
+            let start = match self.store.feed_end(Feed::Server).await {
+                Ok(Some(seq)) => seq,
+                Ok(None) => {
+                    log::info!("the store has no server-wide change feed: databases are followed one by one");
+                    *self.server.lock().unwrap_or_else(|p| p.into_inner()) = ServerFeed::Absent;
+                    return;
+                }
+                Err(e) => {
+                    log::warn!("change feed: {e}; retrying in {pause:?}");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(FEED_RETRY_MAX);
+                    continue;
+                }
+            };
+            // Reads that began before this point were not guarded: they are not kept.
+            self.announce();
+            live.store(true, Ordering::Release);
+            log::info!("following the store's server-wide change feed");
+            let lost = self.run(Feed::Server, start).await;
+            live.store(false, Ordering::Release);
+            self.announce();
+            (self.invalidate)(None);
+            log::warn!("server-wide change feed lost: {lost}; every cached entry dropped");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(FEED_RETRY_MAX);
+        }
+    }
+
+    /// One database's feed, until it is stopped (its task aborted) or the database is gone.
+    async fn follow_db(self: Arc<Self>, name: DbName, live: Arc<AtomicBool>) {
+        let db = name.as_str().to_owned();
+        let mut pause = FEED_RETRY;
+        loop {
+            let start = match self.store.feed_end(Feed::Db(&name)).await {
+                Ok(Some(seq)) => seq,
+                // No feed for this database (or no database): its entries keep their TTL.
+                Ok(None) | Err(StoreError::NotFound) => return,
+                Err(e) => {
+                    log::warn!("change feed of {db}: {e}; retrying in {pause:?}");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(FEED_RETRY_MAX);
+                    continue;
+                }
+            };
+            self.announce();
+            live.store(true, Ordering::Release);
+            let lost = self.run(Feed::Db(&name), start).await;
+            live.store(false, Ordering::Release);
+            self.announce();
+            (self.invalidate)(Some(&Changed::Db(db.clone())));
+            if matches!(lost, StoreError::NotFound) {
+                return;
+            }
+            log::warn!("change feed of {db} lost: {lost}; its cached entries dropped");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(FEED_RETRY_MAX);
+        }
+    }
+
+    /// Reads a feed from `since` on, dropping what each change touches, until it fails.
+    async fn run(&self, feed: Feed<'_>, mut since: Value) -> StoreError {
+        loop {
+            match self.store.feed_next(feed, &since, FEED_WAIT).await {
+                Ok(changes) => {
+                    if !changes.changed.is_empty() {
+                        self.announce();
+                        for change in &changes.changed {
+                            (self.invalidate)(Some(change));
+                        }
+                    }
+                    if !changes.last_seq.is_null() {
+                        since = changes.last_seq;
+                    }
+                }
+                Err(e) => return e,
+            }
+        }
+    }
+}
