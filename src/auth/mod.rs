@@ -115,6 +115,28 @@ impl<T: Clone> TtlCell<T> {
     }
 }
 
+impl<T: Clone> TtlCell<Option<T>> {
+    /// Like [`TtlCell::get_or_load`], but an absent value is never remembered: the next call
+    /// reads again, so material created after start (`kz-groups init`) is seen at once.
+    async fn get_or_load_present<F>(&self, load: F) -> StoreResult<Option<T>>
+    where
+        F: std::future::Future<Output = StoreResult<Option<T>>>,
+    {
+        {
+            let cached = self.value.read().unwrap_or_else(|p| p.into_inner());
+            if let Some((Some(value), at)) = cached.as_ref() {
+                if at.elapsed() < self.ttl {
+                    return Ok(Some(value.clone()));
+                }
+            }
+        }
+        let value = load.await?;
+        let mut cached = self.value.write().unwrap_or_else(|p| p.into_inner());
+        *cached = value.clone().map(|v| (Some(v), Instant::now()));
+        Ok(value)
+    }
+}
+
 struct CachedKey {
     rev: String,
     key: RsaPublicKey,
@@ -365,7 +387,7 @@ impl Authenticator {
 
     async fn server_secret(&self) -> StoreResult<Option<String>> {
         self.server_secret
-            .get_or_load(async {
+            .get_or_load_present(async {
                 let doc = self.system_config("auth").await?;
                 Ok(doc
                     .as_ref()

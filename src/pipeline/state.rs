@@ -10,6 +10,7 @@ use crate::auth::issuer::Issuer;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::notices::ChangeNotifier;
 use crate::store::views::ViewInstaller;
 use crate::store::Store;
@@ -34,6 +35,10 @@ pub struct AppState {
     /// base64url(md5(node name)), the envelope's `node`.
     pub node: String,
     pub version: String,
+    /// The Prometheus metrics of `/metrics`; other parts of the service count into its hooks.
+    pub metrics: Arc<Metrics>,
+    /// Which store serves, as `/readyz` names it: `couchdb` or `embedded`.
+    pub store_kind: &'static str,
 }
 
 impl AppState {
@@ -47,6 +52,7 @@ impl AppState {
         views: ViewInstaller,
         schemas: Schemas,
         notifier: Arc<dyn ChangeNotifier>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             auth: Authenticator::new(store.clone(), config.key_cache),
@@ -65,6 +71,11 @@ impl AppState {
             ),
             node: Self::node_id(&config.node_name),
             version: config.version.clone(),
+            metrics,
+            store_kind: match config.backend {
+                crate::config::Backend::CouchDb { .. } => "couchdb",
+                crate::config::Backend::Embedded { .. } => "embedded",
+            },
         }
     }
 

@@ -16,5 +16,6 @@ mod durability;
 mod groups;
 mod hostile;
 mod login;
+mod operators;
 mod recovery;
 mod views;
