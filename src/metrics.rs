@@ -1,6 +1,6 @@
 //! The service's Prometheus metrics (`GET /metrics`), one registry per application: HTTP
 //! requests by route name (the route table's, never a raw path), method and status; store calls
-//! (counted by [`crate::store_metrics::MeteredStore`]); the AMQP bus, read when scraped; and the
+//! (counted by `MeteredStore` of `store_metrics`); the AMQP bus, read when scraped; and the
 //! counters other parts of the service increment through [`Metrics`] in `AppState`. Every label
 //! takes values from a fixed set, so the number of series is bounded.
 use std::sync::Mutex;
