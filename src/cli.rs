@@ -254,6 +254,16 @@ pub async fn run(cli: Cli, config: Config) -> Result<(), String> {
         } => Some(account_arg("--account", account)?),
         _ => None,
     };
+    let parent = match &command {
+        Command::Accounts {
+            command: AccountsCommand::Create(args),
+        } => args
+            .parent
+            .as_deref()
+            .map(|p| account_arg("--parent", p))
+            .transpose()?,
+        _ => None,
+    };
     let password = match &command {
         Command::Users {
             command: UsersCommand::Create(args),
@@ -285,11 +295,7 @@ pub async fn run(cli: Cli, config: Config) -> Result<(), String> {
             let new = NewAccount {
                 name: args.name,
                 realm: args.realm,
-                parent: args
-                    .parent
-                    .as_deref()
-                    .map(|p| account_arg("--parent", p))
-                    .transpose()?,
+                parent,
                 superduper_admin: args.superduper_admin,
             };
             let doc = announcing(&config, |notifier| async move {

@@ -285,6 +285,14 @@ impl Application {
                             req.peer_addr(),
                             &expect_state,
                         );
+                        if let Some(answer) = &refused {
+                            expect_state.metrics.observe_request(
+                                routes::route_name(req.path()),
+                                req.method(),
+                                answer.status().as_u16(),
+                                Duration::ZERO,
+                            );
+                        }
                         async move {
                             match refused {
                                 Some(answer) => Err(Refused(answer)),

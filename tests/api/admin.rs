@@ -266,6 +266,22 @@ fn a_bad_variable_fails_once_naming_it_before_anything_is_created() {
         assert!(run.output.contains(var), "{}", run.output);
         assert!(!data.exists(), "{var}={value} created the data directory");
     }
+    for args in [
+        &["accounts", "create", "--name", "X", "--parent", "garbage"][..],
+        &["accounts", "show", "garbage"],
+        &["users", "list", "--account", "garbage"],
+    ] {
+        let run = cli::run(&backend, args);
+        assert!(!run.ok);
+        assert_eq!(
+            run.output.lines().count(),
+            1,
+            "printed once:\n{}",
+            run.output
+        );
+        assert!(run.output.contains("garbage"), "{}", run.output);
+        assert!(!data.exists(), "{args:?} created the data directory");
+    }
 }
 
 #[test]
