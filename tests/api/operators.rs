@@ -234,3 +234,28 @@ fn tokens_and_api_keys_never_reach_the_access_log_in_either_log_format() {
         }
     }
 }
+
+#[tokio::test]
+async fn metrics_show_the_bus_connection_and_its_queue() {
+    let app = TestApp::spawn_with_bus().await;
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = app.probe("/metrics").await.text;
+        if sample(&text, "kz_groups_amqp_connected") == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        sample(&text, "kz_groups_amqp_connected"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "kz_groups_amqp_enabled"), Some(1.0));
+    assert_eq!(
+        sample(&text, "kz_groups_amqp_queue_capacity"),
+        Some(10_000.0)
+    );
+    assert!(sample(&text, "kz_groups_amqp_queue_depth").is_some());
+    assert_eq!(sample(&text, "kz_groups_amqp_dropped_total"), Some(0.0));
+}
