@@ -184,14 +184,9 @@ pub struct UserArgs {
     pub username: String,
     /// The password (prefer --password-stdin or KZ_GROUPS_USER_PASSWORD: a command line is
     /// visible to every local user).
-    #[arg(
-        long,
-        env = "KZ_GROUPS_USER_PASSWORD",
-        hide_env_values = true,
-        conflicts_with = "password_stdin"
-    )]
+    #[arg(long, env = "KZ_GROUPS_USER_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
-    /// Read the password from the first line of standard input.
+    /// Read the password from the first line of standard input (it wins over the others).
     #[arg(long)]
     pub password_stdin: bool,
     /// First name (default: the username).

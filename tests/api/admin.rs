@@ -371,6 +371,7 @@ async fn accounts_list_show_users_list_and_passwords_from_stdin_or_the_environme
         ],
     );
     let mut child = cmd
+        .env("KZ_GROUPS_USER_PASSWORD", "not-this-one")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
