@@ -153,8 +153,8 @@ pub enum UsersCommand {
     #[command(
         long_about = "Create a user who can log in with `PUT /v2/user_auth`. The password \
                       comes from --password-stdin (the first line of standard input), else \
-                      KZ_GROUPS_USER_PASSWORD, else --password (visible to other local users in \
-                      the process list). Prints {\"id\", \"user_id\", \"account_id\", \"username\"}.",
+                      --password (visible to other local users in the process list), else \
+                      KZ_GROUPS_USER_PASSWORD. Prints {\"id\", \"user_id\", \"account_id\", \"username\"}.",
         after_help = format!(
             "{STORE_ENV}\n  KZ_GROUPS_USER_PASSWORD     the new user's password (instead of --password)\n{BUS_ENV}"
         )
