@@ -58,6 +58,8 @@ pub struct Config {
     /// `KZ_GROUPS_KEY_CACHE_SECS`: how long a signing key read from `system_auth` is trusted
     /// before its document is checked for a reset (0: check on every request).
     pub key_cache: Duration,
+    /// `KZ_GROUPS_TOKEN_CACHE_ENTRIES`: tokens whose signature verified, kept (0: off).
+    pub token_cache_entries: usize,
     /// `KZ_GROUPS_BODY_TIMEOUT_MS`: the time a request body has to arrive in full.
     pub body_timeout: Duration,
     /// `KZ_GROUPS_REQUEST_MEMORY_MB`: what request bodies and their parsed JSON may hold at once.
@@ -135,6 +137,7 @@ impl Config {
             node_name: check_node_name(lookup("KZ_GROUPS_NODE").unwrap_or_else(default_node_name))?,
             version: lookup("KZ_GROUPS_VERSION").unwrap_or_else(|| "4.3.0".into()),
             key_cache: Duration::from_secs(integer("KZ_GROUPS_KEY_CACHE_SECS", 10, 0)?),
+            token_cache_entries: integer("KZ_GROUPS_TOKEN_CACHE_ENTRIES", 10_000, 0)? as usize,
             body_timeout: Duration::from_millis(number("KZ_GROUPS_BODY_TIMEOUT_MS", 15_000)?),
             request_memory_bytes: number("KZ_GROUPS_REQUEST_MEMORY_MB", 256)?
                 .saturating_mul(1 << 20) as usize,

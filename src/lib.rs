@@ -1,6 +1,7 @@
 pub mod admin;
 pub mod auth;
 pub mod bus;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod domain;

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use rsa::RsaPublicKey;
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
+use crate::cache::Bounded;
 use crate::domain::account::Account;
 use crate::domain::clock;
 use crate::domain::group::Author;
@@ -143,8 +145,24 @@ struct CachedKey {
     checked: Instant,
 }
 
+/// A token whose signature verified: with which key (its kid and that key document's
+/// revision), so a reset key stops it at once.
+#[derive(Clone)]
+struct Verified {
+    kid: String,
+    key_rev: String,
+}
+
+/// The weight of a verified token's entry: its digest, its kid and its key revision.
+const VERIFIED_WEIGHT: usize = 128;
+
 pub struct Authenticator {
     store: Store,
+    /// Tokens whose RSA signature verified, keyed by the token's SHA-256 (a token is never kept
+    /// in clear), so a token is verified once (`KZ_GROUPS_TOKEN_CACHE_ENTRIES`). An entry holds
+    /// only while the key it verified with is the one `system_auth` holds; claims, expiry and
+    /// identity are checked on every request as before.
+    verified: Bounded<[u8; 32], Verified>,
     /// A cached key is used this long before its doc's revision is checked again, so a reset
     /// key (deleted and recreated under the same kid, §2.2) stops verifying old tokens.
     key_ttl: Duration,
@@ -159,9 +177,13 @@ fn field<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
 }
 
 impl Authenticator {
-    pub fn new(store: Store, key_ttl: Duration) -> Self {
+    pub fn new(store: Store, key_ttl: Duration, verified_tokens: usize) -> Self {
         Self {
             store,
+            verified: Bounded::new(
+                verified_tokens,
+                verified_tokens.saturating_mul(VERIFIED_WEIGHT),
+            ),
             key_ttl,
             keys: RwLock::new(HashMap::new()),
             server_secret: TtlCell::new(SERVER_SECRET_TTL),
@@ -187,7 +209,7 @@ impl Authenticator {
         let Some(kid) = jwt.kid().and_then(DocId::parse) else {
             return Ok(TokenCheck::Invalid);
         };
-        if !self.signature_ok(&jwt, &kid).await? {
+        if !self.signature_ok(&jwt, token, &kid).await? {
             return Ok(TokenCheck::Invalid);
         }
         match jwt.check_expiry(clock::unix_now()) {
@@ -265,26 +287,47 @@ impl Authenticator {
             .filter(|account| account.descends_from(token_account)))
     }
 
-    async fn signature_ok(&self, jwt: &Jwt, kid: &DocId) -> StoreResult<bool> {
+    async fn signature_ok(&self, jwt: &Jwt, token: &str, kid: &DocId) -> StoreResult<bool> {
         let cached = {
             let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
-            keys.get(kid.as_str()).map(|k| (k.key.clone(), k.checked))
+            keys.get(kid.as_str())
+                .map(|k| (k.key.clone(), k.checked, k.rev.clone()))
         };
-        let (key, checked) = match cached {
-            Some((key, checked)) if checked.elapsed() < self.key_ttl => (key, checked),
+        let (key, checked, rev) = match cached {
+            Some(fresh) if fresh.1.elapsed() < self.key_ttl => fresh,
             _ => match self.load_key(kid).await? {
-                Some(key) => (key, Instant::now()),
+                Some((key, rev)) => (key, Instant::now(), rev),
                 None => return Ok(false),
             },
         };
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let verified_with = |rev: &str| {
+            self.verified
+                .get(&digest)
+                .is_some_and(|v| v.kid == kid.as_str() && v.key_rev == rev)
+        };
+        if verified_with(&rev) {
+            return Ok(true);
+        }
+        let remember = |rev: String| {
+            let entry = Verified {
+                kid: kid.as_str().to_owned(),
+                key_rev: rev,
+            };
+            self.verified.insert(digest, entry, VERIFIED_WEIGHT);
+        };
         if jwt.verify_signature(&key).is_ok() {
+            remember(rev);
             return Ok(true);
         }
         if checked.elapsed() < KEY_RECHECK_INTERVAL {
             return Ok(false);
         }
         Ok(match self.load_key(kid).await? {
-            Some(fresh) if fresh != key => jwt.verify_signature(&fresh).is_ok(),
+            Some((fresh, rev)) if fresh != key && jwt.verify_signature(&fresh).is_ok() => {
+                remember(rev);
+                true
+            }
             _ => false,
         })
     }
@@ -292,7 +335,7 @@ impl Authenticator {
     /// Reads `system_auth/<kid>` (§2.3) and returns its key, fetching and parsing the
     /// `private_key.pem` attachment only when the doc's revision changed; (n, e) is cached with
     /// that revision. A missing or foreign doc is `None`; nothing is ever created.
-    async fn load_key(&self, kid: &DocId) -> StoreResult<Option<RsaPublicKey>> {
+    async fn load_key(&self, kid: &DocId) -> StoreResult<Option<(RsaPublicKey, String)>> {
         let db = DbName::system(DbName::SYSTEM_AUTH);
         let forget = || {
             let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
@@ -319,7 +362,7 @@ impl Authenticator {
             let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
             if let Some(cached) = keys.get_mut(kid.as_str()).filter(|k| k.rev == rev) {
                 cached.checked = Instant::now();
-                return Ok(Some(cached.key.clone()));
+                return Ok(Some((cached.key.clone(), rev)));
             }
         }
         let Some(pem) = self
@@ -342,12 +385,12 @@ impl Authenticator {
         keys.insert(
             kid.as_str().to_owned(),
             CachedKey {
-                rev,
+                rev: rev.clone(),
                 key: key.clone(),
                 checked: Instant::now(),
             },
         );
-        Ok(Some(key))
+        Ok(Some((key, rev)))
     }
 
     /// §1.6: HMAC over the identity with the identity's secret and the server secret, both read

@@ -55,7 +55,7 @@ impl AppState {
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
-            auth: Authenticator::new(store.clone(), config.key_cache),
+            auth: Authenticator::new(store.clone(), config.key_cache, config.token_cache_entries),
             issuer: Issuer::new(store.clone(), config.key_cache),
             store,
             views,
