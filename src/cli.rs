@@ -32,6 +32,7 @@ Environment (server):
   KZ_GROUPS_NODE              node name hashed into the envelope's node [default: kz-groups@<hostname>]
   KZ_GROUPS_VERSION           the Kazoo version reported to clients [default: 4.3.0]
   KZ_GROUPS_KEY_CACHE_SECS    how long a signing key is trusted before its document is re-read [default: 10]
+  KZ_GROUPS_TOKEN_CACHE_ENTRIES  tokens whose signature verified, kept (0: off) [default: 10000]
   KZ_GROUPS_BODY_TIMEOUT_MS   time a request body has to arrive [default: 15000]
   KZ_GROUPS_REQUEST_MEMORY_MB memory request bodies may hold at once [default: 256]
   KZ_GROUPS_MAX_CONNECTIONS   simultaneous client connections [default: from the open-file limit]
