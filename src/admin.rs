@@ -1,6 +1,7 @@
 //! Provisioning the way Kazoo provisions (auth-contract §2.4, §6): signing material
 //! (`kz-groups init`), accounts (`kz-groups accounts create`) and users (`kz-groups users
 //! create`). Existing material is never replaced.
+use futures::TryStreamExt;
 use md5::{Digest, Md5};
 use serde_json::{json, Map, Value};
 use sha1::Sha1;
@@ -419,4 +420,82 @@ pub async fn create_user(
         Value::Object(map) => map,
         _ => Map::new(),
     })
+}
+
+/// The live documents of `db` whose `pvt_type` is `pvt_type`, in id order; none when the
+/// database does not exist.
+async fn docs_of_type(store: &Store, db: &DbName, pvt_type: &str) -> Result<Vec<Value>, String> {
+    let rows = match store.all_docs(db).await {
+        Ok(rows) => rows,
+        Err(StoreError::NotFound) => return Ok(Vec::new()),
+        Err(e) => return Err(format!("{db}: {e}")),
+    };
+    let docs: Vec<_> = rows.try_collect().await.map_err(couch_err(db.as_str()))?;
+    Ok(docs
+        .into_iter()
+        .filter_map(|row| serde_json::from_str::<Value>(row.doc?.get()).ok())
+        .filter(|doc| doc.get("pvt_type").and_then(Value::as_str) == Some(pvt_type))
+        .filter(|doc| doc.get("pvt_deleted") != Some(&Value::Bool(true)))
+        .collect())
+}
+
+/// What `accounts list` and `accounts show` print of an account; the API key only when asked.
+pub fn account_summary(doc: &Value, with_api_key: bool) -> Value {
+    let mut out = json!({
+        "account_id": doc["_id"],
+        "name": doc["name"],
+        "realm": doc["realm"],
+        "parent_id": doc.get("pvt_parent_id").cloned().unwrap_or(Value::Null),
+        "enabled": doc.get("pvt_enabled").cloned().unwrap_or(Value::Bool(true)),
+        "superduper_admin": doc.get("pvt_superduper_admin").cloned().unwrap_or(Value::Bool(false)),
+        "account_db": doc["pvt_account_db"],
+    });
+    if with_api_key {
+        out["api_key"] = doc["pvt_api_key"].clone();
+    }
+    out
+}
+
+/// Every account, from the `accounts` database, by name (`accounts list`).
+pub async fn list_accounts(store: &Store) -> Result<Vec<Value>, String> {
+    let db = DbName::system(DbName::ACCOUNTS);
+    let mut accounts = docs_of_type(store, &db, "account").await?;
+    accounts.sort_by_cached_key(|doc| {
+        let name = doc["name"].as_str().unwrap_or_default().to_lowercase();
+        (name, doc["_id"].as_str().unwrap_or_default().to_owned())
+    });
+    Ok(accounts
+        .iter()
+        .map(|doc| account_summary(doc, false))
+        .collect())
+}
+
+/// One account's document from its own database (`accounts show`), or an error naming it.
+pub async fn show_account(store: &Store, id: &AccountId) -> Result<Value, String> {
+    match crate::store::account(store, id).await {
+        Ok(Some(account)) => Ok(account_summary(&Value::Object(account.doc), true)),
+        Ok(None) => Err(format!("account {id} does not exist")),
+        Err(e) => Err(format!("account {id}: {e}")),
+    }
+}
+
+/// The users of an account (`users list`), by username; no credential hash or secret.
+pub async fn list_users(store: &Store, account: &AccountId) -> Result<Vec<Value>, String> {
+    show_account(store, account).await?;
+    let mut users = docs_of_type(store, &account.db(), "user").await?;
+    users.sort_by_cached_key(|doc| doc["username"].as_str().unwrap_or_default().to_owned());
+    Ok(users
+        .iter()
+        .map(|doc| {
+            json!({
+                "id": doc["_id"],
+                "username": doc["username"],
+                "first_name": doc["first_name"],
+                "last_name": doc["last_name"],
+                "email": doc.get("email").cloned().unwrap_or(Value::Null),
+                "priv_level": doc["priv_level"],
+                "enabled": doc.get("enabled").cloned().unwrap_or(Value::Bool(true)),
+            })
+        })
+        .collect())
 }

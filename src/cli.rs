@@ -9,11 +9,51 @@ use crate::domain::ids::{AccountId, DbName};
 use crate::startup::{self, Application};
 use crate::store::views::{ensure_design, DesignDb, Refresh};
 
+/// The variables every command reads: which store, and how logs look.
+const STORE_ENV: &str = "\
+Environment (store and logs):
+  COUCHDB_URL                 CouchDB base URL with credentials, e.g. http://admin:secret@127.0.0.1:5984;
+                              unset: the embedded store in KZ_GROUPS_DATA
+  KZ_GROUPS_DATA              directory of the embedded store [default: ./data]
+  KZ_GROUPS_COUCH_TIMEOUT_MS  timeout of every CouchDB call, in ms [default: 5000]
+  RUST_LOG                    log filter [default: info]
+  KZ_GROUPS_LOG_FORMAT        text or json (one JSON object a line) [default: text]";
+
+/// What `accounts create` and `users create` read besides: the bus they announce writes on.
+const BUS_ENV: &str = "  KZ_GROUPS_AMQP_URL          AMQP broker to announce the new documents on (amqp://…); unset: none
+  KZ_GROUPS_AMQP_FLUSH_SECS   how long to wait for the broker's confirms before exiting [default: 5]
+  KZ_GROUPS_NODE              the notices' Node [default: kz-groups@<hostname>]";
+
+const SERVE_ENV: &str = "\
+Environment (server):
+  KZ_GROUPS_LISTEN            address and port to listen on [default: 127.0.0.1:8000]
+  KZ_GROUPS_PAGE_SIZE         default page_size of listings [default: 50]
+  KZ_GROUPS_MAX_UPLOAD_BYTES  largest accepted request body [default: 8000000]
+  KZ_GROUPS_NODE              node name hashed into the envelope's node [default: kz-groups@<hostname>]
+  KZ_GROUPS_VERSION           the Kazoo version reported to clients [default: 4.3.0]
+  KZ_GROUPS_KEY_CACHE_SECS    how long a signing key is trusted before its document is re-read [default: 10]
+  KZ_GROUPS_TOKEN_CACHE_ENTRIES  tokens whose signature verified, kept (0: off) [default: 10000]
+  KZ_GROUPS_BODY_TIMEOUT_MS   time a request body has to arrive [default: 15000]
+  KZ_GROUPS_REQUEST_MEMORY_MB memory request bodies may hold at once [default: 256]
+  KZ_GROUPS_MAX_CONNECTIONS   simultaneous client connections [default: from the open-file limit]
+  KZ_GROUPS_AMQP_URL          AMQP broker for change notices (amqp://…); unset: none
+  KZ_GROUPS_AMQP_QUEUE        notices held while the broker has not confirmed them [default: 10000]
+  KZ_GROUPS_AMQP_FLUSH_SECS   how long a stopping server tries to deliver them [default: 5]";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "kz-groups",
     version,
-    about = "Kazoo Crossbar-compatible Groups API over CouchDB"
+    about = "Kazoo Crossbar-compatible Groups API, over CouchDB or an embedded store",
+    long_about = "Kazoo Crossbar-compatible Groups API, over CouchDB (COUCHDB_URL) or, when \
+                  COUCHDB_URL is unset, an embedded store in KZ_GROUPS_DATA. Without a command, \
+                  runs the server. Commands print their result as one JSON object on stdout and \
+                  their progress on stderr.",
+    after_help = concat!(
+        "Environment (store and logs):\n",
+        "  COUCHDB_URL, KZ_GROUPS_DATA, KZ_GROUPS_COUCH_TIMEOUT_MS, RUST_LOG, KZ_GROUPS_LOG_FORMAT\n",
+        "Each command's --help lists every variable it reads."
+    )
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -23,17 +63,37 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP server (the default).
+    #[command(
+        long_about = "Run the HTTP server: the Groups API, the logins, /healthz, /readyz, \
+                      /metrics and /openapi.json. On the embedded store, creates the token \
+                      signing material on first start; on CouchDB, run `kz-groups init` once \
+                      first (the startup log and /readyz say when it is missing).",
+        after_help = format!("{STORE_ENV}\n\n{SERVE_ENV}")
+    )]
     Serve,
     /// Install or update the design documents in every account database.
+    #[command(
+        long_about = "Install the design documents missing from every account database (and \
+                      from `accounts`) and update those kz-groups installed itself; Kazoo's are \
+                      left as they are. Progress on stderr; prints {\"account_dbs\": N}.",
+        after_help = STORE_ENV
+    )]
     RefreshViews,
     /// Create the token signing material as Kazoo keeps it, where it is missing.
+    #[command(
+        long_about = "Create Kazoo's token signing material where it is missing: \
+                      system_config/auth (system_key, secret_for_user_signature) and \
+                      system_auth/<kid> with its private_key.pem. Existing material is never \
+                      replaced. Prints {\"kid\": …, \"created\": [...]}.",
+        after_help = STORE_ENV
+    )]
     Init,
-    /// Manage accounts.
+    /// Manage accounts: create, list, show.
     Accounts {
         #[command(subcommand)]
         command: AccountsCommand,
     },
-    /// Manage users.
+    /// Manage users: create, list.
     Users {
         #[command(subcommand)]
         command: UsersCommand,
@@ -43,20 +103,47 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum AccountsCommand {
     /// Create an account: its database, design documents and account document.
+    #[command(
+        long_about = "Create an account as Kazoo does: its database with the design documents, \
+                      and the account document in it and in `accounts`. Prints \
+                      {\"account_id\", \"api_key\", \"name\", \"realm\", \"account_db\"}.",
+        after_help = format!("{STORE_ENV}\n{BUS_ENV}")
+    )]
     Create(AccountArgs),
+    /// List every account (without API keys).
+    #[command(
+        long_about = "List every account of the `accounts` database, by name. Prints \
+                      {\"accounts\": [{\"account_id\", \"name\", \"realm\", ...}]}; API keys \
+                      are left out (see `accounts show`).",
+        after_help = STORE_ENV
+    )]
+    List,
+    /// Show one account, with its API key.
+    #[command(
+        long_about = "Show one account from its own database, with its API key (for a lost \
+                      key). Prints {\"account_id\", \"name\", \"realm\", \"api_key\", ...}.",
+        after_help = STORE_ENV
+    )]
+    Show {
+        /// The account id (32 lower-case hex).
+        #[arg(value_name = "ACCOUNT_ID")]
+        id: String,
+    },
 }
 
 #[derive(Debug, Args)]
 pub struct AccountArgs {
+    /// The account's name; unique in the store (compared as Kazoo does, letters and digits only).
     #[arg(long)]
     pub name: String,
     /// The parent account (default: the master account; the first account becomes master).
-    #[arg(long)]
+    #[arg(long, value_name = "ACCOUNT_ID")]
     pub parent: Option<String>,
-    /// SIP realm (default: a random `<6 hex>.sip.2600hz.com`).
+    /// SIP realm, unique in the store (default: a random `<6 hex>.sip.2600hz.com`); users log in
+    /// with it as `account_realm`.
     #[arg(long)]
     pub realm: Option<String>,
-    /// Mark the account `pvt_superduper_admin`.
+    /// Mark the account `pvt_superduper_admin`: its users may act on every account.
     #[arg(long)]
     pub superduper_admin: bool,
 }
@@ -64,26 +151,77 @@ pub struct AccountArgs {
 #[derive(Debug, Subcommand)]
 pub enum UsersCommand {
     /// Create a user who can log in with `PUT /v2/user_auth`.
+    #[command(
+        long_about = "Create a user who can log in with `PUT /v2/user_auth`. The password \
+                      comes from --password-stdin (the first line of standard input), else \
+                      --password (visible to other local users in the process list), else \
+                      KZ_GROUPS_USER_PASSWORD. Prints {\"id\", \"user_id\", \"account_id\", \"username\"}.",
+        after_help = format!(
+            "{STORE_ENV}\n  KZ_GROUPS_USER_PASSWORD     the new user's password (instead of --password)\n{BUS_ENV}"
+        )
+    )]
     Create(UserArgs),
+    /// List the users of an account (without credentials).
+    #[command(
+        long_about = "List the users of an account, by username. Prints {\"users\": [{\"id\", \
+                      \"username\", \"first_name\", \"last_name\", \"email\", \"priv_level\", \
+                      \"enabled\"}]}; no credential hash or secret.",
+        after_help = STORE_ENV
+    )]
+    List {
+        /// The account whose users to list.
+        #[arg(long, value_name = "ACCOUNT_ID")]
+        account: String,
+    },
 }
 
 #[derive(Debug, Args)]
 pub struct UserArgs {
-    #[arg(long)]
+    /// The account the user belongs to.
+    #[arg(long, value_name = "ACCOUNT_ID")]
     pub account: String,
+    /// The login name; stored lower-cased, unique in the account.
     #[arg(long)]
     pub username: String,
+    /// The password (prefer --password-stdin or KZ_GROUPS_USER_PASSWORD: a command line is
+    /// visible to every local user).
+    #[arg(long, env = "KZ_GROUPS_USER_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Read the password from the first line of standard input (it wins over the others).
     #[arg(long)]
-    pub password: String,
+    pub password_stdin: bool,
+    /// First name (default: the username).
     #[arg(long)]
     pub first_name: Option<String>,
+    /// Last name (default: empty).
     #[arg(long)]
     pub last_name: Option<String>,
+    /// E-mail address.
     #[arg(long)]
     pub email: Option<String>,
     /// `admin` or `user`.
     #[arg(long, default_value = "admin", value_parser = ["admin", "user"])]
     pub priv_level: String,
+}
+
+impl UserArgs {
+    /// The password from standard input, the environment or the command line.
+    fn password(&self) -> Result<String, String> {
+        if self.password_stdin {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| format!("--password-stdin: cannot read standard input: {e}"))?;
+            let password = line.trim_end_matches(['\r', '\n']).to_owned();
+            if password.is_empty() {
+                return Err("--password-stdin: standard input held no password".into());
+            }
+            return Ok(password);
+        }
+        self.password.clone().ok_or_else(|| {
+            "a password is required: --password-stdin, KZ_GROUPS_USER_PASSWORD or --password".into()
+        })
+    }
 }
 
 fn account_arg(flag: &str, raw: &str) -> Result<AccountId, String> {
@@ -95,31 +233,59 @@ fn print(value: Value) {
     println!("{value}");
 }
 
-pub async fn run(cli: Cli) -> Result<(), String> {
-    let config = Config::from_env()?;
-    match cli.command.unwrap_or(Command::Serve) {
+/// Runs a command with a configuration already checked (`Config::from_env`). Errors are
+/// returned, to be printed once by the caller.
+pub async fn run(cli: Cli, config: Config) -> Result<(), String> {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // Parsed before the store is touched: a bad argument creates nothing.
+    let account = match &command {
+        Command::Accounts {
+            command: AccountsCommand::Show { id },
+        } => Some(account_arg("ACCOUNT_ID", id)?),
+        Command::Users {
+            command: UsersCommand::List { account },
+        }
+        | Command::Users {
+            command: UsersCommand::Create(UserArgs { account, .. }),
+        } => Some(account_arg("--account", account)?),
+        _ => None,
+    };
+    let parent = match &command {
+        Command::Accounts {
+            command: AccountsCommand::Create(args),
+        } => args
+            .parent
+            .as_deref()
+            .map(|p| account_arg("--parent", p))
+            .transpose()?,
+        _ => None,
+    };
+    let password = match &command {
+        Command::Users {
+            command: UsersCommand::Create(args),
+        } => Some(args.password()?),
+        _ => None,
+    };
+    let store = match command {
+        // A server outlives its store's outages: one at start is said, then answered 503
+        // until the store is back. A command needs its store now.
         Command::Serve => {
             let store = startup::store(&config)?;
-            // Standalone, the signing material is created on first start; next to a shared
-            // Kazoo (CouchDB), only `kz-groups init` may create it.
-            if let Backend::Embedded { dir } = &config.backend {
-                let report = admin::init(&store).await?;
-                for what in &report.created {
-                    log::info!("created {what} in {}", dir.display());
-                }
+            if let Err(e) = startup::probe(&config, &store).await {
+                log::error!("{e}; answering 503 until it answers");
             }
-            let described = store.describe();
-            let app = Application::build_with_store(config.clone(), store)?;
-            log::info!(
-                "kz-groups listening on port {} (KZ_GROUPS_LISTEN={}), {described}",
-                app.port(),
-                config.listen,
-            );
-            app.run_until_stopped().await.map_err(|e| e.to_string())
+            store
         }
-        Command::RefreshViews => refresh_views(&config).await.map(|_| ()),
+        _ => startup::open_store(&config).await?,
+    };
+    match command {
+        Command::Serve => serve(config, store).await,
+        Command::RefreshViews => {
+            let visited = refresh_views(&config).await?;
+            print(json!({ "account_dbs": visited }));
+            Ok(())
+        }
         Command::Init => {
-            let store = startup::store(&config)?;
             let report = admin::init(&store).await?;
             for what in &report.created {
                 eprintln!("init: created {what}");
@@ -133,15 +299,10 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         Command::Accounts {
             command: AccountsCommand::Create(args),
         } => {
-            let store = startup::store(&config)?;
             let new = NewAccount {
                 name: args.name,
                 realm: args.realm,
-                parent: args
-                    .parent
-                    .as_deref()
-                    .map(|p| account_arg("--parent", p))
-                    .transpose()?,
+                parent,
                 superduper_admin: args.superduper_admin,
             };
             let doc = announcing(&config, |notifier| async move {
@@ -158,14 +319,33 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             }));
             Ok(())
         }
+        Command::Accounts {
+            command: AccountsCommand::List,
+        } => {
+            print(json!({ "accounts": admin::list_accounts(&store).await? }));
+            Ok(())
+        }
+        Command::Accounts {
+            command: AccountsCommand::Show { .. },
+        } => {
+            let id = account.expect("parsed above");
+            print(admin::show_account(&store, &id).await?);
+            Ok(())
+        }
+        Command::Users {
+            command: UsersCommand::List { .. },
+        } => {
+            let id = account.expect("parsed above");
+            print(json!({ "users": admin::list_users(&store, &id).await? }));
+            Ok(())
+        }
         Command::Users {
             command: UsersCommand::Create(args),
         } => {
-            let store = startup::store(&config)?;
             let new = NewUser {
-                account: Some(account_arg("--account", &args.account)?),
+                account,
                 username: args.username,
-                password: args.password,
+                password: password.expect("read above"),
                 first_name: args.first_name,
                 last_name: args.last_name,
                 email: args.email,
@@ -184,6 +364,30 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// `serve`: standalone, the signing material is created on first start; next to a shared Kazoo
+/// (CouchDB), only `kz-groups init` may create it, and its absence is said plainly.
+async fn serve(config: Config, store: crate::store::Store) -> Result<(), String> {
+    if let Backend::Embedded { dir } = &config.backend {
+        let report = admin::init(&store).await?;
+        for what in &report.created {
+            log::info!("created {what} in {}", dir.display());
+        }
+    }
+    let described = store.describe();
+    let app = Application::build_with_store(config.clone(), store.clone())?;
+    log::info!(
+        "kz-groups {} listening on port {} (KZ_GROUPS_LISTEN={}), {}",
+        env!("CARGO_PKG_VERSION"),
+        app.port(),
+        config.listen,
+        described
+    );
+    if let Some(missing) = startup::missing_signing_material(&store).await {
+        log::warn!("{missing}");
+    }
+    app.run_until_stopped().await.map_err(|e| e.to_string())
 }
 
 /// Runs a provisioning step with the notifier the configuration names; with a bus, waits (for

@@ -6,6 +6,29 @@ use crate::domain::clock::Clock;
 use crate::envelope::DEFAULT_MAX_UPLOAD_BYTES;
 use crate::store::cached::CacheLimits;
 
+/// How log lines are written (`KZ_GROUPS_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// `[time LEVEL target] message request_id=…` (the default).
+    #[default]
+    Text,
+    /// One JSON object a line: `time`, `level`, `target`, `message`, `request_id`.
+    Json,
+}
+
+impl LogFormat {
+    /// `KZ_GROUPS_LOG_FORMAT`, read on its own: logging starts before the rest is checked.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        match lookup("KZ_GROUPS_LOG_FORMAT").as_deref().map(str::trim) {
+            None | Some("") | Some("text") => Ok(Self::Text),
+            Some("json") => Ok(Self::Json),
+            Some(other) => Err(format!(
+                "KZ_GROUPS_LOG_FORMAT must be \"text\" or \"json\", got {other:?}"
+            )),
+        }
+    }
+}
+
 /// Where the documents live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Backend {
@@ -18,8 +41,10 @@ pub enum Backend {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub backend: Backend,
-    /// `KZ_GROUPS_LISTEN`; port 0 picks a free port.
+    /// `KZ_GROUPS_LISTEN`, checked to be `host:port`; port 0 picks a free port.
     pub listen: String,
+    /// `KZ_GROUPS_LOG_FORMAT`.
+    pub log_format: LogFormat,
     /// `KZ_GROUPS_COUCH_TIMEOUT_MS`: every CouchDB call, connect included.
     pub couch_timeout: Duration,
     /// `KZ_GROUPS_PAGE_SIZE`: Crossbar's `pagination_page_size`.
@@ -80,7 +105,9 @@ impl Config {
     /// Reads the variables through `lookup`, so tests need not touch the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         let backend = match lookup("COUCHDB_URL").filter(|s| !s.trim().is_empty()) {
-            Some(url) => Backend::CouchDb { url },
+            Some(url) => Backend::CouchDb {
+                url: check_couchdb_url(url.trim())?,
+            },
             None => Backend::Embedded {
                 dir: lookup("KZ_GROUPS_DATA")
                     .filter(|s| !s.trim().is_empty())
@@ -104,7 +131,10 @@ impl Config {
         let number = |name: &str, default: u64| integer(name, default, 1);
         Ok(Self {
             backend,
-            listen: lookup("KZ_GROUPS_LISTEN").unwrap_or_else(|| "127.0.0.1:8000".into()),
+            listen: check_listen(
+                lookup("KZ_GROUPS_LISTEN").unwrap_or_else(|| "127.0.0.1:8000".into()),
+            )?,
+            log_format: LogFormat::from_lookup(&lookup)?,
             couch_timeout: Duration::from_millis(number("KZ_GROUPS_COUCH_TIMEOUT_MS", 5000)?),
             page_size: number("KZ_GROUPS_PAGE_SIZE", 50)? as usize,
             max_upload_bytes: number(
@@ -175,6 +205,41 @@ pub fn check_node_name(name: String) -> Result<String, String> {
         ));
     }
     Ok(name)
+}
+
+/// `host:port` (an IP address or a host name, and a port number), so a typo fails here, before
+/// anything is created, rather than at the bind.
+fn check_listen(listen: String) -> Result<String, String> {
+    let listen = listen.trim().to_owned();
+    if listen.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(listen);
+    }
+    let shaped = listen.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !host.contains(['/', ' ', '@']) && port.parse::<u16>().is_ok()
+    });
+    if !shaped {
+        return Err(format!(
+            "KZ_GROUPS_LISTEN={listen:?} is not an address and port, e.g. 127.0.0.1:8000 or 0.0.0.0:8000"
+        ));
+    }
+    Ok(listen)
+}
+
+/// An `http://` or `https://` URL, credentials included; never echoed back with them.
+fn check_couchdb_url(url: &str) -> Result<String, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| {
+        format!("COUCHDB_URL is not a URL ({e}), e.g. http://admin:secret@127.0.0.1:5984")
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!(
+            "COUCHDB_URL must be an http:// or https:// URL, not {}://",
+            parsed.scheme()
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err("COUCHDB_URL has no host".into());
+    }
+    Ok(url.to_owned())
 }
 
 /// Only plain `amqp://` is built in (no TLS): Kazoo's zone brokers are reached in the clear.
@@ -259,6 +324,41 @@ mod tests {
         ])
         .unwrap_err();
         assert!(e.contains("KZ_GROUPS_COUCH_TIMEOUT_MS"), "{e}");
+    }
+
+    #[test]
+    fn listen_addresses_and_couchdb_urls_are_checked_before_use() {
+        for good in [
+            "127.0.0.1:8000",
+            "0.0.0.0:0",
+            "[::1]:8000",
+            "localhost:8000",
+        ] {
+            assert_eq!(config(&[("KZ_GROUPS_LISTEN", good)]).unwrap().listen, good);
+        }
+        for bad in [
+            "garbage",
+            "127.0.0.1",
+            ":8000",
+            "127.0.0.1:99999",
+            "http://h:1",
+        ] {
+            let e = config(&[("KZ_GROUPS_LISTEN", bad)]).unwrap_err();
+            assert!(e.contains("KZ_GROUPS_LISTEN"), "{bad}: {e}");
+        }
+        for bad in ["garbage", "ftp://h:5984", "http://"] {
+            let e = config(&[("COUCHDB_URL", bad)]).unwrap_err();
+            assert!(e.contains("COUCHDB_URL"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_log_format_is_text_or_json() {
+        assert_eq!(config(&[]).unwrap().log_format, LogFormat::Text);
+        let json = config(&[("KZ_GROUPS_LOG_FORMAT", "json")]).unwrap();
+        assert_eq!(json.log_format, LogFormat::Json);
+        let e = config(&[("KZ_GROUPS_LOG_FORMAT", "xml")]).unwrap_err();
+        assert!(e.contains("KZ_GROUPS_LOG_FORMAT"), "{e}");
     }
 
     #[test]

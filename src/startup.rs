@@ -1,26 +1,31 @@
 //! Wiring in one place: schemas, design documents, the CouchDB client and the listener are built
-//! once here, so tests run exactly the production application (port 0 allowed).
+//! once here, so tests run exactly the production application (port 0 allowed). The store is
+//! opened here too: the embedded store's directory made private first, CouchDB probed once.
 use std::net::TcpListener;
+use std::path::Path;
 use std::sync::Arc;
-
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_http::body::BoxBody;
 use actix_http::{HttpService, Request, Response};
 use actix_service::{fn_service, map_config};
+use actix_web::dev::Service as _;
 use actix_web::dev::{AppConfig, Server};
 use actix_web::{web, App};
 
+use crate::auth::issuer::Issuer;
 use crate::bus::Bus;
 use crate::config::{Backend, Config};
+use crate::metrics::Metrics;
 use crate::notices::{ChangeNotifier, LogNotifier};
-use crate::pipeline::AppState;
+use crate::pipeline::{request, AppState};
 use crate::routes;
 use crate::store::cached::CachedStore;
 use crate::store::couch::CouchClient;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::views::{DesignDoc, ViewInstaller};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
+use crate::store_metrics::MeteredStore;
 use crate::validation::Schemas;
 
 /// The design documents ship inside the binary, from `couch_views/`.
@@ -51,7 +56,9 @@ pub fn design_docs() -> Result<Vec<DesignDoc>, String> {
         .collect()
 }
 
-/// The document store the configuration names.
+/// The document store the configuration names. The embedded store's directory is made (or
+/// kept) private, mode 0700, before the store opens it, and the files in it 0600 once it has:
+/// it holds the token signing key.
 pub fn store(config: &Config) -> Result<Store, String> {
     Ok(match &config.backend {
         Backend::CouchDb { url } => Arc::new(CouchClient::new(
@@ -59,8 +66,129 @@ pub fn store(config: &Config) -> Result<Store, String> {
             config.couch_timeout,
             config.view_timeout,
         )?),
-        Backend::Embedded { dir } => Arc::new(EmbeddedStore::open(dir)?),
+        Backend::Embedded { dir } => {
+            private_dir(dir)?;
+            let store = EmbeddedStore::open(dir)?;
+            private_files(dir)?;
+            Arc::new(store)
+        }
     })
+}
+
+/// Creates `dir` (and its missing parents) and sets its mode to 0700.
+fn private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    let fail = |e: std::io::Error| format!("cannot create KZ_GROUPS_DATA={}: {e}", dir.display());
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(fail)?;
+    let mode = std::fs::metadata(dir).map_err(fail)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+            format!(
+                "cannot make KZ_GROUPS_DATA={} private (0700): {e}",
+                dir.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Sets every file in `dir` to 0600 (SQLite gives its journal files the database file's mode).
+fn private_files(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_file() && meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| {
+                    format!("cannot make {} private (0600): {e}", entry.path().display())
+                })?;
+        }
+    }
+    Ok(())
+}
+
+/// The store, once it has answered: a CouchDB that does not is an error naming the cause
+/// (connection refused, no answer in time, unknown host, refused credentials).
+pub async fn open_store(config: &Config) -> Result<Store, String> {
+    let store = store(config)?;
+    probe(config, &store).await?;
+    Ok(store)
+}
+
+/// Whether the store answers; a CouchDB that does not is an error naming the cause.
+pub async fn probe(config: &Config, store: &Store) -> Result<(), String> {
+    let Backend::CouchDb { url } = &config.backend else {
+        return Ok(());
+    };
+    match store.ping().await {
+        Ok(()) => Ok(()),
+        Err(StoreError::Unreachable(e)) => {
+            let cause = unreachable_cause(url, config.couch_timeout)
+                .await
+                .unwrap_or(e);
+            Err(format!(
+                "cannot reach {} (COUCHDB_URL): {cause}",
+                store.describe()
+            ))
+        }
+        Err(StoreError::Other { status: 401, .. }) => Err(format!(
+            "{} refused the credentials in COUCHDB_URL (401 unauthorized)",
+            store.describe()
+        )),
+        Err(e) => Err(format!("{} (COUCHDB_URL): {e}", store.describe())),
+    }
+}
+
+/// Why nothing answers at `url`'s host and port, found with a plain TCP connection; `None` when
+/// the connection works (the failure is above TCP, e.g. TLS).
+async fn unreachable_cause(url: &str, timeout: Duration) -> Option<String> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    let host = parsed.host_str()?.trim_matches(['[', ']']).to_owned();
+    let port = parsed.port_or_known_default()?;
+    tokio::task::spawn_blocking(move || {
+        use std::net::ToSocketAddrs as _;
+        let addrs = match (host.as_str(), port).to_socket_addrs() {
+            Ok(addrs) => addrs.collect::<Vec<_>>(),
+            Err(e) => return Some(format!("cannot resolve the host {host:?}: {e}")),
+        };
+        let mut cause = None;
+        for addr in addrs {
+            match std::net::TcpStream::connect_timeout(&addr, timeout) {
+                Ok(_) => return None,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    cause = Some(format!("connection refused by {addr}"))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    cause = Some(format!(
+                        "no answer from {addr} within {} ms (KZ_GROUPS_COUCH_TIMEOUT_MS)",
+                        timeout.as_millis()
+                    ))
+                }
+                Err(e) => cause = Some(format!("{addr}: {e}")),
+            }
+        }
+        cause
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// What is missing of the signing material logins need, said with what to run (`None`: all
+/// there). A store error is reported the same way, since logins would fail too.
+pub async fn missing_signing_material(store: &Store) -> Option<String> {
+    match Issuer::new(store.clone(), Duration::ZERO)
+        .missing_material()
+        .await
+    {
+        Ok(missing) => missing,
+        Err(e) => Some(format!("cannot read the token signing material: {e}")),
+    }
 }
 
 /// The time a client has to send a request's headers (cowboy's and actix's 5 s).
@@ -123,8 +251,11 @@ impl Application {
     /// [`Application::build`] on a store already open: a process opens its store once and
     /// shares the handle.
     pub fn build_with_store(config: Config, store: Store) -> Result<Self, String> {
-        // The server reads through its caches; the CLI's short runs do not.
-        let store: Store = CachedStore::new(store, config.caches);
+        let metrics = Arc::new(Metrics::new());
+        // The server reads through its caches (the CLI's short runs do not); what reaches the
+        // store itself is measured.
+        let direct = MeteredStore::wrap(store, metrics.clone());
+        let store: Store = CachedStore::new(direct.clone(), config.caches);
         let views = ViewInstaller::new(store.clone(), design_docs()?);
         let schemas = Schemas::load()?;
         let listener = TcpListener::bind(&config.listen)
@@ -134,7 +265,7 @@ impl Application {
         // Started last, once nothing else can fail, so a failed build leaves no worker behind.
         let (notifier, bus) = notifier(&config);
         let state = web::Data::new(AppState::from_parts(
-            &config, store, views, schemas, notifier,
+            &config, store, direct, views, schemas, notifier, metrics,
         ));
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let connections = connection_limit(config.max_connections);
@@ -142,10 +273,28 @@ impl Application {
             .workers(workers)
             .max_concurrent_connections(connections.div_ceil(workers))
             .listen("kz-groups", listener, move || {
+                let metrics = state.metrics.clone();
                 let app = App::new()
-                    .wrap(actix_web::middleware::Logger::new(
-                        "%a \"%r\" %s %b %Dms request_id=%{x-request-id}o",
-                    ))
+                    .wrap_fn(move |req, service| {
+                        let route = routes::route_name(req.path());
+                        let method = req.method().clone();
+                        let start = Instant::now();
+                        let metrics = metrics.clone();
+                        let answer = service.call(req);
+                        async move {
+                            let response = answer.await?;
+                            let status = response.status().as_u16();
+                            metrics.observe_request(route, &method, status, start.elapsed());
+                            Ok(response)
+                        }
+                    })
+                    // The request line without its secrets (`auth_token=` and the like).
+                    .wrap(
+                        actix_web::middleware::Logger::new(
+                            "%a \"%{request}xi\" %s %b %Dms request_id=%{x-request-id}o",
+                        )
+                        .custom_request_replace("request", request::logged_request_line),
+                    )
                     .app_data(state.clone())
                     .configure(routes::configure);
                 let expect_state = state.clone();
@@ -157,6 +306,14 @@ impl Application {
                             req.peer_addr(),
                             &expect_state,
                         );
+                        if let Some(answer) = &refused {
+                            expect_state.metrics.observe_request(
+                                routes::route_name(req.path()),
+                                req.method(),
+                                answer.status().as_u16(),
+                                Duration::ZERO,
+                            );
+                        }
                         async move {
                             match refused {
                                 Some(answer) => Err(Refused(answer)),

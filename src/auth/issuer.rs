@@ -44,9 +44,14 @@ impl Issuer {
     }
 
     /// A signed token, or `None` when the signing material is missing or unusable (the login
-    /// then answers 401; `kz-groups init` creates the material).
+    /// then answers 401; `kz-groups init` creates the material). A missing key is looked for
+    /// again on the next login, so a key created after start is used at once.
     pub async fn issue(&self, subject: &Subject<'_>) -> StoreResult<Option<String>> {
-        let Some(signing) = self.signing.get_or_load(self.load_signing_key()).await? else {
+        let Some(signing) = self
+            .signing
+            .get_or_load_present(self.load_signing_key())
+            .await?
+        else {
             return Ok(None);
         };
         let Some(server_secret) = self.server_secret().await? else {
@@ -83,6 +88,32 @@ impl Issuer {
             &signing.kid,
             jwt::Alg::RS256,
             &signing.key,
+        )))
+    }
+
+    /// What is missing of the signing material logins need, in a sentence that says what to
+    /// run; `None` when it is all there (the key is then loaded and cached for the next login).
+    pub async fn missing_material(&self) -> StoreResult<Option<String>> {
+        let problem = match self.config_auth().await? {
+            None => "system_config/auth does not exist",
+            Some(doc) if doc.pointer("/default/system_key").is_none() => {
+                "system_config/auth has no default.system_key"
+            }
+            Some(doc) if doc.pointer("/default/secret_for_user_signature").is_none() => {
+                "system_config/auth has no default.secret_for_user_signature"
+            }
+            Some(_) => match self
+                .signing
+                .get_or_load_present(self.load_signing_key())
+                .await?
+            {
+                None => "the system_auth key named by system_config/auth is missing or unusable",
+                Some(_) => return Ok(None),
+            },
+        };
+        Ok(Some(format!(
+            "token signing material is missing ({problem}): every login answers 401 until \
+             `kz-groups init` is run once against this store"
         )))
     }
 

@@ -95,22 +95,26 @@ impl<T: Clone> TtlCell<T> {
             value: RwLock::new(None),
         }
     }
+}
 
-    async fn get_or_load<F>(&self, load: F) -> StoreResult<T>
+impl<T: Clone> TtlCell<Option<T>> {
+    /// Like [`TtlCell::get_or_load`], but an absent value is never remembered: the next call
+    /// reads again, so material created after start (`kz-groups init`) is seen at once.
+    async fn get_or_load_present<F>(&self, load: F) -> StoreResult<Option<T>>
     where
-        F: std::future::Future<Output = StoreResult<T>>,
+        F: std::future::Future<Output = StoreResult<Option<T>>>,
     {
         {
             let cached = self.value.read().unwrap_or_else(|p| p.into_inner());
-            if let Some((value, at)) = cached.as_ref() {
+            if let Some((Some(value), at)) = cached.as_ref() {
                 if at.elapsed() < self.ttl {
-                    return Ok(value.clone());
+                    return Ok(Some(value.clone()));
                 }
             }
         }
         let value = load.await?;
         let mut cached = self.value.write().unwrap_or_else(|p| p.into_inner());
-        *cached = Some((value.clone(), Instant::now()));
+        *cached = value.clone().map(|v| (Some(v), Instant::now()));
         Ok(value)
     }
 }

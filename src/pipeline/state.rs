@@ -10,6 +10,7 @@ use crate::auth::issuer::Issuer;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::notices::ChangeNotifier;
 use crate::store::views::ViewInstaller;
 use crate::store::Store;
@@ -34,6 +35,10 @@ pub struct AppState {
     /// base64url(md5(node name)), the envelope's `node`.
     pub node: String,
     pub version: String,
+    /// The Prometheus metrics of `/metrics`; other parts of the service count into its hooks.
+    pub metrics: Arc<Metrics>,
+    /// Which store serves, as `/readyz` names it: `couchdb` or `embedded`.
+    pub store_kind: &'static str,
 }
 
 impl AppState {
@@ -41,16 +46,20 @@ impl AppState {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Md5::digest(node_name.as_bytes()))
     }
 
+    /// `store` is read through the caches; `direct` is the store itself, for what a login must
+    /// never see stale (signing material `kz-groups init` may have just created).
     pub fn from_parts(
         config: &Config,
         store: Store,
+        direct: Store,
         views: ViewInstaller,
         schemas: Schemas,
         notifier: Arc<dyn ChangeNotifier>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             auth: Authenticator::new(store.clone(), config.key_cache, config.token_cache_entries),
-            issuer: Issuer::new(store.clone(), config.key_cache),
+            issuer: Issuer::new(direct, config.key_cache),
             store,
             views,
             schemas,
@@ -65,6 +74,11 @@ impl AppState {
             ),
             node: Self::node_id(&config.node_name),
             version: config.version.clone(),
+            metrics,
+            store_kind: match config.backend {
+                crate::config::Backend::CouchDb { .. } => "couchdb",
+                crate::config::Backend::Embedded { .. } => "embedded",
+            },
         }
     }
 

@@ -1,8 +1,8 @@
-//! Liveness (`/healthz`, no I/O) and readiness (`/readyz`: CouchDB answers and the design
-//! documents parsed at start are loaded). The AMQP bus is reported in the body but never makes
-//! the service unready: writes go on while the broker is away (their notices wait in the
-//! bus queue), and taking kz-groups out of a load balancer would turn a bus outage into an API
-//! outage.
+//! Liveness (`/healthz`, no I/O) and readiness (`/readyz`: the store answers, the design
+//! documents parsed at start are loaded, and the token signing material logins need is there).
+//! The AMQP bus is reported in the body but never makes the service unready: writes go on while
+//! the broker is away (their notices wait in the bus queue), and taking kz-groups out of a load
+//! balancer would turn a bus outage into an API outage.
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
@@ -12,6 +12,9 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
+/// `{"status", "version", "store", "<store kind>": "up"|"down", "signing", "design_docs",
+/// "amqp"}`; 503 unless the store is up and the signing material is there. With signing
+/// material missing, `signing` is `"missing"` and `problem` says what to run.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let designs: Vec<&str> = state
         .views
@@ -29,15 +32,38 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             "dropped": bus.dropped,
         }),
     };
-    match state.store.ping().await {
-        Ok(()) => HttpResponse::Ok().json(
-            json!({"status": "ready", "couchdb": "up", "design_docs": designs, "amqp": amqp}),
-        ),
+    let kind = state.store_kind;
+    let (store_up, problem) = match state.store.ping().await {
+        Ok(()) => match state.issuer.missing_material().await {
+            Ok(None) => (true, None),
+            Ok(Some(missing)) => (true, Some(missing)),
+            Err(e) => (false, Some(format!("store: {e}"))),
+        },
         Err(e) => {
-            log::warn!("readiness: couchdb not reachable: {e}");
-            HttpResponse::ServiceUnavailable().json(json!({
-                "status": "unavailable", "couchdb": "down", "design_docs": designs, "amqp": amqp
-            }))
+            log::warn!("readiness: {kind} store not reachable: {e}");
+            (false, None)
         }
+    };
+    let ready = store_up && problem.is_none();
+    let mut body = json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "store": kind,
+        kind: if store_up { "up" } else { "down" },
+        "signing": match (&problem, store_up) {
+            (None, true) => "ready",
+            (Some(_), true) => "missing",
+            _ => "unknown",
+        },
+        "design_docs": designs,
+        "amqp": amqp,
+    });
+    if let Some(problem) = problem {
+        body["problem"] = json!(problem);
+    }
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
     }
 }

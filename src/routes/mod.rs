@@ -1,9 +1,11 @@
-//! The whole route table: the health probes, and Crossbar's paths (groups-contract §1) with the
-//! methods each allows and what serves it, in the order of the pipeline's stages (§0), which
-//! decides which error a client sees when several apply.
+//! The whole route table: the health probes, the metrics and the OpenAPI document, and
+//! Crossbar's paths (groups-contract §1) with the methods each allows and what serves it, in the
+//! order of the pipeline's stages (§0), which decides which error a client sees when several
+//! apply.
 pub mod groups;
 pub mod health;
 pub mod login;
+pub mod ops;
 
 use std::net::SocketAddr;
 
@@ -26,7 +28,20 @@ use login::Login;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(ops::metrics))
+        .route("/openapi.json", web::get().to(ops::openapi))
         .default_service(web::to(crossbar));
+}
+
+/// The name of the route `path` takes, for metrics: one of a fixed set, whatever the path.
+pub fn route_name(path: &str) -> &'static str {
+    match path {
+        "/healthz" => "healthz",
+        "/readyz" => "readyz",
+        "/metrics" => "metrics",
+        "/openapi.json" => "openapi",
+        _ => Route::resolve(path).name(),
+    }
 }
 
 /// Crossbar's paths: what each `/vN/…` path names.
@@ -47,6 +62,38 @@ pub enum Route {
 }
 
 impl Route {
+    /// The route's name in metrics and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Route::Gone => "gone",
+            Route::Login(Login::ApiKey) => "api_auth",
+            Route::Login(Login::User) => "user_auth",
+            Route::TokenAuth => "token_auth",
+            Route::Groups(GroupsPath {
+                user: None,
+                target: Target::Collection,
+                ..
+            }) => "groups",
+            Route::Groups(GroupsPath {
+                user: None,
+                target: Target::Entity(_),
+                ..
+            }) => "group",
+            Route::Groups(GroupsPath {
+                user: Some(_),
+                target: Target::Collection,
+                ..
+            }) => "user_groups",
+            Route::Groups(GroupsPath {
+                user: Some(_),
+                target: Target::Entity(_),
+                ..
+            }) => "user_group",
+            Route::NoAccount => "no_account",
+            Route::NotFound => "not_found",
+        }
+    }
+
     /// Splits the path as Crossbar does (§1): `/vN/`, then nouns and their arguments, each
     /// segment URL-decoded after the split (so `%2F` stays inside its segment).
     pub fn resolve(path: &str) -> Route {
@@ -322,6 +369,30 @@ mod tests {
                 Target::Collection
             )
         );
+    }
+
+    #[test]
+    fn route_names_are_a_fixed_set() {
+        for (path, name) in [
+            ("/readyz", "readyz"),
+            ("/metrics", "metrics"),
+            ("/openapi.json", "openapi"),
+            ("/v2/api_auth", "api_auth"),
+            ("/v2/user_auth", "user_auth"),
+            ("/v2/token_auth", "token_auth"),
+            (&format!("/v2/accounts/{A}/groups") as &str, "groups"),
+            (&format!("/v2/accounts/{A}/groups/g1"), "group"),
+            (&format!("/v2/accounts/{A}/users/u1/groups"), "user_groups"),
+            (
+                &format!("/v2/accounts/{A}/users/u1/groups/g1"),
+                "user_group",
+            ),
+            ("/v1/accounts", "gone"),
+            ("/v2/groups", "no_account"),
+            ("/anything/else", "not_found"),
+        ] {
+            assert_eq!(route_name(path), name, "{path}");
+        }
     }
 
     #[test]

@@ -16,5 +16,7 @@ mod durability;
 mod groups;
 mod hostile;
 mod login;
+mod openapi;
+mod operators;
 mod recovery;
 mod views;

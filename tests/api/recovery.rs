@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use crate::helpers::couch_server::TestCouchServer;
-use crate::helpers::TestApp;
+use crate::helpers::{eventually, TestApp};
 
 #[tokio::test]
 async fn couchdb_stopped_gives_503_and_service_resumes_after_its_restart() {
@@ -16,6 +16,10 @@ async fn couchdb_stopped_gives_503_and_service_resumes_after_its_restart() {
     assert_eq!(app.list_groups(&a, "").await.status, 200);
 
     server.stop();
+    // What was cached is dropped as soon as the change feed is lost; from then on, every
+    // request is a 503.
+    let first = eventually(|| app.get_group(&a, &id), |r| r.status == 503).await;
+    assert_eq!(first.status, 503, "{}", first.text);
     let during = [
         ("GET groups", app.list_groups(&a, "").await),
         ("GET group", app.get_group(&a, &id).await),

@@ -3,6 +3,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kz_groups::config::Backend;
@@ -10,7 +11,12 @@ use kz_groups::config::Backend;
 pub struct ServerProcess {
     child: Child,
     pub port: u16,
+    /// Everything the process logged so far (the last [`LOG_KEPT`] bytes).
+    log: Arc<Mutex<String>>,
 }
+
+/// How much of a server's log a test can read back.
+const LOG_KEPT: usize = 1 << 20;
 
 impl ServerProcess {
     /// Starts `kz-groups serve` on a port of its own choosing (`127.0.0.1:0`), read back from its
@@ -58,8 +64,35 @@ impl ServerProcess {
             panic!("kz-groups did not start:\n{seen}");
         };
         // The log keeps flowing; nobody must block the child on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
-        Self { child, port }
+        let kept = Arc::new(Mutex::new(seen));
+        let sink = kept.clone();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while log.read_line(&mut line).unwrap_or(0) > 0 {
+                let mut kept = sink.lock().unwrap();
+                kept.push_str(&line);
+                if kept.len() > LOG_KEPT {
+                    let cut = kept.len() - LOG_KEPT / 2;
+                    let cut = (cut..kept.len())
+                        .find(|i| kept.is_char_boundary(*i))
+                        .unwrap_or(kept.len());
+                    kept.drain(..cut);
+                }
+                line.clear();
+            }
+        });
+        Self {
+            child,
+            port,
+            log: kept,
+        }
+    }
+
+    /// What the process has logged so far (its standard error), waiting `settle` first for
+    /// lines still on their way.
+    pub fn log(&self, settle: Duration) -> String {
+        std::thread::sleep(settle);
+        self.log.lock().unwrap().clone()
     }
 
     /// SIGKILL, as a crash or an impatient operator would; waits until the process is gone.

@@ -1,0 +1,300 @@
+//! The service's Prometheus metrics (`GET /metrics`), one registry per application: HTTP
+//! requests by route name (the route table's, never a raw path), method and status; store calls
+//! (counted by `MeteredStore` of `store_metrics`); the AMQP bus, read when scraped; and the
+//! counters other parts of the service increment through [`Metrics`] in `AppState`. Every label
+//! takes values from a fixed set, so the number of series is bounded.
+use std::sync::Mutex;
+use std::time::Duration;
+
+use actix_web::http::Method;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::notices::BusStatus;
+use crate::store::StoreError;
+
+/// Latency buckets, in seconds: from a cached read to a slow CouchDB view.
+const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The `Content-Type` of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+pub struct Metrics {
+    registry: Registry,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    store_calls: IntCounterVec,
+    store_errors: IntCounterVec,
+    store_duration: HistogramVec,
+    /// Hook: a cache answered from memory (`cache` names the cache, e.g. `group`).
+    pub cache_hits: IntCounterVec,
+    /// Hook: a cache had to read the store.
+    pub cache_misses: IntCounterVec,
+    /// Hook: a CouchDB document conflict resolved by kz-groups.
+    pub conflicts_resolved: IntCounter,
+    /// Hook: a write CouchDB answered `202 Accepted` (stored, quorum not yet reached).
+    pub couchdb_accepted: IntCounter,
+    amqp_enabled: IntGauge,
+    amqp_connected: IntGauge,
+    amqp_queue_depth: IntGauge,
+    amqp_queue_capacity: IntGauge,
+    amqp_dropped: IntCounter,
+    /// The bus's `dropped` as last scraped, so the counter follows it.
+    amqp_dropped_seen: Mutex<u64>,
+}
+
+/// Registers `metric` and hands it back (names are fixed, so registering cannot fail).
+fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("a metric registered once");
+    metric
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(
+        registry,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("a metric"),
+    )
+}
+
+fn histogram_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(BUCKETS.to_vec());
+    register(registry, HistogramVec::new(opts, labels).expect("a metric"))
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    register(registry, IntCounter::new(name, help).expect("a metric"))
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    register(registry, IntGauge::new(name, help).expect("a metric"))
+}
+
+/// A method as a label: the standard ones by name, anything else `OTHER`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+/// A store error as a label.
+fn error_kind(error: &StoreError) -> &'static str {
+    match error {
+        StoreError::Unreachable(_) => "unreachable",
+        StoreError::NotFound => "not_found",
+        StoreError::Conflict => "conflict",
+        StoreError::Other { .. } => "other",
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let r = &registry;
+        let build_info = IntGaugeVec::new(
+            Opts::new("kz_groups_build_info", "Always 1; the version as a label."),
+            &["version"],
+        );
+        register(r, build_info.expect("a metric"))
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Self {
+            http_requests: counter_vec(
+                r,
+                "kz_groups_http_requests_total",
+                "HTTP requests answered, by route name, method and status.",
+                &["route", "method", "status"],
+            ),
+            http_duration: histogram_vec(
+                r,
+                "kz_groups_http_request_duration_seconds",
+                "Time from a request's arrival to its answer's headers, by route name and method.",
+                &["route", "method"],
+            ),
+            store_calls: counter_vec(
+                r,
+                "kz_groups_store_requests_total",
+                "Calls to the document store (CouchDB or embedded), by operation.",
+                &["operation"],
+            ),
+            store_errors: counter_vec(
+                r,
+                "kz_groups_store_errors_total",
+                "Store calls that failed, by operation and kind (unreachable, not_found, conflict, other).",
+                &["operation", "kind"],
+            ),
+            store_duration: histogram_vec(
+                r,
+                "kz_groups_store_request_duration_seconds",
+                "Duration of store calls (for row streams: until the first rows arrive), by operation.",
+                &["operation"],
+            ),
+            cache_hits: counter_vec(
+                r,
+                "kz_groups_cache_hits_total",
+                "Reads answered from an in-memory cache, by cache.",
+                &["cache"],
+            ),
+            cache_misses: counter_vec(
+                r,
+                "kz_groups_cache_misses_total",
+                "Reads a cache could not answer and passed to the store, by cache.",
+                &["cache"],
+            ),
+            conflicts_resolved: counter(
+                r,
+                "kz_groups_conflicts_resolved_total",
+                "CouchDB document conflicts resolved by kz-groups.",
+            ),
+            couchdb_accepted: counter(
+                r,
+                "kz_groups_couchdb_accepted_writes_total",
+                "Writes CouchDB answered 202 Accepted (stored without write quorum).",
+            ),
+            amqp_enabled: gauge(
+                r,
+                "kz_groups_amqp_enabled",
+                "1 when KZ_GROUPS_AMQP_URL is set, else 0.",
+            ),
+            amqp_connected: gauge(
+                r,
+                "kz_groups_amqp_connected",
+                "1 while the AMQP connection is up, else 0.",
+            ),
+            amqp_queue_depth: gauge(
+                r,
+                "kz_groups_amqp_queue_depth",
+                "Change notices waiting for the broker's confirm.",
+            ),
+            amqp_queue_capacity: gauge(
+                r,
+                "kz_groups_amqp_queue_capacity",
+                "Notices the queue holds at most (KZ_GROUPS_AMQP_QUEUE).",
+            ),
+            amqp_dropped: counter(
+                r,
+                "kz_groups_amqp_dropped_total",
+                "Change notices dropped because the queue was full.",
+            ),
+            amqp_dropped_seen: Mutex::new(0),
+            registry,
+        }
+    }
+
+    /// One answered request; `route` is a name of the route table (`routes::route_name`).
+    pub fn observe_request(&self, route: &str, method: &Method, status: u16, took: Duration) {
+        let method = method_label(method);
+        self.http_requests
+            .with_label_values(&[route, method, &status.to_string()])
+            .inc();
+        self.http_duration
+            .with_label_values(&[route, method])
+            .observe(took.as_secs_f64());
+    }
+
+    /// One store call and its outcome.
+    pub fn observe_store(&self, operation: &str, error: Option<&StoreError>, took: Duration) {
+        self.store_calls.with_label_values(&[operation]).inc();
+        self.store_duration
+            .with_label_values(&[operation])
+            .observe(took.as_secs_f64());
+        if let Some(error) = error {
+            self.store_errors
+                .with_label_values(&[operation, error_kind(error)])
+                .inc();
+        }
+    }
+
+    /// The text exposition of every metric, the bus's read now.
+    pub fn render(&self, bus: Option<BusStatus>) -> String {
+        self.amqp_enabled.set(bus.is_some() as i64);
+        if let Some(bus) = bus {
+            self.amqp_connected.set(bus.connected as i64);
+            self.amqp_queue_depth.set(bus.queued as i64);
+            self.amqp_queue_capacity.set(bus.capacity as i64);
+            let mut seen = self
+                .amqp_dropped_seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if bus.dropped > *seen {
+                self.amqp_dropped.inc_by(bus.dropped - *seen);
+                *seen = bus.dropped;
+            }
+        }
+        let mut text = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut text)
+            .expect("text encoding of gathered metrics");
+        String::from_utf8(text).expect("the text format is UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_store_calls_and_the_bus_are_exposed() {
+        let metrics = Metrics::new();
+        metrics.observe_request("groups", &Method::GET, 200, Duration::from_millis(3));
+        metrics.observe_request(
+            "groups",
+            &Method::from_bytes(b"BREW").unwrap(),
+            405,
+            Duration::ZERO,
+        );
+        metrics.observe_store("get_doc", None, Duration::from_millis(1));
+        metrics.observe_store(
+            "put_doc",
+            Some(&StoreError::Conflict),
+            Duration::from_millis(1),
+        );
+        metrics.cache_hits.with_label_values(&["group"]).inc();
+        let bus = BusStatus {
+            connected: true,
+            queued: 3,
+            capacity: 10,
+            dropped: 2,
+        };
+        let text = metrics.render(Some(bus));
+        for line in [
+            r#"kz_groups_http_requests_total{method="GET",route="groups",status="200"} 1"#,
+            r#"kz_groups_http_requests_total{method="OTHER",route="groups",status="405"} 1"#,
+            r#"kz_groups_http_request_duration_seconds_count{method="GET",route="groups"} 1"#,
+            r#"kz_groups_store_requests_total{operation="put_doc"} 1"#,
+            r#"kz_groups_store_errors_total{kind="conflict",operation="put_doc"} 1"#,
+            r#"kz_groups_cache_hits_total{cache="group"} 1"#,
+            "kz_groups_amqp_connected 1",
+            "kz_groups_amqp_queue_depth 3",
+            "kz_groups_amqp_dropped_total 2",
+            "kz_groups_conflicts_resolved_total 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from:\n{text}"
+            );
+        }
+        let again = metrics.render(Some(bus));
+        assert!(again.lines().any(|l| l == "kz_groups_amqp_dropped_total 2"));
+    }
+}
