@@ -22,6 +22,7 @@ const BATCH_BYTES: usize = 1 << 20;
 struct After {
     sort_key: Vec<u8>,
     id: String,
+    seq: i64,
 }
 
 /// The rows of one turn, and whether it stopped for size (so there may be more).
@@ -55,7 +56,7 @@ fn view_sql(
 ) -> (String, Vec<Arg>) {
     let (lt, gt) = if q.descending { (">", "<") } else { ("<", ">") };
     let mut sql = String::from(
-        "SELECT id, key, value, sort_key FROM view_rows WHERE db = ?1 AND design = ?2 AND view = ?3",
+        "SELECT id, key, value, sort_key, seq FROM view_rows WHERE db = ?1 AND design = ?2 AND view = ?3",
     );
     let mut args = vec![
         Arg::Text(db.into()),
@@ -75,9 +76,7 @@ fn view_sql(
             match &q.startkey_docid {
                 Some(docid) => {
                     let d = arg(Arg::Text(docid.clone()));
-                    sql.push_str(&format!(
-                        " AND (sort_key {gt} {s} OR (sort_key = {s} AND id {gt}= {d}))"
-                    ));
+                    sql.push_str(&format!(" AND (sort_key, id) {gt}= ({s}, {d})"));
                 }
                 None => sql.push_str(&format!(" AND sort_key {gt}= {s}")),
             }
@@ -90,16 +89,15 @@ fn view_sql(
     if let Some(after) = after {
         let k = arg(Arg::Blob(after.sort_key.clone()));
         let d = arg(Arg::Text(after.id.clone()));
-        sql.push_str(&format!(
-            " AND (sort_key {gt} {k} OR (sort_key = {k} AND id {gt} {d}))"
-        ));
+        let n = arg(Arg::Int(after.seq));
+        sql.push_str(&format!(" AND (sort_key, id, seq) {gt} ({k}, {d}, {n})"));
     }
     let order = if q.descending { "DESC" } else { "ASC" };
     let limit = arg(Arg::Int(limit.map_or(-1, |l| l as i64)));
     let skip = arg(Arg::Int(if after.is_some() { 0 } else { q.skip as i64 }));
     // Statements differ only by the query's shape, so each connection's cache keeps them.
     sql.push_str(&format!(
-        " ORDER BY sort_key {order}, id {order} LIMIT {limit} OFFSET {skip}"
+        " ORDER BY sort_key {order}, id {order}, seq {order} LIMIT {limit} OFFSET {skip}"
     ));
     (sql, args)
 }
@@ -142,11 +140,12 @@ fn view_batch(
         if bytes >= BATCH_BYTES {
             return Ok(((rows, true), last));
         }
-        let (id, key, value, sort_key) = (
+        let (id, key, value, sort_key, seq) = (
             row.get::<_, String>(0).map_err(sql_error)?,
             row.get::<_, String>(1).map_err(sql_error)?,
             row.get::<_, String>(2).map_err(sql_error)?,
             row.get::<_, Vec<u8>>(3).map_err(sql_error)?,
+            row.get::<_, i64>(4).map_err(sql_error)?,
         );
         let doc = if q.include_docs {
             load_text(conn, db, &id)?
@@ -157,6 +156,7 @@ fn view_batch(
         last = Some(After {
             sort_key,
             id: id.clone(),
+            seq,
         });
         rows.push(ViewRow {
             key: serde_json::from_str(&key).map_err(fault)?,
@@ -207,6 +207,7 @@ fn docs_batch(
     let last = rows.last().map(|row| After {
         sort_key: Vec::new(),
         id: row.id.clone(),
+        seq: 0,
     });
     Ok(((rows, more), last))
 }

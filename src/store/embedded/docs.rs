@@ -211,19 +211,21 @@ pub fn insert_rows(
     rows: &[EmittedRow],
 ) -> rusqlite::Result<()> {
     let mut insert = conn.prepare_cached(
-        "INSERT INTO view_rows (db, design, view, sort_key, key, id, value)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO view_rows (db, design, view, sort_key, id, seq, key, value)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
-    for row in rows {
+    for (seq, row) in rows.iter().enumerate() {
         let (design, view) = (row.view.design(), row.view.name());
+        let (key, value) = (&row.key, &row.value);
         insert.execute(params![
             db,
             design,
             view,
             row.sort_key,
-            row.key,
             id,
-            row.value
+            seq as i64,
+            key,
+            value
         ])?;
     }
     Ok(())
