@@ -203,24 +203,7 @@ impl Link {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(|e| format!("confirm.select: {e}"))?;
-        // Exactly Kazoo's declaration (amqp-notices §2.1): any other attribute would make
-        // RabbitMQ refuse Kazoo's own later declare; declaring at all covers a broker restarted
-        // before any Kazoo app declared it (publishing to a missing exchange closes the channel).
-        channel
-            .exchange_declare(
-                EXCHANGE,
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    passive: false,
-                    durable: false,
-                    auto_delete: false,
-                    internal: false,
-                    nowait: false,
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| format!("exchange.declare {EXCHANGE}: {e}"))?;
+        declare_exchange(&channel).await?;
         Ok(Self {
             connection,
             channel,
@@ -241,6 +224,28 @@ impl Link {
             .await;
         }
     }
+}
+
+/// Declares `configuration` exactly as Kazoo does (amqp-notices §2.1): any other attribute
+/// would make RabbitMQ refuse Kazoo's own later declare; declaring at all covers a broker
+/// restarted before any Kazoo app declared it (publishing to a missing exchange closes the
+/// channel, and a queue cannot be bound to it).
+pub async fn declare_exchange(channel: &Channel) -> Result<(), String> {
+    channel
+        .exchange_declare(
+            EXCHANGE,
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                passive: false,
+                durable: false,
+                auto_delete: false,
+                internal: false,
+                nowait: false,
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| format!("exchange.declare {EXCHANGE}: {e}"))
 }
 
 /// Publishes `batch` in order and waits for the confirms; returns how many leading notices the

@@ -7,7 +7,8 @@ use crate::admin::{self, NewAccount, NewUser};
 use crate::config::{Backend, Config};
 use crate::domain::ids::{AccountId, DbName};
 use crate::startup::{self, Application};
-use crate::store::views::{ensure_design, DesignDb, Refresh};
+use crate::store::views::{self, ensure_design, DesignDb, Refresh};
+use crate::store::Store;
 
 /// The variables every command reads: which store, and how logs look.
 const STORE_ENV: &str = "\
@@ -16,6 +17,7 @@ Environment (store and logs):
                               unset: the embedded store in KZ_GROUPS_DATA
   KZ_GROUPS_DATA              directory of the embedded store [default: ./data]
   KZ_GROUPS_COUCH_TIMEOUT_MS  timeout of every CouchDB call, in ms [default: 5000]
+  KZ_GROUPS_VIEW_TIMEOUT_MS   how long a view query may wait for its index, in ms [default: 300000]
   RUST_LOG                    log filter [default: info]
   KZ_GROUPS_LOG_FORMAT        text or json (one JSON object a line) [default: text]";
 
@@ -31,8 +33,16 @@ Environment (server):
   KZ_GROUPS_MAX_UPLOAD_BYTES  largest accepted request body [default: 8000000]
   KZ_GROUPS_NODE              node name hashed into the envelope's node [default: kz-groups@<hostname>]
   KZ_GROUPS_VERSION           the Kazoo version reported to clients [default: 4.3.0]
-  KZ_GROUPS_KEY_CACHE_SECS    how long a signing key is trusted before its document is re-read [default: 10]
+  KZ_GROUPS_KEY_CACHE_SECS    how long a signing key is trusted before its document is re-read [default: 0]
   KZ_GROUPS_TOKEN_CACHE_ENTRIES  tokens whose signature verified, kept (0: off) [default: 10000]
+  KZ_GROUPS_DOC_CACHE_ENTRIES group documents cached (0: off) [default: 20000]
+  KZ_GROUPS_DOC_CACHE_MB      their memory [default: 32]
+  KZ_GROUPS_AUTH_CACHE_ENTRIES accounts, identities, restrictions, keys cached (0: off) [default: 10000]
+  KZ_GROUPS_AUTH_CACHE_MB     their memory [default: 16]
+  KZ_GROUPS_LISTING_CACHE_ENTRIES listing pages cached (0: off) [default: 1000]
+  KZ_GROUPS_LISTING_CACHE_MB  their memory [default: 32]
+  KZ_GROUPS_CACHE_FEEDS       databases followed one by one where CouchDB has no _db_updates (0: no feeds) [default: 200]
+  KZ_GROUPS_CACHE_TTL_MS      how long an entry no change feed guards is kept [default: 1000]
   KZ_GROUPS_BODY_TIMEOUT_MS   time a request body has to arrive [default: 15000]
   KZ_GROUPS_REQUEST_MEMORY_MB memory request bodies may hold at once [default: 256]
   KZ_GROUPS_MAX_CONNECTIONS   simultaneous client connections [default: from the open-file limit]
@@ -281,7 +291,7 @@ pub async fn run(cli: Cli, config: Config) -> Result<(), String> {
     match command {
         Command::Serve => serve(config, store).await,
         Command::RefreshViews => {
-            let visited = refresh_views(&config).await?;
+            let visited = refresh_views(&store).await?;
             print(json!({ "account_dbs": visited }));
             Ok(())
         }
@@ -413,67 +423,63 @@ where
     outcome
 }
 
-/// Brings the design documents of every account database up to date, with progress on stderr.
+/// Brings the design documents of the `accounts` database and of every account database up to
+/// date and builds the indexes of those it installs or changes, with progress on stderr.
 /// Returns how many account databases were visited.
-pub async fn refresh_views(config: &Config) -> Result<usize, String> {
-    let store = startup::store(config)?;
+pub async fn refresh_views(store: &Store) -> Result<usize, String> {
     let designs = startup::design_docs()?;
     let dbs = store
         .all_dbs()
         .await
         .map_err(|e| format!("listing databases: {e}"))?;
-    let accounts: Vec<_> = dbs
+    let accounts: Vec<DbName> = dbs
         .iter()
         .filter_map(|db| DbName::parse_account_db(db))
+        .map(|account| account.db())
         .collect();
     eprintln!("refresh-views: {} account databases", accounts.len());
+    let accounts_db = dbs.iter().any(|db| db == DbName::ACCOUNTS).then(|| {
+        (
+            DbName::system(DbName::ACCOUNTS),
+            DesignDb::Accounts,
+            String::new(),
+        )
+    });
+    let targets = accounts_db
+        .into_iter()
+        .chain(accounts.iter().enumerate().map(|(n, db)| {
+            let progress = format!("[{}/{}] ", n + 1, accounts.len());
+            (db.clone(), DesignDb::Account, progress)
+        }));
     let mut failed = 0;
-    let accounts_db = DbName::system(DbName::ACCOUNTS);
-    if dbs.iter().any(|db| db == DbName::ACCOUNTS) {
-        for design in designs.iter().filter(|d| d.database == DesignDb::Accounts) {
-            match ensure_design(&store, &accounts_db, design).await {
-                Ok(outcome) => {
-                    eprintln!(
-                        "{accounts_db} _design/{}: {}",
-                        design.name,
-                        describe(outcome)
-                    )
-                }
+    for (db, kind, progress) in targets {
+        for design in designs.iter().filter(|d| d.database == kind) {
+            let started = std::time::Instant::now();
+            let outcome = match ensure_design(store, &db, design).await {
+                // A changed one was built before the swap; a new one is built now, so the
+                // first listing does not wait for it.
+                Ok(Refresh::Created) => views::build(store, &db, &design.name, design)
+                    .await
+                    .map(|()| Refresh::Created),
+                outcome => outcome,
+            };
+            let took = started.elapsed().as_secs_f64();
+            match outcome {
+                Ok(outcome) => eprintln!(
+                    "{progress}{db} _design/{}: {} ({took:.1} s)",
+                    design.name,
+                    describe(outcome)
+                ),
                 Err(e) => {
                     failed += 1;
-                    eprintln!("{accounts_db} _design/{}: FAILED: {e}", design.name);
-                }
-            }
-        }
-    }
-    for (n, account) in accounts.iter().enumerate() {
-        let db = account.db();
-        for design in designs.iter().filter(|d| d.database == DesignDb::Account) {
-            match ensure_design(&store, &db, design).await {
-                Ok(outcome) => {
-                    let what = describe(outcome);
-                    eprintln!(
-                        "[{}/{}] {db} _design/{}: {what}",
-                        n + 1,
-                        accounts.len(),
-                        design.name
-                    );
-                }
-                Err(e) => {
-                    failed += 1;
-                    eprintln!(
-                        "[{}/{}] {db} _design/{}: FAILED: {e}",
-                        n + 1,
-                        accounts.len(),
-                        design.name
-                    );
+                    eprintln!("{progress}{db} _design/{}: FAILED: {e}", design.name);
                 }
             }
         }
     }
     if failed > 0 {
         return Err(format!(
-            "refresh-views: {failed} design documents could not be written"
+            "refresh-views: {failed} design documents could not be written or built"
         ));
     }
     eprintln!("refresh-views: done");
@@ -483,8 +489,8 @@ pub async fn refresh_views(config: &Config) -> Result<usize, String> {
 fn describe(outcome: Refresh) -> String {
     match outcome {
         Refresh::Unchanged => "unchanged".into(),
-        Refresh::Created => "created".into(),
-        Refresh::Updated => "updated".into(),
+        Refresh::Created => "created, index built".into(),
+        Refresh::Updated => "updated, index built before the swap".into(),
         Refresh::NotOurs { missing } if missing.is_empty() => {
             "not installed by kz-groups: left as it is".into()
         }

@@ -1,6 +1,7 @@
 pub mod admin;
 pub mod auth;
 pub mod bus;
+pub mod bus_listener;
 pub mod cache;
 pub mod cli;
 pub mod config;

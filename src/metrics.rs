@@ -3,6 +3,7 @@
 //! (counted by `MeteredStore` of `store_metrics`); the AMQP bus, read when scraped; and the
 //! counters other parts of the service increment through [`Metrics`] in `AppState`. Every label
 //! takes values from a fixed set, so the number of series is bounded.
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::cache::CacheStats;
 use crate::notices::BusStatus;
 use crate::store::StoreError;
 
@@ -30,10 +32,14 @@ pub struct Metrics {
     store_calls: IntCounterVec,
     store_errors: IntCounterVec,
     store_duration: HistogramVec,
-    /// Hook: a cache answered from memory (`cache` names the cache, e.g. `group`).
-    pub cache_hits: IntCounterVec,
-    /// Hook: a cache had to read the store.
-    pub cache_misses: IntCounterVec,
+    /// Reads a cache answered, and those it passed to the store, as the caches count them
+    /// (followed at each scrape), with what each holds.
+    cache_hits: IntCounterVec,
+    cache_misses: IntCounterVec,
+    cache_entries: IntGaugeVec,
+    cache_bytes: IntGaugeVec,
+    /// Hits and misses of each cache as last scraped, so the counters follow them.
+    cache_seen: Mutex<HashMap<&'static str, (u64, u64)>>,
     /// Hook: a CouchDB document conflict resolved by kz-groups.
     pub conflicts_resolved: IntCounter,
     /// Hook: a write CouchDB answered `202 Accepted` (stored, quorum not yet reached).
@@ -69,6 +75,13 @@ fn histogram_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     register(registry, IntCounter::new(name, help).expect("a metric"))
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str) -> IntGaugeVec {
+    register(
+        registry,
+        IntGaugeVec::new(Opts::new(name, help), &["cache"]).expect("a metric"),
+    )
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -161,6 +174,17 @@ impl Metrics {
                 "Reads a cache could not answer and passed to the store, by cache.",
                 &["cache"],
             ),
+            cache_entries: gauge_vec(
+                r,
+                "kz_groups_cache_entries",
+                "Entries a cache holds now, by cache.",
+            ),
+            cache_bytes: gauge_vec(
+                r,
+                "kz_groups_cache_bytes",
+                "The weight of what a cache holds now (its estimate of memory), by cache.",
+            ),
+            cache_seen: Mutex::new(HashMap::new()),
             conflicts_resolved: counter(
                 r,
                 "kz_groups_conflicts_resolved_total",
@@ -225,8 +249,28 @@ impl Metrics {
         }
     }
 
-    /// The text exposition of every metric, the bus's read now.
-    pub fn render(&self, bus: Option<BusStatus>) -> String {
+    /// The text exposition of every metric, the bus's and the caches' read now.
+    pub fn render(&self, bus: Option<BusStatus>, caches: &[(&'static str, CacheStats)]) -> String {
+        {
+            let mut seen = self.cache_seen.lock().unwrap_or_else(|p| p.into_inner());
+            for (name, stats) in caches {
+                let (hits, misses) = seen.entry(name).or_default();
+                let labels = [*name];
+                self.cache_hits
+                    .with_label_values(&labels)
+                    .inc_by(stats.hits.saturating_sub(*hits));
+                self.cache_misses
+                    .with_label_values(&labels)
+                    .inc_by(stats.misses.saturating_sub(*misses));
+                (*hits, *misses) = (stats.hits, stats.misses);
+                self.cache_entries
+                    .with_label_values(&labels)
+                    .set(stats.entries as i64);
+                self.cache_bytes
+                    .with_label_values(&labels)
+                    .set(stats.bytes as i64);
+            }
+        }
         self.amqp_enabled.set(bus.is_some() as i64);
         if let Some(bus) = bus {
             self.amqp_connected.set(bus.connected as i64);
@@ -269,14 +313,19 @@ mod tests {
             Some(&StoreError::Conflict),
             Duration::from_millis(1),
         );
-        metrics.cache_hits.with_label_values(&["group"]).inc();
+        let group = CacheStats {
+            entries: 2,
+            bytes: 300,
+            hits: 1,
+            misses: 4,
+        };
         let bus = BusStatus {
             connected: true,
             queued: 3,
             capacity: 10,
             dropped: 2,
         };
-        let text = metrics.render(Some(bus));
+        let text = metrics.render(Some(bus), &[("group", group)]);
         for line in [
             r#"kz_groups_http_requests_total{method="GET",route="groups",status="200"} 1"#,
             r#"kz_groups_http_requests_total{method="OTHER",route="groups",status="405"} 1"#,
@@ -284,6 +333,8 @@ mod tests {
             r#"kz_groups_store_requests_total{operation="put_doc"} 1"#,
             r#"kz_groups_store_errors_total{kind="conflict",operation="put_doc"} 1"#,
             r#"kz_groups_cache_hits_total{cache="group"} 1"#,
+            r#"kz_groups_cache_misses_total{cache="group"} 4"#,
+            r#"kz_groups_cache_entries{cache="group"} 2"#,
             "kz_groups_amqp_connected 1",
             "kz_groups_amqp_queue_depth 3",
             "kz_groups_amqp_dropped_total 2",
@@ -294,7 +345,11 @@ mod tests {
                 "{line} missing from:\n{text}"
             );
         }
-        let again = metrics.render(Some(bus));
+        let later = CacheStats { hits: 3, ..group };
+        let again = metrics.render(Some(bus), &[("group", later)]);
         assert!(again.lines().any(|l| l == "kz_groups_amqp_dropped_total 2"));
+        assert!(again
+            .lines()
+            .any(|l| l == r#"kz_groups_cache_hits_total{cache="group"} 3"#));
     }
 }

@@ -15,6 +15,7 @@ use actix_web::{web, App};
 
 use crate::auth::issuer::Issuer;
 use crate::bus::Bus;
+use crate::bus_listener;
 use crate::config::{Backend, Config};
 use crate::metrics::Metrics;
 use crate::notices::{ChangeNotifier, LogNotifier};
@@ -238,6 +239,8 @@ pub struct Application {
     port: u16,
     server: Server,
     bus: Option<Arc<Bus>>,
+    /// Kazoo's change notices, heard for the caches.
+    hearing: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -255,8 +258,8 @@ impl Application {
         // The server reads through its caches (the CLI's short runs do not); what reaches the
         // store itself is measured.
         let direct = MeteredStore::wrap(store, metrics.clone());
-        let store: Store = CachedStore::new(direct.clone(), config.caches);
-        let views = ViewInstaller::new(store.clone(), design_docs()?);
+        let caches = CachedStore::new(direct.clone(), config.caches);
+        let views = ViewInstaller::new(caches.clone(), design_docs()?);
         let schemas = Schemas::load()?;
         let listener = TcpListener::bind(&config.listen)
             .map_err(|e| format!("cannot listen on KZ_GROUPS_LISTEN={}: {e}", config.listen))?;
@@ -264,8 +267,17 @@ impl Application {
         let port = address.port();
         // Started last, once nothing else can fail, so a failed build leaves no worker behind.
         let (notifier, bus) = notifier(&config);
+        let hearing = config.amqp.as_ref().map(|amqp| {
+            let caches = Arc::downgrade(&caches);
+            let on_change: bus_listener::OnChange = Arc::new(move |change| {
+                if let Some(caches) = caches.upgrade() {
+                    caches.heard(change);
+                }
+            });
+            bus_listener::start(amqp.url.clone(), config.node_name.clone(), on_change)
+        });
         let state = web::Data::new(AppState::from_parts(
-            &config, store, direct, views, schemas, notifier, metrics,
+            &config, caches, direct, views, schemas, notifier, metrics,
         ));
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let connections = connection_limit(config.max_connections);
@@ -329,7 +341,12 @@ impl Application {
         log::info!(
             "listening on {address} with {workers} workers, up to {connections} connections"
         );
-        Ok(Self { port, server, bus })
+        Ok(Self {
+            port,
+            server,
+            bus,
+            hearing,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -340,6 +357,9 @@ impl Application {
     /// its bounded flush of the notices still queued.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
+        if let Some(hearing) = &self.hearing {
+            hearing.abort();
+        }
         if let Some(bus) = &self.bus {
             let left = bus.shutdown().await;
             if left > 0 {

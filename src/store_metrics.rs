@@ -104,6 +104,16 @@ impl DocStore for MeteredStore {
             .await
     }
 
+    async fn build_index(&self, db: &DbName, design: &str, view: &str) -> StoreResult<()> {
+        self.call("build_index", self.inner.build_index(db, design, view))
+            .await
+    }
+
+    async fn delete_design(&self, db: &DbName, name: &str, rev: &str) -> StoreResult<String> {
+        self.call("delete_design", self.inner.delete_design(db, name, rev))
+            .await
+    }
+
     async fn view_rows(
         &self,
         db: &DbName,

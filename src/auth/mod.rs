@@ -166,6 +166,11 @@ impl Authenticator {
         }
     }
 
+    /// How the verified-token cache is doing.
+    pub fn token_stats(&self) -> crate::cache::CacheStats {
+        self.verified.stats()
+    }
+
     /// §1.7 steps 2–11. `account_header` is `X-Auth-Account-Id`. CouchDB failures surface as
     /// errors (503), never as a rejection.
     pub async fn check(

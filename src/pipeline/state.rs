@@ -8,16 +8,20 @@ use super::limiter::RateLimiter;
 use super::memory::MemoryBudget;
 use crate::auth::issuer::Issuer;
 use crate::auth::Authenticator;
+use crate::cache::CacheStats;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::notices::ChangeNotifier;
+use crate::store::cached::CachedStore;
 use crate::store::views::ViewInstaller;
 use crate::store::Store;
 use crate::validation::Schemas;
 
 pub struct AppState {
+    /// The store, read through `caches`.
     pub store: Store,
+    caches: Arc<CachedStore>,
     pub views: ViewInstaller,
     pub schemas: Schemas,
     pub auth: Authenticator,
@@ -50,17 +54,19 @@ impl AppState {
     /// never see stale (signing material `kz-groups init` may have just created).
     pub fn from_parts(
         config: &Config,
-        store: Store,
+        caches: Arc<CachedStore>,
         direct: Store,
         views: ViewInstaller,
         schemas: Schemas,
         notifier: Arc<dyn ChangeNotifier>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let store: Store = caches.clone();
         Self {
             auth: Authenticator::new(store.clone(), config.key_cache, config.token_cache_entries),
             issuer: Issuer::new(direct, config.key_cache),
             store,
+            caches,
             views,
             schemas,
             limiter: RateLimiter::new(config.clock.clone()),
@@ -80,6 +86,16 @@ impl AppState {
                 crate::config::Backend::Embedded { .. } => "embedded",
             },
         }
+    }
+
+    /// Every in-process cache by the name `/metrics` gives it.
+    pub fn cache_stats(&self) -> [(&'static str, CacheStats); 4] {
+        [
+            ("group", self.caches.doc_stats()),
+            ("auth", self.caches.auth_stats()),
+            ("listing", self.caches.listing_stats()),
+            ("token", self.auth.token_stats()),
+        ]
     }
 
     /// Runs CPU-heavy work on the blocking pool, at most one job per core at a time.

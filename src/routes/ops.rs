@@ -10,7 +10,9 @@ use crate::pipeline::AppState;
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let text = state.metrics.render(state.notifier.bus_status());
+    let text = state
+        .metrics
+        .render(state.notifier.bus_status(), &state.cache_stats());
     HttpResponse::Ok()
         .insert_header(("content-type", metrics::CONTENT_TYPE))
         .body(text)

@@ -2,8 +2,13 @@
 //! listing pages as it always does, and an answer comes from memory when the store's data has
 //! not changed since it was read. Turning a cache off is a configuration change (0 entries).
 //!
-//! - Documents by database and id (absent ones too: "there is no `token_restrictions`" is an
-//!   answer): `KZ_GROUPS_DOC_CACHE_ENTRIES` entries, `KZ_GROUPS_DOC_CACHE_MB`.
+//! - Group documents by database and id (absent ones too): `KZ_GROUPS_DOC_CACHE_ENTRIES`
+//!   entries, `KZ_GROUPS_DOC_CACHE_MB`.
+//! - The other documents every request reads (accounts, users' identity secrets,
+//!   `token_restrictions`, signing keys, system configuration; absent ones too: "there is no
+//!   `token_restrictions`" is an answer): `KZ_GROUPS_AUTH_CACHE_ENTRIES`,
+//!   `KZ_GROUPS_AUTH_CACHE_MB`. Apart, so turning group documents off leaves a GET one call to
+//!   the store: the group itself.
 //! - Listing pages (view queries of at most [`MAX_CACHED_ROWS`] rows):
 //!   `KZ_GROUPS_LISTING_CACHE_ENTRIES`, `KZ_GROUPS_LISTING_CACHE_MB`.
 //!
@@ -12,8 +17,9 @@
 //! - a change feed drops what others change: the server's feed of every database (CouchDB's
 //!   `_db_updates`, database by database) where it exists, else one feed per database that
 //!   holds entries (`_changes`, document by document; at most `KZ_GROUPS_CACHE_FEEDS`, the
-//!   least recently used database's feed stops when more are needed), and Kazoo's own change
-//!   notices when `KZ_GROUPS_AMQP_URL` is set;
+//!   least recently used database's feed stops when more are needed; 0 follows none), and
+//!   Kazoo's own change notices when `KZ_GROUPS_AMQP_URL` is set (`bus_listener`, calling
+//!   [`CachedStore::heard`]: they only make changes arrive sooner);
 //! - an entry is kept only when no change was announced while it was being read, so a change
 //!   racing a read never leaves the old value behind;
 //! - a database no feed guards (a feed not yet running, lost, or beyond the limit) keeps its
@@ -52,9 +58,12 @@ const FEED_RETRY_MAX: Duration = Duration::from_secs(10);
 pub struct CacheLimits {
     pub doc_entries: usize,
     pub doc_bytes: usize,
+    pub auth_entries: usize,
+    pub auth_bytes: usize,
     pub listing_entries: usize,
     pub listing_bytes: usize,
-    /// Databases followed one by one at most, where the store has no server-wide feed.
+    /// Databases followed one by one at most, where the store has no server-wide feed; 0
+    /// follows no feed at all (entries live for `ttl`).
     pub feeds: usize,
     /// How long an entry of a database no feed guards is kept.
     pub ttl: Duration,
@@ -80,6 +89,7 @@ type ListingKey = (String, View, String);
 pub struct CachedStore {
     inner: Store,
     docs: Bounded<DocKey, Entry<Option<Value>>>,
+    auth_docs: Bounded<DocKey, Entry<Option<Value>>>,
     listings: Bounded<ListingKey, Entry<Arc<Vec<ViewRow>>>>,
     coherence: Arc<Coherence>,
 }
@@ -98,6 +108,7 @@ impl CachedStore {
             };
             Self {
                 docs: Bounded::new(limits.doc_entries, limits.doc_bytes),
+                auth_docs: Bounded::new(limits.auth_entries, limits.auth_bytes),
                 listings: Bounded::new(limits.listing_entries, limits.listing_bytes),
                 coherence: Arc::new(Coherence::new(inner.clone(), limits, invalidate)),
                 inner,
@@ -109,6 +120,33 @@ impl CachedStore {
         self.docs.stats()
     }
 
+    pub fn auth_stats(&self) -> CacheStats {
+        self.auth_docs.stats()
+    }
+
+    /// Which cache holds a document: group documents (and the absent documents a group's id
+    /// names) in one, what authentication reads in the other.
+    fn cache_of(
+        &self,
+        db: &DbName,
+        id: &DocId,
+        doc: &Option<Value>,
+    ) -> &Bounded<DocKey, Entry<Option<Value>>> {
+        let group = match doc {
+            Some(doc) => doc.get("pvt_type").and_then(Value::as_str) == Some("group"),
+            None => {
+                DbName::parse_account_db(db.as_str())
+                    .is_some_and(|account| account.as_str() != id.as_str())
+                    && id.as_str() != "token_restrictions"
+            }
+        };
+        if group {
+            &self.docs
+        } else {
+            &self.auth_docs
+        }
+    }
+
     pub fn listing_stats(&self) -> CacheStats {
         self.listings.stats()
     }
@@ -118,27 +156,36 @@ impl CachedStore {
     fn forget(&self, change: Option<&Changed>) {
         match change {
             Some(Changed::Doc { db, id }) => {
-                self.docs.remove(&(db.clone(), id.clone()));
+                let key = (db.clone(), id.clone());
+                self.docs.remove(&key);
+                self.auth_docs.remove(&key);
                 self.listings.remove_where(|(d, _, _)| d == db);
             }
             Some(Changed::Db(db)) => {
                 self.docs.remove_where(|(d, _)| d == db);
+                self.auth_docs.remove_where(|(d, _)| d == db);
                 self.listings.remove_where(|(d, _, _)| d == db);
             }
             None => {
                 self.docs.clear();
+                self.auth_docs.clear();
                 self.listings.clear();
             }
         }
     }
 
+    /// Drops what a change heard elsewhere (Kazoo's notices on the bus) touched.
+    pub fn heard(&self, change: &Changed) {
+        self.coherence.announce();
+        self.forget(Some(change));
+    }
+
     /// Drops what a write through this process touched, before its answer.
     fn written(&self, db: &DbName, id: &str) {
-        self.coherence.announce();
-        self.forget(Some(&Changed::Doc {
+        self.heard(&Changed::Doc {
             db: db.as_str().to_owned(),
             id: id.to_owned(),
-        }));
+        });
     }
 }
 
@@ -198,22 +245,26 @@ impl DocStore for CachedStore {
     }
 
     async fn get_doc(&self, db: &DbName, id: &DocId) -> StoreResult<Option<Value>> {
-        if !self.docs.is_on() {
+        if !self.docs.is_on() && !self.auth_docs.is_on() {
             return self.inner.get_doc(db, id).await;
         }
         let key = (db.as_str().to_owned(), id.as_str().to_owned());
-        if let Some(entry) = self.docs.get(&key).filter(Entry::fresh) {
+        let cached = self.docs.get(&key).or_else(|| self.auth_docs.get(&key));
+        if let Some(entry) = cached.filter(Entry::fresh) {
             return Ok(entry.value);
         }
         let read = self.coherence.begin(db);
         let doc = self.inner.get_doc(db, id).await?;
-        if let Some(expires) = self.coherence.keep(read) {
-            let weight = doc_weight(&doc);
-            let entry = Entry {
-                value: doc.clone(),
-                expires,
-            };
-            self.docs.insert(key, entry, weight);
+        let cache = self.cache_of(db, id, &doc);
+        if cache.is_on() {
+            if let Some(expires) = self.coherence.keep(read) {
+                let weight = doc_weight(&doc);
+                let entry = Entry {
+                    value: doc.clone(),
+                    expires,
+                };
+                cache.insert(key, entry, weight);
+            }
         }
         Ok(doc)
     }
@@ -264,6 +315,16 @@ impl DocStore for CachedStore {
         let written = self.inner.put_design(db, name, doc).await;
         self.written(db, &format!("_design/{name}"));
         written
+    }
+
+    async fn build_index(&self, db: &DbName, design: &str, view: &str) -> StoreResult<()> {
+        self.inner.build_index(db, design, view).await
+    }
+
+    async fn delete_design(&self, db: &DbName, name: &str, rev: &str) -> StoreResult<String> {
+        let deleted = self.inner.delete_design(db, name, rev).await;
+        self.written(db, &format!("_design/{name}"));
+        deleted
     }
 
     async fn view_rows(
@@ -398,6 +459,9 @@ impl Coherence {
 
     /// Whether a live feed guards `db`; starts the feed that would.
     fn guards(self: &Arc<Self>, db: &DbName) -> bool {
+        if self.limits.feeds == 0 {
+            return false;
+        }
         {
             let mut server = self.server.lock().unwrap_or_else(|p| p.into_inner());
             match &*server {
@@ -411,9 +475,6 @@ impl Coherence {
                 }
                 ServerFeed::Absent => {}
             }
-        }
-        if self.limits.feeds == 0 {
-            return false;
         }
         let mut dbs = self.dbs.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(feed) = dbs.get(db.as_str()) {

@@ -217,6 +217,11 @@ pub trait DocStore: Send + Sync {
     /// `_design/{name}`.
     async fn get_design(&self, db: &DbName, name: &str) -> StoreResult<Option<Value>>;
     async fn put_design(&self, db: &DbName, name: &str, doc: &Value) -> StoreResult<String>;
+    /// Deletes revision `rev` of `_design/{name}`.
+    async fn delete_design(&self, db: &DbName, name: &str, rev: &str) -> StoreResult<String>;
+    /// Builds (or brings up to date) the index of view `view` of `_design/{design}`, waiting
+    /// as long as that takes; a store that indexes at write time has nothing to do.
+    async fn build_index(&self, db: &DbName, design: &str, view: &str) -> StoreResult<()>;
     /// Rows of a view, in CouchDB's collation order (equal keys by doc id, bytewise), as a
     /// stream. The query means what CouchDB 3 documents: `startkey_docid` starts the rows of
     /// the key `startkey` at that doc id, then `skip` and `limit` apply. A missing database or

@@ -173,8 +173,9 @@ pub enum Refresh {
 }
 
 /// Writes `design` into `db` when it is missing, or ours and not current; never writes over
-/// someone else's. A concurrent writer (another kz-groups, Kazoo) makes CouchDB answer 409; we
-/// read again and retry a few times.
+/// someone else's. A changed one is swapped in with its index already built ([`swap`]). A
+/// concurrent writer (another kz-groups, Kazoo) makes CouchDB answer 409; we read again and
+/// retry a few times.
 pub async fn ensure_design(store: &Store, db: &DbName, design: &DesignDoc) -> StoreResult<Refresh> {
     let mut attempts = 0;
     loop {
@@ -188,27 +189,73 @@ pub async fn ensure_design(store: &Store, db: &DbName, design: &DesignDoc) -> St
             Some(s) if design.is_current(s) => return Ok(Refresh::Unchanged),
             _ => {}
         }
-        let mut body = design.body.clone();
-        let outcome = match stored.as_ref().and_then(|s| s.get("_rev")) {
-            Some(rev) => {
-                body.insert("_rev".into(), rev.clone());
-                Refresh::Updated
-            }
-            None => Refresh::Created,
+        let written = match stored.as_ref().and_then(|s| s.get("_rev")) {
+            Some(rev) => swap(store, db, design, rev)
+                .await
+                .map(|()| Refresh::Updated),
+            None => put(store, db, &design.name, design, None)
+                .await
+                .map(|_| Refresh::Created),
         };
-        body.insert(
-            "_id".into(),
-            Value::from(format!("_design/{}", design.name)),
-        );
-        match store
-            .put_design(db, &design.name, &Value::Object(body))
-            .await
-        {
-            Ok(_) => return Ok(outcome),
+        match written {
             Err(StoreError::Conflict) if attempts < 5 => attempts += 1,
-            Err(e) => return Err(e),
+            outcome => return outcome,
         }
     }
+}
+
+/// Writes `design`'s body as `_design/{name}`, over revision `rev` when given.
+async fn put(
+    store: &Store,
+    db: &DbName,
+    name: &str,
+    design: &DesignDoc,
+    rev: Option<&Value>,
+) -> StoreResult<String> {
+    let mut body = design.body.clone();
+    body.insert("_id".into(), Value::from(format!("_design/{name}")));
+    if let Some(rev) = rev {
+        body.insert("_rev".into(), rev.clone());
+    }
+    store.put_design(db, name, &Value::Object(body)).await
+}
+
+/// The name a changed design document is built under before it replaces the live one.
+fn staging_name(name: &str) -> String {
+    format!("{name}-kz-groups-next")
+}
+
+/// Changes a design document without making its readers wait for a rebuild, as CouchDB
+/// documents it: the new version goes in under another name and its views are built, while the
+/// live one keeps answering; then it is written over the live one (the same views make the same
+/// index, which is there already) and the copy is deleted.
+async fn swap(store: &Store, db: &DbName, design: &DesignDoc, live_rev: &Value) -> StoreResult<()> {
+    let staging = staging_name(&design.name);
+    let left_over = store.get_design(db, &staging).await?;
+    let staged_rev = put(
+        store,
+        db,
+        &staging,
+        design,
+        left_over.as_ref().and_then(|d| d.get("_rev")),
+    )
+    .await?;
+    build(store, db, &staging, design).await?;
+    put(store, db, &design.name, design, Some(live_rev)).await?;
+    match store.delete_design(db, &staging, &staged_rev).await {
+        // Another instance swapping at the same time deleted it first.
+        Ok(_) | Err(StoreError::Conflict) | Err(StoreError::NotFound) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Builds the index of every view of `design` as stored under `_design/{name}`, waiting as long
+/// as that takes.
+pub async fn build(store: &Store, db: &DbName, name: &str, design: &DesignDoc) -> StoreResult<()> {
+    for view in design.view_names() {
+        store.build_index(db, name, view).await?;
+    }
+    Ok(())
 }
 
 /// How a database's views are read: from its design documents, except the views listed here,

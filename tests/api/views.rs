@@ -58,7 +58,7 @@ async fn refresh_views_installs_and_updates_only_its_own_design_docs() {
                      "language": "javascript",
                      "views": {"crossbar_listing": {"map": "function(doc) { emit(doc._id, null); }"}}});
     app.put_design_doc(&stale, "groups", old).await;
-    let visited = kz_groups::cli::refresh_views(&app.config)
+    let visited = kz_groups::cli::refresh_views(&app.store)
         .await
         .expect("refresh-views succeeds");
     assert!(visited >= 2);
@@ -69,6 +69,12 @@ async fn refresh_views_installs_and_updates_only_its_own_design_docs() {
             "{doc}"
         );
         assert_eq!(doc["kz_groups"], json!({"installed_by": "kz-groups"}));
+        // The changed one was built under another name first; that copy is gone.
+        assert_eq!(
+            app.design_doc(account, "groups-kz-groups-next").await,
+            None,
+            "no staging copy is left behind"
+        );
     }
     // The refreshed views serve listings.
     app.add_group(&stale, json!({"name": "G"})).await;
@@ -185,7 +191,7 @@ async fn run_beside_kazoo(groups: Value, users: Value) {
     assert_eq!(login.status, 201, "{}", login.text);
     assert_eq!(login.json["data"]["owner_id"], user.as_str());
 
-    kz_groups::cli::refresh_views(&app.config)
+    kz_groups::cli::refresh_views(&app.store)
         .await
         .expect("refresh-views succeeds");
     assert_eq!(

@@ -18,8 +18,10 @@ use crate::json::raw::Transcoded;
 use crate::pipeline::reply::{md5_hex, Outcome, Revision, Streamed, Success};
 use crate::store::views::{Installed, ViewInstaller};
 use crate::store::{RowStream, Store, StoreError, View, ViewQuery, ViewRow};
-/// Crossbar's `load_view_chunk_size`: rows read per CouchDB call when streaming.
-const STREAM_CHUNK: usize = 50;
+/// Rows read per store call when streaming (`paginate=false`). Crossbar reads 50 at a time;
+/// each call's rows are streamed as they arrive (memory stays flat whatever this is), so fewer,
+/// larger calls only save round trips: 100k groups are 10 calls, not 2,000.
+const STREAM_CHUNK: usize = 10_000;
 
 /// Where a listing (re)starts.
 #[derive(Debug, Clone, PartialEq)]

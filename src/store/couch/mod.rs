@@ -179,6 +179,13 @@ impl CouchClient {
         parse_rev(body)
     }
 
+    /// Deletes revision `rev` of a document by its full id; returns the tombstone's revision.
+    async fn delete_raw(&self, db: &DbName, id: &str, rev: &str) -> StoreResult<String> {
+        let url = self.doc_url(db, id, &[("rev", rev.to_owned())]);
+        let body = self.json(self.request(Method::DELETE, url)).await?;
+        parse_rev(body)
+    }
+
     /// Deletes a database and all it holds.
     pub async fn delete_db(&self, db: &DbName) -> StoreResult<()> {
         let url = self.url(&[db.as_str()], &[]);
@@ -241,10 +248,21 @@ impl DocStore for CouchClient {
         self.put_raw(db, &format!("_design/{name}"), doc).await
     }
 
+    /// A query of no rows: CouchDB answers once the index is up to date.
+    async fn build_index(&self, db: &DbName, design: &str, view: &str) -> StoreResult<()> {
+        let url = self.url(
+            &[db.as_str(), "_design", design, "_view", view],
+            &[("limit", "0".into())],
+        );
+        self.json(self.patient(Method::GET, url)).await.map(|_| ())
+    }
+
     async fn delete_doc(&self, db: &DbName, id: &DocId, rev: &str) -> StoreResult<String> {
-        let url = self.doc_url(db, id.as_str(), &[("rev", rev.to_owned())]);
-        let body = self.json(self.request(Method::DELETE, url)).await?;
-        parse_rev(body)
+        self.delete_raw(db, id.as_str(), rev).await
+    }
+
+    async fn delete_design(&self, db: &DbName, name: &str, rev: &str) -> StoreResult<String> {
+        self.delete_raw(db, &format!("_design/{name}"), rev).await
     }
 
     /// An attachment's bytes, or `None` if the doc or attachment is missing.

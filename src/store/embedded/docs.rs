@@ -4,7 +4,7 @@ use md5::{Digest, Md5};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::{json, Map, Value};
 
-use super::{fault, native_views, sort_key, sql_error};
+use super::{changes, fault, native_views, sort_key, sql_error};
 use crate::store::{StoreError, StoreResult, View};
 
 fn new_rev(generation: u64, body: &str) -> String {
@@ -278,6 +278,7 @@ pub fn write(
         .and_then(|mut stmt| stmt.execute([db, id]))
         .map_err(sql_error)?;
     insert_rows(conn, db, id, &doc.rows).map_err(sql_error)?;
+    changes::record(conn, db, Some(id))?;
     Ok(rev)
 }
 

@@ -4,10 +4,11 @@
 //! is CouchDB's collation (`collation`), so views read back in CouchDB's order.
 //!
 //! One writer connection writes while a pool of readers reads (`pool`); the documents and their
-//! rows are in `docs`, reads in bounded batches in `batches`, the tables and their migration in
-//! `schema`. SQLite's locking lets the CLI work on the same data while the server runs; every
+//! rows are in `docs`, reads in bounded batches in `batches`, the change feed every write
+//! appends to in `changes`, the tables and their migration in `schema`. SQLite's locking lets the CLI work on the same data while the server runs; every
 //! acknowledged write is committed with `synchronous=FULL`, so it survives `kill -9`.
 mod batches;
+mod changes;
 pub mod collation;
 mod docs;
 pub mod native_views;
@@ -37,6 +38,11 @@ const FILE_NAME: &str = "kz-groups.sqlite3";
 /// overlap on the blocking threads (8 read faster than 4 or 2 even on two cores); each one
 /// costs a few file handles and a page cache.
 const READERS: usize = 8;
+
+/// How often a change feed looks for changes: well inside the caches' 1 s coherence bound.
+const FEED_POLL: Duration = Duration::from_millis(100);
+/// The most changes one answer of a feed carries.
+const FEED_BATCH: usize = 1000;
 
 #[derive(Clone)]
 pub struct EmbeddedStore {
@@ -115,6 +121,27 @@ impl EmbeddedStore {
         })
     }
 
+    /// Deletes revision `rev` of a document by its full id; returns the tombstone's revision.
+    async fn delete(&self, db: &DbName, id: &str, rev: &str) -> StoreResult<String> {
+        let (db, id) = (db.as_str().to_owned(), id.to_owned());
+        let tombstone = Prepared::of(&id, &json!({"_rev": rev, "_deleted": true}))?;
+        self.conns
+            .write(move |conn| {
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(sql_error)?;
+                let cur = current(&tx, &db, &id)?;
+                if cur.as_ref().is_none_or(|c| c.deleted) {
+                    return Err(StoreError::NotFound);
+                }
+                let generation = check_rev(cur.as_ref(), tombstone.rev.as_deref())?;
+                let rev = write(&tx, &db, &id, &tombstone, generation)?;
+                tx.commit().map_err(sql_error)?;
+                Ok(rev)
+            })
+            .await
+    }
+
     fn batches(&self, db: &DbName, read: Read) -> BatchReader {
         BatchReader::new(self.conns.clone(), db.as_str(), read)
     }
@@ -155,9 +182,14 @@ impl DocStore for EmbeddedStore {
         let db = db.as_str().to_owned();
         self.conns
             .write(move |conn| {
-                conn.execute("INSERT OR IGNORE INTO dbs (name) VALUES (?1)", [db])
-                    .map(|_| ())
-                    .map_err(sql_error)
+                let tx = conn.transaction().map_err(sql_error)?;
+                let created = tx
+                    .execute("INSERT OR IGNORE INTO dbs (name) VALUES (?1)", [&db])
+                    .map_err(sql_error)?;
+                if created > 0 {
+                    changes::record(&tx, &db, None)?;
+                }
+                tx.commit().map_err(sql_error)
             })
             .await
     }
@@ -176,23 +208,11 @@ impl DocStore for EmbeddedStore {
     }
 
     async fn delete_doc(&self, db: &DbName, id: &DocId, rev: &str) -> StoreResult<String> {
-        let (db, id) = (db.as_str().to_owned(), id.as_str().to_owned());
-        let tombstone = Prepared::of(&id, &json!({"_rev": rev, "_deleted": true}))?;
-        self.conns
-            .write(move |conn| {
-                let tx = conn
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(sql_error)?;
-                let cur = current(&tx, &db, &id)?;
-                if cur.as_ref().is_none_or(|c| c.deleted) {
-                    return Err(StoreError::NotFound);
-                }
-                let generation = check_rev(cur.as_ref(), tombstone.rev.as_deref())?;
-                let rev = write(&tx, &db, &id, &tombstone, generation)?;
-                tx.commit().map_err(sql_error)?;
-                Ok(rev)
-            })
-            .await
+        self.delete(db, id.as_str(), rev).await
+    }
+
+    async fn delete_design(&self, db: &DbName, name: &str, rev: &str) -> StoreResult<String> {
+        self.delete(db, &format!("_design/{name}"), rev).await
     }
 
     async fn get_attachment(
@@ -282,18 +302,48 @@ impl DocStore for EmbeddedStore {
             .await
     }
 
-    // No change feed yet: caches over this store keep entries for a short time only.
-    async fn feed_end(&self, _feed: Feed<'_>) -> StoreResult<Option<Value>> {
-        Ok(None)
+    /// Views are indexed as documents are written: there is nothing to build.
+    async fn build_index(&self, _db: &DbName, _design: &str, _view: &str) -> StoreResult<()> {
+        Ok(())
     }
 
+    /// The store's own feed (`changes`), the same whichever feed is asked for: the server's
+    /// is every change, a database's is that database's.
+    async fn feed_end(&self, _feed: Feed<'_>) -> StoreResult<Option<Value>> {
+        let end = self.conns.read(changes::end).await?;
+        Ok(Some(Value::from(end)))
+    }
+
+    /// Polls the feed every [`FEED_POLL`] until a change comes or `wait` is over.
     async fn feed_next(
         &self,
-        _feed: Feed<'_>,
-        _since: &Value,
-        _wait: std::time::Duration,
+        feed: Feed<'_>,
+        since: &Value,
+        wait: Duration,
     ) -> StoreResult<Changes> {
-        Err(StoreError::NotFound)
+        let Some(mut since) = since.as_i64() else {
+            return Err(fault(format!("not a sequence of this store: {since}")));
+        };
+        let db = match feed {
+            Feed::Db(db) => Some(db.as_str().to_owned()),
+            Feed::Server => None,
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let filter = db.clone();
+            let (changed, next) = self
+                .conns
+                .read(move |conn| changes::after(conn, filter.as_deref(), since, FEED_BATCH))
+                .await?;
+            since = next;
+            if !changed.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(Changes {
+                    last_seq: Value::from(since),
+                    changed,
+                });
+            }
+            tokio::time::sleep(FEED_POLL).await;
+        }
     }
 
     async fn all_docs(&self, db: &DbName) -> StoreResult<RowStream> {

@@ -65,6 +65,7 @@ fn rows_format() -> String {
 /// transaction (so of several processes opening one store, one rebuilds).
 pub fn prepare(conn: &mut Connection) -> rusqlite::Result<()> {
     conn.execute_batch(TABLES)?;
+    conn.execute_batch(super::changes::TABLE)?;
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let format = rows_format();
     let stored: Option<String> = tx

@@ -8,7 +8,7 @@ mod client;
 pub mod couch_server;
 pub mod process;
 
-pub use client::Response;
+pub use client::{Group, Response};
 
 use kz_groups::admin::{self, NewAccount, NewUser};
 use kz_groups::auth::{identity, jwt, keys};
