@@ -19,4 +19,5 @@ mod login;
 mod openapi;
 mod operators;
 mod recovery;
+mod tls;
 mod views;
