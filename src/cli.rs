@@ -15,6 +15,8 @@ const STORE_ENV: &str = "\
 Environment (store and logs):
   COUCHDB_URL                 CouchDB base URL with credentials, e.g. http://admin:secret@127.0.0.1:5984;
                               unset: the embedded store in KZ_GROUPS_DATA
+  KZ_GROUPS_COUCHDB_CA        PEM file of CA certificates trusted for an https:// COUCHDB_URL,
+                              besides the system's roots
   KZ_GROUPS_DATA              directory of the embedded store [default: ./data]
   KZ_GROUPS_COUCH_TIMEOUT_MS  timeout of every CouchDB call, in ms [default: 5000]
   KZ_GROUPS_VIEW_TIMEOUT_MS   how long a view query may wait for its index, in ms [default: 300000]
@@ -61,7 +63,8 @@ Environment (server):
                   their progress on stderr.",
     after_help = concat!(
         "Environment (store and logs):\n",
-        "  COUCHDB_URL, KZ_GROUPS_DATA, KZ_GROUPS_COUCH_TIMEOUT_MS, RUST_LOG, KZ_GROUPS_LOG_FORMAT\n",
+        "  COUCHDB_URL, KZ_GROUPS_COUCHDB_CA, KZ_GROUPS_DATA, KZ_GROUPS_COUCH_TIMEOUT_MS, RUST_LOG,\n",
+        "  KZ_GROUPS_LOG_FORMAT\n",
         "Each command's --help lists every variable it reads."
     )
 )]

@@ -5,6 +5,7 @@ use std::time::Duration;
 use crate::domain::clock::Clock;
 use crate::envelope::DEFAULT_MAX_UPLOAD_BYTES;
 use crate::store::cached::CacheLimits;
+use crate::store::couch::tls::CouchCa;
 
 /// How log lines are written (`KZ_GROUPS_LOG_FORMAT`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,6 +42,9 @@ pub enum Backend {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub backend: Backend,
+    /// `KZ_GROUPS_COUCHDB_CA`: CA certificates trusted for an `https://` `COUCHDB_URL`, besides
+    /// the system's roots; read and checked with the rest of the configuration.
+    pub couch_ca: Option<CouchCa>,
     /// `KZ_GROUPS_LISTEN`, checked to be `host:port`; port 0 picks a free port.
     pub listen: String,
     /// `KZ_GROUPS_LOG_FORMAT`.
@@ -131,6 +135,10 @@ impl Config {
         let number = |name: &str, default: u64| integer(name, default, 1);
         Ok(Self {
             backend,
+            couch_ca: match lookup("KZ_GROUPS_COUCHDB_CA").filter(|s| !s.trim().is_empty()) {
+                None => None,
+                Some(path) => Some(CouchCa::load(std::path::Path::new(path.trim()))?),
+            },
             listen: check_listen(
                 lookup("KZ_GROUPS_LISTEN").unwrap_or_else(|| "127.0.0.1:8000".into()),
             )?,
@@ -326,6 +334,12 @@ mod tests {
         ])
         .unwrap_err();
         assert!(e.contains("KZ_GROUPS_COUCH_TIMEOUT_MS"), "{e}");
+        let e = config(&[
+            ("COUCHDB_URL", "https://x"),
+            ("KZ_GROUPS_COUCHDB_CA", "/nonexistent/ca.pem"),
+        ])
+        .unwrap_err();
+        assert!(e.contains("KZ_GROUPS_COUCHDB_CA"), "{e}");
     }
 
     #[test]

@@ -171,7 +171,7 @@ impl ApiError {
     /// id, see `pipeline::request_id`), never sent.
     pub fn from_store(e: StoreError, context: StoreContext) -> Self {
         match (&e, context) {
-            (StoreError::Unreachable(_), _) => log::warn!("store unreachable: {e}"),
+            (StoreError::Unreachable(_), _) => log::warn!("{e}"),
             (StoreError::Conflict, _) => {}
             _ => log::error!("store failure: {e}"),
         }

@@ -66,6 +66,7 @@ pub fn store(config: &Config) -> Result<Store, String> {
             url,
             config.couch_timeout,
             config.view_timeout,
+            config.couch_ca.as_ref(),
         )?),
         Backend::Embedded { dir } => {
             private_dir(dir)?;

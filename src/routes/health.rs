@@ -14,7 +14,8 @@ pub async fn healthz() -> HttpResponse {
 
 /// `{"status", "version", "store", "<store kind>": "up"|"down", "signing", "design_docs",
 /// "amqp"}`; 503 unless the store is up and the signing material is there. With signing
-/// material missing, `signing` is `"missing"` and `problem` says what to run.
+/// material missing, `signing` is `"missing"` and `problem` says what to run; with the store
+/// down, `problem` says why.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let designs: Vec<&str> = state
         .views
@@ -41,7 +42,9 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         },
         Err(e) => {
             log::warn!("readiness: {kind} store not reachable: {e}");
-            (false, None)
+            // The cause (refused, timed out, a TLS certificate problem) is the operator's
+            // first question; it names no credentials.
+            (false, Some(e.to_string()))
         }
     };
     let ready = store_up && problem.is_none();

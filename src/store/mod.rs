@@ -27,7 +27,8 @@ use crate::domain::ids::{AccountId, DbName, DocId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Connection refused, reset or timed out: the store is not there (503).
+    /// Connection refused, reset or timed out, or a TLS handshake refused: the store cannot be
+    /// reached (503). The message says which, without credentials.
     #[error("store unreachable: {0}")]
     Unreachable(String),
     #[error("not found")]

@@ -204,13 +204,17 @@ fn each_commands_help_documents_its_options_and_the_variables_it_reads() {
             &["serve"][..],
             &[
                 "COUCHDB_URL",
+                "KZ_GROUPS_COUCHDB_CA",
                 "KZ_GROUPS_DATA",
                 "KZ_GROUPS_LISTEN",
                 "KZ_GROUPS_AMQP_URL",
                 "KZ_GROUPS_LOG_FORMAT",
             ][..],
         ),
-        (&["init"], &["COUCHDB_URL", "KZ_GROUPS_DATA"]),
+        (
+            &["init"],
+            &["COUCHDB_URL", "KZ_GROUPS_COUCHDB_CA", "KZ_GROUPS_DATA"],
+        ),
         (&["refresh-views"], &["COUCHDB_URL", "KZ_GROUPS_DATA"]),
         (
             &["accounts", "create"],
@@ -254,6 +258,7 @@ fn a_bad_variable_fails_once_naming_it_before_anything_is_created() {
         ("KZ_GROUPS_LISTEN", "garbage"),
         ("KZ_GROUPS_PAGE_SIZE", "zero"),
         ("KZ_GROUPS_LOG_FORMAT", "xml"),
+        ("KZ_GROUPS_COUCHDB_CA", "/nonexistent/ca.pem"),
     ] {
         let mut cmd = cli::command(&backend, &["serve"]);
         let run = cli::run_command(cmd.env(var, value));

@@ -20,4 +20,5 @@ mod login;
 mod openapi;
 mod operators;
 mod recovery;
+mod tls;
 mod views;

@@ -5,6 +5,7 @@
 //! (`startkey_docid`), and database names come back with their slashes (`all_dbs`).
 mod rows;
 pub mod startkey_docid;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use self::rows::{Malformed, RowSplitter};
+use self::tls::CouchCa;
 use super::{
     Changed, Changes, DocStore, Feed, RowStream, StoreError, StoreResult, View, ViewQuery, ViewRow,
 };
@@ -49,8 +51,13 @@ struct WriteResponse {
 
 impl CouchClient {
     /// `url` carries the credentials (`http://user:pass@host:5984`); they are sent as Basic auth
-    /// and never logged.
-    pub fn new(url: &str, timeout: Duration, view_timeout: Duration) -> Result<Self, String> {
+    /// and never logged. An `https://` URL is checked against the system's roots and `ca`.
+    pub fn new(
+        url: &str,
+        timeout: Duration,
+        view_timeout: Duration,
+        ca: Option<&CouchCa>,
+    ) -> Result<Self, String> {
         let mut base = Url::parse(url).map_err(|e| format!("COUCHDB_URL is not a URL: {e}"))?;
         if !matches!(base.scheme(), "http" | "https") {
             return Err("COUCHDB_URL must be an http or https URL".into());
@@ -70,7 +77,7 @@ impl CouchClient {
             base.set_path(&path);
         }
         let client = |read_timeout: Duration| {
-            reqwest::Client::builder()
+            tls::client_builder(ca)
                 .connect_timeout(timeout)
                 .read_timeout(read_timeout)
                 .pool_idle_timeout(Duration::from_secs(30))
@@ -516,7 +523,7 @@ fn transport_error(e: reqwest::Error) -> StoreError {
             reason: format!("undecodable answer: {e}"),
         };
     }
-    StoreError::Unreachable(e.to_string())
+    StoreError::Unreachable(tls::explain(&e))
 }
 
 #[cfg(test)]
@@ -528,6 +535,7 @@ mod tests {
             "http://admin:s%40cret@127.0.0.1:5984",
             Duration::from_secs(1),
             Duration::from_secs(1),
+            None,
         )
         .unwrap()
     }

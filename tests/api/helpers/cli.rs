@@ -14,12 +14,13 @@ pub struct CliRun {
 }
 
 /// `kz-groups <args>` as a command against `backend`, the environment otherwise clean of
-/// `COUCHDB_URL`, to add to before running.
+/// `COUCHDB_URL` and `KZ_GROUPS_COUCHDB_CA`, to add to before running.
 pub fn command(backend: &Backend, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kz-groups"));
     cmd.args(args)
         .env("RUST_LOG", "warn")
-        .env_remove("COUCHDB_URL");
+        .env_remove("COUCHDB_URL")
+        .env_remove("KZ_GROUPS_COUCHDB_CA");
     match backend {
         Backend::CouchDb { url } => cmd.env("COUCHDB_URL", url),
         Backend::Embedded { dir } => cmd.env("KZ_GROUPS_DATA", dir),

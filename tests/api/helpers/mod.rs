@@ -7,6 +7,7 @@ pub mod cli;
 mod client;
 pub mod couch_server;
 pub mod process;
+pub mod tls_proxy;
 
 pub use client::{Group, Response};
 

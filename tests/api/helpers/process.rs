@@ -34,6 +34,7 @@ impl ServerProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kz-groups"));
         cmd.arg("serve")
             .env_remove("COUCHDB_URL")
+            .env_remove("KZ_GROUPS_COUCHDB_CA")
             .env("KZ_GROUPS_LISTEN", "127.0.0.1:0")
             .env("KZ_GROUPS_NODE", "kz-groups@test")
             .env("RUST_LOG", "warn,kz_groups::startup=info")
