@@ -36,8 +36,11 @@ pub struct Metrics {
     pub cache_misses: IntCounterVec,
     /// Hook: a CouchDB document conflict resolved by kz-groups.
     pub conflicts_resolved: IntCounter,
-    /// Hook: a write CouchDB answered `202 Accepted` (stored, quorum not yet reached).
+    /// A write CouchDB answered `202 Accepted` (stored, quorum not yet reached): the store
+    /// counts them (`DocStore::accepted_writes`), followed here when scraped ([`Self::accepted`]).
     pub couchdb_accepted: IntCounter,
+    /// The store's count as last scraped, so the counter follows it.
+    couchdb_accepted_seen: Mutex<u64>,
     amqp_enabled: IntGauge,
     amqp_connected: IntGauge,
     amqp_queue_depth: IntGauge,
@@ -197,6 +200,7 @@ impl Metrics {
                 "Change notices dropped because the queue was full.",
             ),
             amqp_dropped_seen: Mutex::new(0),
+            couchdb_accepted_seen: Mutex::new(0),
             registry,
         }
     }
@@ -222,6 +226,18 @@ impl Metrics {
             self.store_errors
                 .with_label_values(&[operation, error_kind(error)])
                 .inc();
+        }
+    }
+
+    /// The store's count of writes answered `202 Accepted`, read at scrape time.
+    pub fn accepted(&self, total: u64) {
+        let mut seen = self
+            .couchdb_accepted_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if total > *seen {
+            self.couchdb_accepted.inc_by(total - *seen);
+            *seen = total;
         }
     }
 

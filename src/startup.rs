@@ -238,6 +238,8 @@ pub struct Application {
     port: u16,
     server: Server,
     bus: Option<Arc<Bus>>,
+    /// The conflict resolver's feed worker.
+    resolver: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -267,6 +269,7 @@ impl Application {
         let state = web::Data::new(AppState::from_parts(
             &config, store, direct, views, schemas, notifier, metrics,
         ));
+        let resolver = state.resolver.clone();
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let connections = connection_limit(config.max_connections);
         let server = actix_server::Server::build()
@@ -326,10 +329,16 @@ impl Application {
             })
             .map_err(|e| e.to_string())?
             .run();
+        let resolver = resolver.start();
         log::info!(
             "listening on {address} with {workers} workers, up to {connections} connections"
         );
-        Ok(Self { port, server, bus })
+        Ok(Self {
+            port,
+            server,
+            bus,
+            resolver,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -340,6 +349,9 @@ impl Application {
     /// its bounded flush of the notices still queued.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
+        // Resolutions under way finish their request; what the feeds would still find waits
+        // for the next start (or another instance).
+        self.resolver.abort();
         if let Some(bus) = &self.bus {
             let left = bus.shutdown().await;
             if left > 0 {

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::notices::ChangeNotifier;
+use crate::resolver::Resolver;
 use crate::store::views::ViewInstaller;
 use crate::store::Store;
 use crate::validation::Schemas;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Which store serves, as `/readyz` names it: `couchdb` or `embedded`.
     pub store_kind: &'static str,
+    /// Resolves conflicted group documents (its feed worker is started by `startup`).
+    pub resolver: Arc<Resolver>,
 }
 
 impl AppState {
@@ -57,7 +60,13 @@ impl AppState {
         notifier: Arc<dyn ChangeNotifier>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let resolver = Arc::new(Resolver::new(
+            store.clone(),
+            notifier.clone(),
+            metrics.clone(),
+        ));
         Self {
+            resolver,
             auth: Authenticator::new(store.clone(), config.key_cache, config.token_cache_entries),
             issuer: Issuer::new(direct, config.key_cache),
             store,

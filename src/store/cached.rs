@@ -33,8 +33,8 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use super::{
-    Changed, Changes, DocStore, Feed, RowStream, Store, StoreError, StoreResult, View, ViewQuery,
-    ViewRow,
+    BulkResult, Changed, Changes, DocStore, Feed, Leaf, RowStream, Store, StoreError, StoreResult,
+    View, ViewQuery, ViewRow,
 };
 use crate::cache::{Bounded, CacheStats};
 use crate::domain::ids::{DbName, DocId};
@@ -230,6 +230,32 @@ impl DocStore for CachedStore {
         written
     }
 
+    /// Old revisions and leaves are read for resolving conflicts, never kept.
+    async fn get_rev(&self, db: &DbName, id: &DocId, rev: &str) -> StoreResult<Option<Value>> {
+        self.inner.get_rev(db, id, rev).await
+    }
+
+    async fn leaves(&self, db: &DbName, id: &DocId) -> StoreResult<Vec<Leaf>> {
+        self.inner.leaves(db, id).await
+    }
+
+    /// Drops every document the request named, whatever came of each (a failed request may
+    /// still have written some).
+    async fn bulk_docs(&self, db: &DbName, docs: &[Value]) -> StoreResult<Vec<BulkResult>> {
+        let written = self.inner.bulk_docs(db, docs).await;
+        self.coherence.announce();
+        for id in docs
+            .iter()
+            .filter_map(|doc| doc.get("_id").and_then(Value::as_str))
+        {
+            self.forget(Some(&Changed::Doc {
+                db: db.as_str().to_owned(),
+                id: id.to_owned(),
+            }));
+        }
+        written
+    }
+
     async fn get_attachment(
         &self,
         db: &DbName,
@@ -305,6 +331,10 @@ impl DocStore for CachedStore {
 
     async fn all_docs(&self, db: &DbName) -> StoreResult<RowStream> {
         self.inner.all_docs(db).await
+    }
+
+    fn accepted_writes(&self) -> u64 {
+        self.inner.accepted_writes()
     }
 
     async fn feed_end(&self, feed: Feed<'_>) -> StoreResult<Option<Value>> {

@@ -12,6 +12,7 @@ mod admin;
 mod auth;
 mod bus;
 mod bus_worker;
+mod conflicts;
 mod durability;
 mod groups;
 mod hostile;
