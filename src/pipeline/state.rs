@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::notices::ChangeNotifier;
+use crate::recent_writes::RecentWrites;
 use crate::resolver::Resolver;
 use crate::store::views::ViewInstaller;
 use crate::store::Store;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub store_kind: &'static str,
     /// Resolves conflicted group documents (its feed worker is started by `startup`).
     pub resolver: Arc<Resolver>,
+    /// The group writes acknowledged in the last seconds, which listings must show.
+    pub recent: RecentWrites,
 }
 
 impl AppState {
@@ -67,6 +70,7 @@ impl AppState {
         ));
         Self {
             resolver,
+            recent: RecentWrites::new(),
             auth: Authenticator::new(store.clone(), config.key_cache, config.token_cache_entries),
             issuer: Issuer::new(direct, config.key_cache),
             store,

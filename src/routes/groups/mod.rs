@@ -134,6 +134,7 @@ async fn save(
     let doc = Value::Object(doc);
     let rev = req.state.store.put_doc(&req.account.db(), id, &doc).await?;
     let doc = into_object(doc);
+    req.state.recent.record(&req.account.db(), id, Some(&doc));
     announce(req, id, &doc, &rev, action);
     Ok((rev, doc))
 }
@@ -297,6 +298,7 @@ pub async fn delete(req: &GroupRequest<'_>) -> Result<Outcome, ApiError> {
             .store
             .delete_doc(&req.account.db(), &id, &stored.rev)
             .await?;
+        req.state.recent.record(&req.account.db(), &id, None);
         // The notice describes the doc as it was before the delete, with the tombstone's rev.
         announce(
             req,
