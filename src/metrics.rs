@@ -270,6 +270,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn accepted_writes_follow_the_stores_count() {
+        let metrics = Metrics::new();
+        metrics.accepted(2);
+        metrics.accepted(2);
+        metrics.accepted(5);
+        assert_eq!(metrics.couchdb_accepted.get(), 5);
+        assert!(metrics
+            .render(None)
+            .contains("kz_groups_couchdb_accepted_writes_total 5"));
+    }
+
+    #[test]
     fn requests_store_calls_and_the_bus_are_exposed() {
         let metrics = Metrics::new();
         metrics.observe_request("groups", &Method::GET, 200, Duration::from_millis(3));

@@ -680,6 +680,45 @@ mod tests {
         .unwrap()
     }
 
+    /// A write a cluster stored on fewer copies than its quorum (202) is a success, counted.
+    #[tokio::test]
+    async fn a_202_accepted_write_succeeds_and_is_counted() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            // The head and the small JSON body.
+            while !String::from_utf8_lossy(&request).contains("\"name\"") {
+                let n = socket.read(&mut buf).await.unwrap();
+                request.extend_from_slice(&buf[..n]);
+            }
+            let body = r#"{"ok":true,"id":"g1","rev":"1-abc"}"#;
+            let answer = format!(
+                "HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            socket.write_all(answer.as_bytes()).await.unwrap();
+        });
+        let client = CouchClient::new(
+            &format!("http://127.0.0.1:{port}"),
+            Duration::from_secs(2),
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        let db = DbName::system("system_config");
+        let id = DocId::parse("g1").unwrap();
+        assert_eq!(client.accepted_writes(), 0);
+        let rev = client
+            .put_doc(&db, &id, &serde_json::json!({"name": "x"}))
+            .await
+            .unwrap();
+        assert_eq!(rev, "1-abc");
+        assert_eq!(client.accepted_writes(), 1);
+    }
+
     #[test]
     fn credentials_leave_the_url_and_become_basic_auth() {
         let c = client();
