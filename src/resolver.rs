@@ -13,7 +13,9 @@
 //!   server's `_db_updates` names the account databases that changed, whose `_changes` are then
 //!   read on from where they were last read; where the store has no server-wide feed, the
 //!   account databases this process served in the last [`WATCH_FOR`] (at most [`WATCHED`]) are
-//!   read every [`POLL`]. A database seen for the first time is read from its start.
+//!   read every [`POLL`] (also while the server-wide feed cannot be had). A database seen for
+//!   the first time is read from its start. The worker runs over CouchDB only: the embedded
+//!   store has one writer, hence no conflicts.
 //!
 //! Bounds and convergence: a resolution whose `_bulk_docs` meets a conflict (another writer, or
 //! another instance resolving the same document) reads the leaves again and retries, at most
@@ -223,7 +225,8 @@ impl Resolver {
         self.notifier.announce(Change::Doc(Box::new(change)));
     }
 
-    /// The worker: the server-wide feed where the store has one, else the watched databases.
+    /// The worker: the server-wide feed where the store has one, else the watched databases
+    /// (also while the server-wide feed cannot be had).
     async fn follow(self: Arc<Self>) {
         let mut pause = RETRY;
         loop {
@@ -237,6 +240,7 @@ impl Resolver {
                 Err(e) => log::warn!("conflict resolver: change feed: {e}; retrying in {pause:?}"),
             }
             tokio::time::sleep(pause).await;
+            self.poll_once().await;
             pause = (pause * 2).min(RETRY_MAX);
         }
     }
@@ -263,20 +267,25 @@ impl Resolver {
         log::info!("conflict resolver: no server-wide change feed; reading the feeds of the account databases served here every {POLL:?}");
         loop {
             tokio::time::sleep(POLL).await;
-            let dbs: Vec<String> = {
-                let mut watched = lock(&self.watched);
-                while watched
-                    .peek_lru()
-                    .is_some_and(|(_, seen)| seen.elapsed() > WATCH_FOR)
-                {
-                    watched.pop_lru();
-                }
-                watched.iter().map(|(db, _)| db.clone()).collect()
-            };
-            for db in dbs {
-                if let Some(account) = DbName::parse_account_db(&db) {
-                    self.sweep(&account.db()).await;
-                }
+            self.poll_once().await;
+        }
+    }
+
+    /// Reads the feed of every database served here recently.
+    async fn poll_once(&self) {
+        let dbs: Vec<String> = {
+            let mut watched = lock(&self.watched);
+            while watched
+                .peek_lru()
+                .is_some_and(|(_, seen)| seen.elapsed() > WATCH_FOR)
+            {
+                watched.pop_lru();
+            }
+            watched.iter().map(|(db, _)| db.clone()).collect()
+        };
+        for db in dbs {
+            if let Some(account) = DbName::parse_account_db(&db) {
+                self.sweep(&account.db()).await;
             }
         }
     }

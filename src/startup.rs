@@ -238,8 +238,8 @@ pub struct Application {
     port: u16,
     server: Server,
     bus: Option<Arc<Bus>>,
-    /// The conflict resolver's feed worker.
-    resolver: tokio::task::JoinHandle<()>,
+    /// The conflict resolver's feed worker (CouchDB only).
+    resolver: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -329,7 +329,11 @@ impl Application {
             })
             .map_err(|e| e.to_string())?
             .run();
-        let resolver = resolver.start();
+        // The embedded store has one writer, hence never a conflict: nothing to follow.
+        let resolver = match config.backend {
+            Backend::CouchDb { .. } => Some(resolver.start()),
+            Backend::Embedded { .. } => None,
+        };
         log::info!(
             "listening on {address} with {workers} workers, up to {connections} connections"
         );
@@ -351,7 +355,9 @@ impl Application {
         let served = self.server.await;
         // Resolutions under way finish their request; what the feeds would still find waits
         // for the next start (or another instance).
-        self.resolver.abort();
+        if let Some(resolver) = &self.resolver {
+            resolver.abort();
+        }
         if let Some(bus) = &self.bus {
             let left = bus.shutdown().await;
             if left > 0 {
