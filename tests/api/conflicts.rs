@@ -438,6 +438,97 @@ async fn three_leaves_whose_ancestor_is_gone_merge_into_one() {
 }
 
 #[tokio::test]
+async fn a_patch_of_a_conflicted_group_applies_to_the_merged_group() {
+    let couch = Couch::new();
+    let app = couch_app().await;
+    let a = app.create_account(None).await;
+    let base = stored_group(&app, &couch, &a, json!({"name": "G"})).await;
+    let id = base["_id"].as_str().unwrap().to_owned();
+    let parent = base["_rev"].as_str().unwrap().to_owned();
+    let t = modified(&base);
+    couch
+        .replicate(
+            &a,
+            vec![
+                leaf(
+                    &base,
+                    2,
+                    'b',
+                    &[&parent],
+                    json!({"flags": ["b"], "pvt_modified": t + 1}),
+                ),
+                leaf(
+                    &base,
+                    2,
+                    'c',
+                    &[&parent],
+                    json!({"music_on_hold": {"media_id": "m"}, "pvt_modified": t + 1}),
+                ),
+            ],
+        )
+        .await;
+    let resp = app.patch_group(&a, &id, json!({"name": "Patched"})).await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    let data = &resp.json["data"];
+    assert_eq!(
+        (&data["name"], &data["flags"], &data["music_on_hold"]),
+        (&json!("Patched"), &json!(["b"]), &json!({"media_id": "m"})),
+        "{}",
+        resp.text
+    );
+    let stored = resolved(&couch, &a, &id).await;
+    assert_eq!(stored["_rev"], resp.revision());
+    assert_eq!(
+        generation(resp.revision()),
+        4,
+        "the merge, then the patch on it"
+    );
+}
+
+#[tokio::test]
+async fn a_soft_delete_on_one_node_holds_against_an_edit_on_another() {
+    let couch = Couch::new();
+    let app = couch_app().await;
+    let a = app.create_account(None).await;
+    let base = stored_group(&app, &couch, &a, json!({"name": "G"})).await;
+    let id = base["_id"].as_str().unwrap().to_owned();
+    let parent = base["_rev"].as_str().unwrap().to_owned();
+    let t = modified(&base);
+    couch
+        .replicate(
+            &a,
+            vec![
+                // CouchDB's winner is the edit.
+                leaf(
+                    &base,
+                    2,
+                    'f',
+                    &[&parent],
+                    json!({"name": "Edited", "pvt_modified": t + 1}),
+                ),
+                leaf(
+                    &base,
+                    2,
+                    '1',
+                    &[&parent],
+                    json!({"pvt_deleted": true, "pvt_modified": t + 1}),
+                ),
+            ],
+        )
+        .await;
+    let resp = app.get_group(&a, &id).await;
+    assert_eq!(resp.status, 404, "{}", resp.text);
+    let stored = resolved(&couch, &a, &id).await;
+    assert_eq!(stored["pvt_deleted"], true, "{stored}");
+    assert_eq!(
+        stored["name"], "Edited",
+        "the edit is kept in the soft-deleted group"
+    );
+    let list = app.list_groups(&a, "").await;
+    assert!(list.listed("id").is_empty(), "{}", list.text);
+}
+
+#[tokio::test]
 async fn two_instances_resolving_the_same_conflict_converge_on_one_revision() {
     let couch = Couch::new();
     let app = couch_app().await;
