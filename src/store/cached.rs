@@ -19,8 +19,13 @@
 //! - a database no feed guards (a feed not yet running, lost, or beyond the limit) keeps its
 //!   entries for `KZ_GROUPS_CACHE_TTL_MS` at most; a lost feed drops every entry it guarded.
 //!
-//! So a change anyone makes is seen here within the feed's delay (about 0.1 s on CouchDB 3), or
-//! the TTL where no feed can be had.
+//! - what a feed reported is dropped again 2 s later ([`REDROP_AFTER`]): on a cluster, a view
+//!   copy can receive a change after the feed announced it;
+//! - a listing that must see this process's own recent write reads past the cache
+//!   (`ViewQuery::fresh`), dropping the database's pages.
+//!
+//! So a change anyone makes is seen here within the feed's delay (about 0.1 s on CouchDB 3; on a
+//! cluster, listings within 2 s at most), or the TTL where no feed can be had.
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,6 +48,10 @@ use crate::domain::ids::{DbName, DocId};
 pub const MAX_CACHED_ROWS: usize = 1000;
 /// How long a feed waits for a change before asking again.
 const FEED_WAIT: Duration = Duration::from_secs(25);
+/// What a change feed reported is dropped again this long after: on a CouchDB cluster a view
+/// copy may receive a change after the feed announced it, so a listing page read in between
+/// could hold the old rows (internal replication takes well under a second).
+const REDROP_AFTER: Duration = Duration::from_secs(2);
 /// The first pause after a lost feed, doubled up to [`FEED_RETRY_MAX`].
 const FEED_RETRY: Duration = Duration::from_millis(250);
 const FEED_RETRY_MAX: Duration = Duration::from_secs(10);
@@ -299,7 +308,11 @@ impl DocStore for CachedStore {
         query: &ViewQuery,
     ) -> StoreResult<RowStream> {
         let small = query.limit.is_some_and(|n| n <= MAX_CACHED_ROWS);
-        if !self.listings.is_on() || !small {
+        if query.fresh {
+            self.coherence.announce();
+            self.listings.remove_where(|(d, _, _)| d == db.as_str());
+        }
+        if !self.listings.is_on() || !small || query.fresh {
             return self.inner.view_rows(db, view, query).await;
         }
         let key = (db.as_str().to_owned(), view, query_key(query));
@@ -364,7 +377,7 @@ struct Coherence {
     limits: CacheLimits,
     invalidate: Invalidate,
     /// Moves on at every change announced and every feed that starts or stops.
-    epoch: AtomicU64,
+    epoch: Arc<AtomicU64>,
     /// The server-wide feed: `Some(live)` once it is known to exist.
     server: Mutex<ServerFeed>,
     /// Per-database feeds, least recently used first.
@@ -397,7 +410,7 @@ impl Coherence {
             store,
             limits,
             invalidate,
-            epoch: AtomicU64::new(0),
+            epoch: Arc::new(AtomicU64::new(0)),
             server: Mutex::new(ServerFeed::Unknown),
             dbs: Mutex::new(LruCache::unbounded()),
         }
@@ -527,6 +540,19 @@ impl Coherence {
         }
     }
 
+    /// Drops what `changed` touches once more after [`REDROP_AFTER`] (one timer per feed batch).
+    fn drop_again_later(&self, changed: Vec<Changed>) {
+        let invalidate = self.invalidate.clone();
+        let epoch = self.epoch.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(REDROP_AFTER).await;
+            epoch.fetch_add(1, Ordering::AcqRel);
+            for change in &changed {
+                invalidate(Some(change));
+            }
+        });
+    }
+
     /// Reads a feed from `since` on, dropping what each change touches, until it fails.
     async fn run(&self, feed: Feed<'_>, mut since: Value) -> StoreError {
         loop {
@@ -537,6 +563,7 @@ impl Coherence {
                         for change in &changes.changed {
                             (self.invalidate)(Some(change));
                         }
+                        self.drop_again_later(changes.changed.clone());
                     }
                     if !changes.last_seq.is_null() {
                         since = changes.last_seq;
@@ -545,5 +572,65 @@ impl Coherence {
                 Err(e) => return e,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ids::AccountId;
+    use crate::store::embedded::EmbeddedStore;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn a_fresh_query_reads_past_a_cached_page_and_drops_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner: Store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let limits = CacheLimits {
+            doc_entries: 100,
+            doc_bytes: 1 << 20,
+            listing_entries: 100,
+            listing_bytes: 1 << 20,
+            feeds: 0,
+            ttl: Duration::from_secs(60),
+        };
+        let cached = CachedStore::new(inner.clone(), limits);
+        let db = AccountId::parse("4b31dd1d32ce6d249897c06332375d65")
+            .unwrap()
+            .db();
+        inner.create_db(&db).await.unwrap();
+        let design = json!({"views": {"crossbar_listing": {"map": "f"}}});
+        inner.put_design(&db, "groups", &design).await.unwrap();
+        let put = |id: &str| {
+            let (inner, db, id) = (inner.clone(), db.clone(), DocId::parse(id).unwrap());
+            async move {
+                let doc = json!({"pvt_type": "group", "name": id.as_str()});
+                inner.put_doc(&db, &id, &doc).await.unwrap();
+            }
+        };
+        put("a").await;
+        let query = ViewQuery {
+            limit: Some(10),
+            ..Default::default()
+        };
+        let ids = |rows: Vec<ViewRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        let list = |query: ViewQuery| {
+            let (cached, db) = (cached.clone(), db.clone());
+            async move {
+                let rows = cached.query_view(&db, View::GroupsListing, &query).await;
+                ids(rows.unwrap())
+            }
+        };
+        assert_eq!(list(query.clone()).await, ["a"]);
+        // Written behind the cache's back (no feed here): the page kept is older.
+        put("b").await;
+        assert_eq!(list(query.clone()).await, ["a"]);
+        let fresh = ViewQuery {
+            fresh: true,
+            ..query.clone()
+        };
+        assert_eq!(list(fresh).await, ["a", "b"]);
+        // The old page went with it.
+        assert_eq!(list(query).await, ["a", "b"]);
     }
 }

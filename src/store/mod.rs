@@ -126,6 +126,9 @@ pub struct ViewQuery {
     pub limit: Option<usize>,
     pub skip: usize,
     pub include_docs: bool,
+    /// The rows must come from the store itself, past any cache (and a cached answer of the
+    /// database is dropped): a listing that found a cached page older than its own write.
+    pub fresh: bool,
 }
 
 /// A row of a view, its value and document as the store's JSON text: a listing passes them on

@@ -58,6 +58,8 @@ pub struct RowReader {
     descending: bool,
     include_docs: bool,
     chunk: usize,
+    /// Read past any cache (a re-read after rows older than a recent write).
+    fresh: bool,
     /// The rows of the current query, and how many of them were read.
     rows: Option<RowStream>,
     got: usize,
@@ -70,6 +72,7 @@ impl RowReader {
         let mut query = ViewQuery {
             descending: self.descending,
             include_docs: self.include_docs,
+            fresh: self.fresh,
             limit: Some(self.chunk + 1),
             ..Default::default()
         };
@@ -195,6 +198,7 @@ fn reader(
     user: Option<&DocId>,
     listing: &ListingRequest,
     chunk: usize,
+    fresh: bool,
 ) -> RowReader {
     let (view, cursor) = match user {
         None => (View::GroupsListing, Cursor::Key(listing.start_key.clone())),
@@ -229,6 +233,7 @@ fn reader(
         descending: listing.descending,
         include_docs: !listing.filters.is_empty(),
         chunk,
+        fresh,
         rows: None,
         got: 0,
         exhausted: false,
@@ -274,8 +279,9 @@ pub async fn summary(
     }
     let fail = |e| view_error(&state.views, &req.account, e);
     let deadline = Instant::now() + REREAD_BUDGET;
+    let mut fresh = false;
     let (rows, next) = loop {
-        let mut reader = reader(req, views, user, &listing, listing.page_size);
+        let mut reader = reader(req, views, user, &listing, listing.page_size, fresh);
         let mut rows = Vec::new();
         while rows.len() < listing.page_size {
             match reader.next_passing(&listing.filters).await.map_err(fail)? {
@@ -294,6 +300,7 @@ pub async fn summary(
         {
             break (rows, next.map(|row| resume_key(user, &row)));
         }
+        fresh = true;
         tokio::time::sleep(REREAD_PAUSE).await;
     };
     let items: Vec<_> = rows.into_iter().map(|row| row.value).collect();
@@ -399,8 +406,9 @@ async fn whole_checked(
     let state = req.state;
     let fail = |e| view_error(&state.views, &req.account, e);
     let deadline = Instant::now() + REREAD_BUDGET;
+    let mut fresh = false;
     let rows = loop {
-        let mut reader = reader(req, views, user, listing, STREAM_CHUNK);
+        let mut reader = reader(req, views, user, listing, STREAM_CHUNK, fresh);
         let mut rows = Vec::new();
         while let Some(row) = reader.next_passing(&listing.filters).await.map_err(fail)? {
             if rows.len() == CHECKED_ROWS {
@@ -411,6 +419,7 @@ async fn whole_checked(
         if Instant::now() >= deadline || !stale(&rows, false, listing, user, writes) {
             break rows;
         }
+        fresh = true;
         tokio::time::sleep(REREAD_PAUSE).await;
     };
     let revision = if rows.is_empty() {
@@ -436,7 +445,7 @@ async fn stream_all(
     tail: &Tail,
 ) -> Result<Outcome, ApiError> {
     let state = req.state;
-    let mut rows = reader(req, views, user, &listing, STREAM_CHUNK);
+    let mut rows = reader(req, views, user, &listing, STREAM_CHUNK, false);
     let first = rows
         .next_passing(&listing.filters)
         .await
