@@ -12,6 +12,8 @@ pub mod json;
 pub mod metrics;
 pub mod notices;
 pub mod pipeline;
+pub mod recent_writes;
+pub mod resolver;
 pub mod routes;
 pub mod startup;
 pub mod store;

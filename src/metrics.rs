@@ -42,8 +42,11 @@ pub struct Metrics {
     cache_seen: Mutex<HashMap<&'static str, (u64, u64)>>,
     /// Hook: a CouchDB document conflict resolved by kz-groups.
     pub conflicts_resolved: IntCounter,
-    /// Hook: a write CouchDB answered `202 Accepted` (stored, quorum not yet reached).
+    /// A write CouchDB answered `202 Accepted` (stored, quorum not yet reached): the store
+    /// counts them (`DocStore::accepted_writes`), followed here when scraped ([`Self::accepted`]).
     pub couchdb_accepted: IntCounter,
+    /// The store's count as last scraped, so the counter follows it.
+    couchdb_accepted_seen: Mutex<u64>,
     amqp_enabled: IntGauge,
     amqp_connected: IntGauge,
     amqp_queue_depth: IntGauge,
@@ -221,6 +224,7 @@ impl Metrics {
                 "Change notices dropped because the queue was full.",
             ),
             amqp_dropped_seen: Mutex::new(0),
+            couchdb_accepted_seen: Mutex::new(0),
             registry,
         }
     }
@@ -246,6 +250,18 @@ impl Metrics {
             self.store_errors
                 .with_label_values(&[operation, error_kind(error)])
                 .inc();
+        }
+    }
+
+    /// The store's count of writes answered `202 Accepted`, read at scrape time.
+    pub fn accepted(&self, total: u64) {
+        let mut seen = self
+            .couchdb_accepted_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if total > *seen {
+            self.couchdb_accepted.inc_by(total - *seen);
+            *seen = total;
         }
     }
 
@@ -296,6 +312,18 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accepted_writes_follow_the_stores_count() {
+        let metrics = Metrics::new();
+        metrics.accepted(2);
+        metrics.accepted(2);
+        metrics.accepted(5);
+        assert_eq!(metrics.couchdb_accepted.get(), 5);
+        assert!(metrics
+            .render(None, &[])
+            .contains("kz_groups_couchdb_accepted_writes_total 5"));
+    }
 
     #[test]
     fn requests_store_calls_and_the_bus_are_exposed() {

@@ -242,6 +242,8 @@ pub struct Application {
     bus: Option<Arc<Bus>>,
     /// Kazoo's change notices, heard for the caches.
     hearing: Option<tokio::task::JoinHandle<()>>,
+    /// The conflict resolver's feed worker (CouchDB only).
+    resolver: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -280,6 +282,7 @@ impl Application {
         let state = web::Data::new(AppState::from_parts(
             &config, caches, direct, views, schemas, notifier, metrics,
         ));
+        let resolver = state.resolver.clone();
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let connections = connection_limit(config.max_connections);
         let server = actix_server::Server::build()
@@ -339,6 +342,11 @@ impl Application {
             })
             .map_err(|e| e.to_string())?
             .run();
+        // The embedded store has one writer, hence never a conflict: nothing to follow.
+        let resolver = match config.backend {
+            Backend::CouchDb { .. } => Some(resolver.start()),
+            Backend::Embedded { .. } => None,
+        };
         log::info!(
             "listening on {address} with {workers} workers, up to {connections} connections"
         );
@@ -347,6 +355,7 @@ impl Application {
             server,
             bus,
             hearing,
+            resolver,
         })
     }
 
@@ -360,6 +369,11 @@ impl Application {
         let served = self.server.await;
         if let Some(hearing) = &self.hearing {
             hearing.abort();
+        }
+        // Resolutions under way finish their request; what the feeds would still find waits
+        // for the next start (or another instance).
+        if let Some(resolver) = &self.resolver {
+            resolver.abort();
         }
         if let Some(bus) = &self.bus {
             let left = bus.shutdown().await;

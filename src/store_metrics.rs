@@ -11,7 +11,8 @@ use serde_json::Value;
 use crate::domain::ids::{DbName, DocId};
 use crate::metrics::Metrics;
 use crate::store::{
-    Changes, DocStore, Feed, RowStream, Store, StoreResult, View, ViewQuery, ViewRow,
+    BulkResult, Changes, DocStore, Feed, Leaf, RowStream, Store, StoreResult, View, ViewQuery,
+    ViewRow,
 };
 
 pub struct MeteredStore {
@@ -67,6 +68,22 @@ impl DocStore for MeteredStore {
     async fn delete_doc(&self, db: &DbName, id: &DocId, rev: &str) -> StoreResult<String> {
         self.call("delete_doc", self.inner.delete_doc(db, id, rev))
             .await
+    }
+
+    async fn get_rev(&self, db: &DbName, id: &DocId, rev: &str) -> StoreResult<Option<Value>> {
+        self.call("get_rev", self.inner.get_rev(db, id, rev)).await
+    }
+
+    async fn leaves(&self, db: &DbName, id: &DocId) -> StoreResult<Vec<Leaf>> {
+        self.call("leaves", self.inner.leaves(db, id)).await
+    }
+
+    async fn bulk_docs(&self, db: &DbName, docs: &[Value]) -> StoreResult<Vec<BulkResult>> {
+        self.call("bulk_docs", self.inner.bulk_docs(db, docs)).await
+    }
+
+    fn accepted_writes(&self) -> u64 {
+        self.inner.accepted_writes()
     }
 
     async fn get_attachment(

@@ -13,6 +13,8 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::notices::ChangeNotifier;
+use crate::recent_writes::RecentWrites;
+use crate::resolver::Resolver;
 use crate::store::cached::CachedStore;
 use crate::store::views::ViewInstaller;
 use crate::store::Store;
@@ -43,6 +45,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Which store serves, as `/readyz` names it: `couchdb` or `embedded`.
     pub store_kind: &'static str,
+    /// Resolves conflicted group documents (its feed worker is started by `startup`).
+    pub resolver: Arc<Resolver>,
+    /// The group writes acknowledged in the last seconds, which listings must show.
+    pub recent: RecentWrites,
 }
 
 impl AppState {
@@ -62,7 +68,14 @@ impl AppState {
         metrics: Arc<Metrics>,
     ) -> Self {
         let store: Store = caches.clone();
+        let resolver = Arc::new(Resolver::new(
+            store.clone(),
+            notifier.clone(),
+            metrics.clone(),
+        ));
         Self {
+            resolver,
+            recent: RecentWrites::new(),
             auth: Authenticator::new(store.clone(), config.key_cache, config.token_cache_entries),
             issuer: Issuer::new(direct, config.key_cache),
             store,

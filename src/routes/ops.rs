@@ -10,6 +10,7 @@ use crate::pipeline::AppState;
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    state.metrics.accepted(state.store.accepted_writes());
     let text = state
         .metrics
         .render(state.notifier.bus_status(), &state.cache_stats());

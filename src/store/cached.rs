@@ -25,8 +25,13 @@
 //! - a database no feed guards (a feed not yet running, lost, or beyond the limit) keeps its
 //!   entries for `KZ_GROUPS_CACHE_TTL_MS` at most; a lost feed drops every entry it guarded.
 //!
-//! So a change anyone makes is seen here within the feed's delay (about 0.1 s on CouchDB 3), or
-//! the TTL where no feed can be had.
+//! - what a feed reported is dropped again 2 s later ([`REDROP_AFTER`]): on a cluster, a view
+//!   copy can receive a change after the feed announced it;
+//! - a listing that must see this process's own recent write reads past the cache
+//!   (`ViewQuery::fresh`), dropping the database's pages.
+//!
+//! So a change anyone makes is seen here within the feed's delay (about 0.1 s on CouchDB 3; on a
+//! cluster, listings within 2 s at most), or the TTL where no feed can be had.
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,8 +44,8 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use super::{
-    Changed, Changes, DocStore, Feed, RowStream, Store, StoreError, StoreResult, View, ViewQuery,
-    ViewRow,
+    BulkResult, Changed, Changes, DocStore, Feed, Leaf, RowStream, Store, StoreError, StoreResult,
+    View, ViewQuery, ViewRow,
 };
 use crate::cache::{Bounded, CacheStats};
 use crate::domain::ids::{DbName, DocId};
@@ -49,6 +54,10 @@ use crate::domain::ids::{DbName, DocId};
 pub const MAX_CACHED_ROWS: usize = 1000;
 /// How long a feed waits for a change before asking again.
 const FEED_WAIT: Duration = Duration::from_secs(25);
+/// What a change feed reported is dropped again this long after: on a CouchDB cluster a view
+/// copy may receive a change after the feed announced it, so a listing page read in between
+/// could hold the old rows (internal replication takes well under a second).
+const REDROP_AFTER: Duration = Duration::from_secs(2);
 /// The first pause after a lost feed, doubled up to [`FEED_RETRY_MAX`].
 const FEED_RETRY: Duration = Duration::from_millis(250);
 const FEED_RETRY_MAX: Duration = Duration::from_secs(10);
@@ -281,6 +290,32 @@ impl DocStore for CachedStore {
         written
     }
 
+    /// Old revisions and leaves are read for resolving conflicts, never kept.
+    async fn get_rev(&self, db: &DbName, id: &DocId, rev: &str) -> StoreResult<Option<Value>> {
+        self.inner.get_rev(db, id, rev).await
+    }
+
+    async fn leaves(&self, db: &DbName, id: &DocId) -> StoreResult<Vec<Leaf>> {
+        self.inner.leaves(db, id).await
+    }
+
+    /// Drops every document the request named, whatever came of each (a failed request may
+    /// still have written some).
+    async fn bulk_docs(&self, db: &DbName, docs: &[Value]) -> StoreResult<Vec<BulkResult>> {
+        let written = self.inner.bulk_docs(db, docs).await;
+        self.coherence.announce();
+        for id in docs
+            .iter()
+            .filter_map(|doc| doc.get("_id").and_then(Value::as_str))
+        {
+            self.forget(Some(&Changed::Doc {
+                db: db.as_str().to_owned(),
+                id: id.to_owned(),
+            }));
+        }
+        written
+    }
+
     async fn get_attachment(
         &self,
         db: &DbName,
@@ -334,7 +369,11 @@ impl DocStore for CachedStore {
         query: &ViewQuery,
     ) -> StoreResult<RowStream> {
         let small = query.limit.is_some_and(|n| n <= MAX_CACHED_ROWS);
-        if !self.listings.is_on() || !small {
+        if query.fresh {
+            self.coherence.announce();
+            self.listings.remove_where(|(d, _, _)| d == db.as_str());
+        }
+        if !self.listings.is_on() || !small || query.fresh {
             return self.inner.view_rows(db, view, query).await;
         }
         let key = (db.as_str().to_owned(), view, query_key(query));
@@ -368,6 +407,10 @@ impl DocStore for CachedStore {
         self.inner.all_docs(db).await
     }
 
+    fn accepted_writes(&self) -> u64 {
+        self.inner.accepted_writes()
+    }
+
     async fn feed_end(&self, feed: Feed<'_>) -> StoreResult<Option<Value>> {
         self.inner.feed_end(feed).await
     }
@@ -395,7 +438,7 @@ struct Coherence {
     limits: CacheLimits,
     invalidate: Invalidate,
     /// Moves on at every change announced and every feed that starts or stops.
-    epoch: AtomicU64,
+    epoch: Arc<AtomicU64>,
     /// The server-wide feed: `Some(live)` once it is known to exist.
     server: Mutex<ServerFeed>,
     /// Per-database feeds, least recently used first.
@@ -428,7 +471,7 @@ impl Coherence {
             store,
             limits,
             invalidate,
-            epoch: AtomicU64::new(0),
+            epoch: Arc::new(AtomicU64::new(0)),
             server: Mutex::new(ServerFeed::Unknown),
             dbs: Mutex::new(LruCache::unbounded()),
         }
@@ -558,6 +601,19 @@ impl Coherence {
         }
     }
 
+    /// Drops what `changed` touches once more after [`REDROP_AFTER`] (one timer per feed batch).
+    fn drop_again_later(&self, changed: Vec<Changed>) {
+        let invalidate = self.invalidate.clone();
+        let epoch = self.epoch.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(REDROP_AFTER).await;
+            epoch.fetch_add(1, Ordering::AcqRel);
+            for change in &changed {
+                invalidate(Some(change));
+            }
+        });
+    }
+
     /// Reads a feed from `since` on, dropping what each change touches, until it fails.
     async fn run(&self, feed: Feed<'_>, mut since: Value) -> StoreError {
         loop {
@@ -568,6 +624,7 @@ impl Coherence {
                         for change in &changes.changed {
                             (self.invalidate)(Some(change));
                         }
+                        self.drop_again_later(changes.changed.clone());
                     }
                     if !changes.last_seq.is_null() {
                         since = changes.last_seq;
@@ -576,5 +633,67 @@ impl Coherence {
                 Err(e) => return e,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ids::AccountId;
+    use crate::store::embedded::EmbeddedStore;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn a_fresh_query_reads_past_a_cached_page_and_drops_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner: Store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let limits = CacheLimits {
+            doc_entries: 100,
+            doc_bytes: 1 << 20,
+            auth_entries: 100,
+            auth_bytes: 1 << 20,
+            listing_entries: 100,
+            listing_bytes: 1 << 20,
+            feeds: 0,
+            ttl: Duration::from_secs(60),
+        };
+        let cached = CachedStore::new(inner.clone(), limits);
+        let db = AccountId::parse("4b31dd1d32ce6d249897c06332375d65")
+            .unwrap()
+            .db();
+        inner.create_db(&db).await.unwrap();
+        let design = json!({"views": {"crossbar_listing": {"map": "f"}}});
+        inner.put_design(&db, "groups", &design).await.unwrap();
+        let put = |id: &str| {
+            let (inner, db, id) = (inner.clone(), db.clone(), DocId::parse(id).unwrap());
+            async move {
+                let doc = json!({"pvt_type": "group", "name": id.as_str()});
+                inner.put_doc(&db, &id, &doc).await.unwrap();
+            }
+        };
+        put("a").await;
+        let query = ViewQuery {
+            limit: Some(10),
+            ..Default::default()
+        };
+        let ids = |rows: Vec<ViewRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        let list = |query: ViewQuery| {
+            let (cached, db) = (cached.clone(), db.clone());
+            async move {
+                let rows = cached.query_view(&db, View::GroupsListing, &query).await;
+                ids(rows.unwrap())
+            }
+        };
+        assert_eq!(list(query.clone()).await, ["a"]);
+        // Written behind the cache's back (no feed here): the page kept is older.
+        put("b").await;
+        assert_eq!(list(query.clone()).await, ["a"]);
+        let fresh = ViewQuery {
+            fresh: true,
+            ..query.clone()
+        };
+        assert_eq!(list(fresh).await, ["a", "b"]);
+        // The old page went with it.
+        assert_eq!(list(query).await, ["a", "b"]);
     }
 }

@@ -127,6 +127,9 @@ pub struct ViewQuery {
     pub limit: Option<usize>,
     pub skip: usize,
     pub include_docs: bool,
+    /// The rows must come from the store itself, past any cache (and a cached answer of the
+    /// database is dropped): a listing that found a cached page older than its own write.
+    pub fresh: bool,
 }
 
 /// A row of a view, its value and document as the store's JSON text: a listing passes them on
@@ -167,7 +170,27 @@ pub enum Changed {
 pub struct Changes {
     pub last_seq: Value,
     pub changed: Vec<Changed>,
+    /// On a database's feed: the ids of the changed documents that have more than one leaf
+    /// revision (CouchDB's `style=all_docs`): a conflict, or the tombstones a resolved one keeps.
+    pub branched: Vec<String>,
 }
+
+/// One leaf revision of a document, as CouchDB's `GET /{db}/{id}?open_revs=all&revs=true` gives
+/// it: a live revision or a tombstone, with its history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Leaf {
+    pub rev: String,
+    pub deleted: bool,
+    /// The revision ids from this one back to the oldest CouchDB still knows (`_revisions`),
+    /// newest first; the bodies of all but the leaves may be gone (compaction).
+    pub history: Vec<String>,
+    /// The leaf as stored: `_id`, `_rev` (and `_deleted`) and its fields.
+    pub doc: Value,
+}
+
+/// The outcome of one document of a [`DocStore::bulk_docs`] request: its new revision, or why
+/// it was not written (a `Conflict` when the revision it names is no leaf any more).
+pub type BulkResult = StoreResult<String>;
 
 /// Which change feed: one database's (`_changes`), or every database's (`_db_updates`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,8 +215,21 @@ pub trait DocStore: Send + Sync {
     async fn all_dbs(&self) -> StoreResult<Vec<String>>;
     /// Creates a database; an existing one is fine.
     async fn create_db(&self, db: &DbName) -> StoreResult<()>;
-    /// A document, or `None` when it (or its database) does not exist.
+    /// A document (CouchDB's winning revision), or `None` when it (or its database) does not
+    /// exist. Where the document is in conflict it carries `_conflicts`, the other live leaf
+    /// revisions (CouchDB's `conflicts=true`); a write never needs to remove it.
     async fn get_doc(&self, db: &DbName, id: &DocId) -> StoreResult<Option<Value>>;
+    /// Revision `rev` of a document, or `None` when its body is gone (compacted, never stored
+    /// here) or the document does not exist: CouchDB's `GET /{db}/{id}?rev=`.
+    async fn get_rev(&self, db: &DbName, id: &DocId, rev: &str) -> StoreResult<Option<Value>>;
+    /// Every leaf revision of a document, live ones and tombstones, with their histories
+    /// (CouchDB's `open_revs=all&revs=true`); empty when the document does not exist.
+    async fn leaves(&self, db: &DbName, id: &DocId) -> StoreResult<Vec<Leaf>>;
+    /// Writes several documents in one request (CouchDB's `_bulk_docs`, not atomic): each names
+    /// the revision it replaces in `_rev`, and the same id may appear more than once, each
+    /// entry then editing its own leaf (how a conflict is resolved). One result per document,
+    /// in order.
+    async fn bulk_docs(&self, db: &DbName, docs: &[Value]) -> StoreResult<Vec<BulkResult>>;
     /// Writes `doc` (carrying `_rev` when it replaces one) and returns the new revision.
     async fn put_doc(&self, db: &DbName, id: &DocId, doc: &Value) -> StoreResult<String>;
     /// Deletes revision `rev` (a tombstone) and returns the tombstone's revision.
@@ -238,13 +274,20 @@ pub trait DocStore: Send + Sync {
     /// has `_db_updates` only where the `_global_changes` database exists).
     async fn feed_end(&self, feed: Feed<'_>) -> StoreResult<Option<Value>>;
 
-    /// What changed in a feed after `since`, waiting up to `wait` for the first change.
+    /// What changed in a feed after `since`, waiting up to `wait` for the first change (zero:
+    /// answering at once), at most 1000 changes a call.
     async fn feed_next(
         &self,
         feed: Feed<'_>,
         since: &Value,
         wait: Duration,
     ) -> StoreResult<Changes>;
+
+    /// Writes the store answered `202 Accepted` since start: CouchDB stored them on fewer copies
+    /// than its write quorum. Zero for stores without quorums.
+    fn accepted_writes(&self) -> u64 {
+        0
+    }
 
     /// All the rows of a (small) view query at once.
     async fn query_view(

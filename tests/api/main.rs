@@ -13,6 +13,7 @@ mod auth;
 mod bus;
 mod bus_worker;
 mod caches;
+mod conflicts;
 mod durability;
 mod groups;
 mod hostile;

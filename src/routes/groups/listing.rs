@@ -4,6 +4,13 @@
 //! Paging `users/{U}/groups` really advances, unlike Crossbar (§5.3's quirk): every row of that
 //! view has the key `{U}`, so our cursor is `[U, doc id]` and the doc id is resumed with
 //! `startkey_docid`, which the store gives CouchDB's meaning on every server.
+//!
+//! Read your writes (issue 10): when this process acknowledged a write of a group of the account
+//! in the last few seconds (`recent_writes`) and the rows read disagree with it (a live group
+//! missing from the range they cover, a deleted one present), the rows are read again after
+//! [`REREAD_PAUSE`], for at most [`REREAD_BUDGET`]. With no such write, nothing more is read.
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use serde_json::Value;
@@ -16,12 +23,21 @@ use crate::envelope::{Data, SuccessBody, Tail};
 use crate::error::{ApiError, StoreContext};
 use crate::json::raw::Transcoded;
 use crate::pipeline::reply::{md5_hex, Outcome, Revision, Streamed, Success};
+use crate::recent_writes::Written;
+use crate::store::embedded::collation::collate;
 use crate::store::views::{Installed, ViewInstaller};
 use crate::store::{RowStream, Store, StoreError, View, ViewQuery, ViewRow};
 /// Rows read per store call when streaming (`paginate=false`). Crossbar reads 50 at a time;
 /// each call's rows are streamed as they arrive (memory stays flat whatever this is), so fewer,
 /// larger calls only save round trips: 100k groups are 10 calls, not 2,000.
 const STREAM_CHUNK: usize = 10_000;
+/// How long a listing may wait for a view to show this process's recent writes.
+pub const REREAD_BUDGET: Duration = Duration::from_secs(2);
+/// The pause before reading a listing's rows again.
+pub const REREAD_PAUSE: Duration = Duration::from_millis(100);
+/// A `paginate=false` listing is checked against recent writes only up to this many rows (it
+/// is then held whole); a longer one is streamed as it is read.
+const CHECKED_ROWS: usize = 10_000;
 
 /// Where a listing (re)starts.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +60,8 @@ pub struct RowReader {
     descending: bool,
     include_docs: bool,
     chunk: usize,
+    /// Read past any cache (a re-read after rows older than a recent write).
+    fresh: bool,
     /// The rows of the current query, and how many of them were read.
     rows: Option<RowStream>,
     got: usize,
@@ -56,6 +74,7 @@ impl RowReader {
         let mut query = ViewQuery {
             descending: self.descending,
             include_docs: self.include_docs,
+            fresh: self.fresh,
             limit: Some(self.chunk + 1),
             ..Default::default()
         };
@@ -181,6 +200,7 @@ fn reader(
     user: Option<&DocId>,
     listing: &ListingRequest,
     chunk: usize,
+    fresh: bool,
 ) -> RowReader {
     let (view, cursor) = match user {
         None => (View::GroupsListing, Cursor::Key(listing.start_key.clone())),
@@ -215,6 +235,7 @@ fn reader(
         descending: listing.descending,
         include_docs: !listing.filters.is_empty(),
         chunk,
+        fresh,
         rows: None,
         got: 0,
         exhausted: false,
@@ -249,26 +270,42 @@ pub async fn summary(
 ) -> Result<Outcome, ApiError> {
     let listing = parse_request(req)?;
     let state = req.state;
+    let writes: Vec<Written> = state.recent.of(&req.account.db()).into_iter().collect();
     if !listing.paginate {
+        if !writes.is_empty() {
+            if let Some(outcome) = whole_checked(req, views, user, &listing, &writes).await? {
+                return Ok(outcome);
+            }
+        }
         return stream_all(req, views, user, listing, tail).await;
     }
-    let mut rows = reader(req, views, user, &listing, listing.page_size);
     let fail = |e| view_error(&state.views, &req.account, e);
-    let mut items = Vec::new();
-    while items.len() < listing.page_size {
-        match rows.next_passing(&listing.filters).await.map_err(fail)? {
-            Some(row) => items.push(row.value),
-            None => break,
+    let deadline = Instant::now() + REREAD_BUDGET;
+    let mut fresh = false;
+    let (rows, next) = loop {
+        let mut reader = reader(req, views, user, &listing, listing.page_size, fresh);
+        let mut rows = Vec::new();
+        while rows.len() < listing.page_size {
+            match reader.next_passing(&listing.filters).await.map_err(fail)? {
+                Some(row) => rows.push(row),
+                None => break,
+            }
         }
-    }
-    let next = if items.len() == listing.page_size {
-        rows.next_passing(&listing.filters)
-            .await
-            .map_err(fail)?
-            .map(|row| resume_key(user, &row))
-    } else {
-        None
+        let next = if rows.len() == listing.page_size {
+            reader.next_passing(&listing.filters).await.map_err(fail)?
+        } else {
+            None
+        };
+        if writes.is_empty()
+            || Instant::now() >= deadline
+            || !stale(&rows, next.is_some(), &listing, user, &writes)
+        {
+            break (rows, next.map(|row| resume_key(user, &row)));
+        }
+        fresh = true;
+        tokio::time::sleep(REREAD_PAUSE).await;
     };
+    let items: Vec<_> = rows.into_iter().map(|row| row.value).collect();
     let mut extra = vec![("page_size", Value::from(items.len()))];
     if let Some(key) = &listing.start_key {
         extra.push(("start_key", Value::from(start_key::encode(key))));
@@ -288,6 +325,119 @@ pub async fn summary(
     }))
 }
 
+/// Whether `rows` (the rows of one page, `more` when rows follow it) disagree with a recent write
+/// in the range they cover: a group it left live missing, or one it deleted present. With
+/// filters, a missing group may just not pass them, so only presences are judged.
+fn stale(
+    rows: &[ViewRow],
+    more: bool,
+    listing: &ListingRequest,
+    user: Option<&DocId>,
+    writes: &[Written],
+) -> bool {
+    let user_id = user.map(DocId::as_str);
+    writes.iter().any(|w| {
+        let present = rows.iter().any(|row| row.id == w.id);
+        let expected = w.listed_for(user_id);
+        if present == expected {
+            return false;
+        }
+        if present {
+            return true;
+        }
+        listing.filters.is_empty() && covers(rows, more, listing, user, &w.id)
+    })
+}
+
+/// Whether the range `rows` cover holds the row of document `id`: from the request's start to
+/// the last row (or, on the last page, to the request's end).
+fn covers(
+    rows: &[ViewRow],
+    more: bool,
+    listing: &ListingRequest,
+    user: Option<&DocId>,
+    id: &str,
+) -> bool {
+    use std::cmp::Ordering::{Greater, Less};
+    // In the listing's direction: `Less` means before.
+    let order = |o: std::cmp::Ordering| if listing.descending { o.reverse() } else { o };
+    match user {
+        None => {
+            let key = Value::from(id);
+            let after_start = listing
+                .start_key
+                .as_ref()
+                .is_none_or(|start| order(collate(&key, start)) != Less);
+            let before_end = match (more, rows.last()) {
+                (true, Some(last)) => order(collate(&key, &last.key)) != Greater,
+                _ => listing
+                    .end_key
+                    .as_ref()
+                    .is_none_or(|end| order(collate(&key, end)) != Greater),
+            };
+            after_start && before_end
+        }
+        Some(user) => {
+            // The user's rows, by doc id (bytewise); our cursor is `[U, doc id]`.
+            let start = match &listing.start_key {
+                Some(Value::Array(parts)) if parts.len() == 2 && parts[0] == user.as_str() => {
+                    parts[1].as_str()
+                }
+                _ => None,
+            };
+            let after_start = start.is_none_or(|s| order(id.cmp(s)) != Less);
+            let before_end = match (more, rows.last()) {
+                (true, Some(last)) => order(id.cmp(last.id.as_str())) != Greater,
+                _ => true,
+            };
+            after_start && before_end
+        }
+    }
+}
+
+/// `paginate=false` right after a write of this process's: every row read at once and checked
+/// against the recent writes (read again while they disagree, within the budget), then answered
+/// whole. `None` when there are more than [`CHECKED_ROWS`] rows: streamed as usual then.
+async fn whole_checked(
+    req: &GroupRequest<'_>,
+    views: &Installed,
+    user: Option<&DocId>,
+    listing: &ListingRequest,
+    writes: &[Written],
+) -> Result<Option<Outcome>, ApiError> {
+    let state = req.state;
+    let fail = |e| view_error(&state.views, &req.account, e);
+    let deadline = Instant::now() + REREAD_BUDGET;
+    let mut fresh = false;
+    let rows = loop {
+        let mut reader = reader(req, views, user, listing, STREAM_CHUNK, fresh);
+        let mut rows = Vec::new();
+        while let Some(mut row) = reader.next_passing(&listing.filters).await.map_err(fail)? {
+            if rows.len() == CHECKED_ROWS {
+                return Ok(None);
+            }
+            // Only the summary is answered: the document a filter read is not held.
+            row.doc = None;
+            rows.push(row);
+        }
+        if Instant::now() >= deadline || !stale(&rows, false, listing, user, writes) {
+            break rows;
+        }
+        fresh = true;
+        tokio::time::sleep(REREAD_PAUSE).await;
+    };
+    let revision = if rows.is_empty() {
+        Revision::None
+    } else {
+        Revision::BodyHash
+    };
+    let items = rows.into_iter().map(|row| row.value).collect();
+    Ok(Some(Outcome::Done(Success {
+        is_get: true,
+        ..Success::of(Data::Rows(items), revision)
+    })))
+}
+
 /// `paginate=false`: every row, read and sent a chunk at a time. The first row is read before
 /// the answer starts, so a CouchDB failure up to then is still a proper 503; a failure later
 /// aborts the connection rather than end a truncated list as if it were complete.
@@ -299,7 +449,7 @@ async fn stream_all(
     tail: &Tail,
 ) -> Result<Outcome, ApiError> {
     let state = req.state;
-    let mut rows = reader(req, views, user, &listing, STREAM_CHUNK);
+    let mut rows = reader(req, views, user, &listing, STREAM_CHUNK, false);
     let first = rows
         .next_passing(&listing.filters)
         .await
@@ -375,4 +525,125 @@ async fn stream_all(
         etag,
         body: body.boxed(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recent_writes::RecentWrites;
+    use serde_json::json;
+
+    fn listing(start: Option<Value>, descending: bool) -> ListingRequest {
+        ListingRequest {
+            paginate: true,
+            page_size: 2,
+            descending,
+            start_key: start,
+            end_key: None,
+            filters: Filters::default(),
+        }
+    }
+
+    fn row(id: &str, key: Value) -> ViewRow {
+        serde_json::from_value(json!({"id": id, "key": key, "value": {"id": id}})).unwrap()
+    }
+
+    /// The writes `RecentWrites` remembers after writing `docs` (`None`: a hard delete).
+    fn writes(docs: &[(&str, Option<Value>)]) -> Vec<Written> {
+        let recent = RecentWrites::new();
+        let db = AccountId::parse("4b31dd1d32ce6d249897c06332375d65")
+            .unwrap()
+            .db();
+        for (id, doc) in docs {
+            let id = DocId::parse(id).unwrap();
+            recent.record(&db, &id, doc.as_ref().and_then(Value::as_object));
+        }
+        recent.of(&db)
+    }
+
+    #[test]
+    fn a_created_group_missing_from_the_range_read_is_stale() {
+        let created = writes(&[("b", Some(json!({"pvt_type": "group"})))]);
+        let rows = [row("a", json!("a")), row("c", json!("c"))];
+        assert!(stale(&rows, false, &listing(None, false), None, &created));
+        // Past the page's last row (rows follow): another page's business.
+        let rows = [row("a", json!("a")), row("a2", json!("a2"))];
+        assert!(!stale(&rows, true, &listing(None, false), None, &created));
+        // Before the page's start.
+        assert!(!stale(
+            &[],
+            false,
+            &listing(Some(json!("c")), false),
+            None,
+            &created
+        ));
+        // Descending from "c": "b" is within.
+        assert!(stale(
+            &[],
+            false,
+            &listing(Some(json!("c")), true),
+            None,
+            &created
+        ));
+        let rows = [row("a", json!("a")), row("b", json!("b"))];
+        assert!(!stale(&rows, false, &listing(None, false), None, &created));
+    }
+
+    #[test]
+    fn a_deleted_group_still_listed_is_stale() {
+        let deleted = writes(&[
+            ("a", None),
+            ("b", Some(json!({"pvt_type": "group", "pvt_deleted": true}))),
+        ]);
+        assert!(stale(
+            &[row("a", json!("a"))],
+            true,
+            &listing(None, false),
+            None,
+            &deleted
+        ));
+        assert!(stale(
+            &[row("b", json!("b"))],
+            true,
+            &listing(None, false),
+            None,
+            &deleted
+        ));
+        assert!(!stale(
+            &[row("c", json!("c"))],
+            false,
+            &listing(None, false),
+            None,
+            &deleted
+        ));
+    }
+
+    #[test]
+    fn a_user_listing_expects_the_groups_the_user_is_in() {
+        let u = DocId::parse("u1").unwrap();
+        let member = json!({"pvt_type": "group", "endpoints": {"u1": {"type": "user"}}});
+        let other = json!({"pvt_type": "group", "endpoints": {"u2": {"type": "user"}}});
+        let recent = writes(&[("g1", Some(member)), ("g2", Some(other))]);
+        assert!(stale(&[], false, &listing(None, false), Some(&u), &recent));
+        let rows = [row("g1", json!("u1"))];
+        assert!(!stale(
+            &rows,
+            false,
+            &listing(None, false),
+            Some(&u),
+            &recent
+        ));
+        // g2 left u1: listed for u1, it is stale.
+        let rows = [row("g1", json!("u1")), row("g2", json!("u1"))];
+        assert!(stale(
+            &rows,
+            false,
+            &listing(None, false),
+            Some(&u),
+            &recent
+        ));
+        // Resumed after g1 by our own cursor: g1 is on an earlier page.
+        let resumed = listing(Some(json!(["u1", "g1x"])), false);
+        assert!(!stale(&[], false, &resumed, Some(&u), &recent[..1]));
+    }
 }

@@ -25,6 +25,9 @@ use request::GroupRequest;
 /// brought up to date on its first use by this process, the `users/{U}` hook runs (stage 8),
 /// and tunnelling is refused unless it came through POST (§1: cowboy's bare 404).
 pub async fn prepare(req: &GroupRequest<'_>) -> Result<(Installed, Option<DocId>), ApiError> {
+    // Where no server-wide change feed runs, the databases served are those followed for
+    // conflicts.
+    req.state.resolver.watch(&req.account.db());
     let views = req
         .state
         .views
@@ -73,16 +76,32 @@ fn validate(state: &AppState, data: Value) -> Result<Map<String, Value>, ApiErro
 }
 
 /// Loads a document; `Ok(None)` when it is missing, soft-deleted, or (with `groups_only`) of
-/// another type, all of which Crossbar answers with 404 `bad_identifier`.
+/// another type, all of which Crossbar answers with 404 `bad_identifier`. A document in conflict
+/// is resolved first (within the resolver's budget), so the client sees the merged document;
+/// past the budget it sees CouchDB's winner.
 async fn load(
     req: &GroupRequest<'_>,
     id: &DocId,
     groups_only: bool,
 ) -> Result<Option<StoredDoc>, ApiError> {
-    let doc = req.state.store.get_doc(&req.account.db(), id).await?;
+    let db = req.account.db();
+    let mut doc = req.state.store.get_doc(&db, id).await?;
+    if doc.as_ref().is_some_and(in_conflict) && req.state.resolver.settle(&db, id).await {
+        doc = req.state.store.get_doc(&db, id).await?;
+    }
+    if let Some(Value::Object(fields)) = &mut doc {
+        fields.remove("_conflicts");
+    }
     Ok(doc.and_then(StoredDoc::from_value).filter(|doc| {
         !group::is_soft_deleted(&doc.fields) && (!groups_only || group::is_live_group(&doc.fields))
     }))
+}
+
+/// CouchDB's `_conflicts`: other live leaves beside the winner.
+fn in_conflict(doc: &Value) -> bool {
+    doc.get("_conflicts")
+        .and_then(Value::as_array)
+        .is_some_and(|revs| !revs.is_empty())
 }
 
 /// The group the path names, loaded, for a handler that reads or removes it.
@@ -115,6 +134,7 @@ async fn save(
     let doc = Value::Object(doc);
     let rev = req.state.store.put_doc(&req.account.db(), id, &doc).await?;
     let doc = into_object(doc);
+    req.state.recent.record(&req.account.db(), id, Some(&doc));
     announce(req, id, &doc, &rev, action);
     Ok((rev, doc))
 }
@@ -278,6 +298,7 @@ pub async fn delete(req: &GroupRequest<'_>) -> Result<Outcome, ApiError> {
             .store
             .delete_doc(&req.account.db(), &id, &stored.rev)
             .await?;
+        req.state.recent.record(&req.account.db(), &id, None);
         // The notice describes the doc as it was before the delete, with the tombstone's rev.
         announce(
             req,

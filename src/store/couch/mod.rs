@@ -7,6 +7,8 @@ mod rows;
 pub mod startkey_docid;
 pub mod tls;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,7 +22,8 @@ use serde_json::Value;
 use self::rows::{Malformed, RowSplitter};
 use self::tls::CouchCa;
 use super::{
-    Changed, Changes, DocStore, Feed, RowStream, StoreError, StoreResult, View, ViewQuery, ViewRow,
+    BulkResult, Changed, Changes, DocStore, Feed, Leaf, RowStream, StoreError, StoreResult, View,
+    ViewQuery, ViewRow,
 };
 use crate::domain::ids::{DbName, DocId};
 
@@ -42,6 +45,8 @@ pub struct CouchClient {
     /// Every call's whole answer must arrive within this; a view's rows, read as they are
     /// consumed, must keep arriving (no read waits longer).
     timeout: Duration,
+    /// Writes answered `202 Accepted` (fewer copies than the write quorum), shared by clones.
+    accepted: Arc<AtomicU64>,
 }
 
 #[derive(Deserialize)]
@@ -90,6 +95,7 @@ impl CouchClient {
             base,
             user,
             timeout,
+            accepted: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -139,6 +145,11 @@ impl CouchClient {
         let response = builder.send().await.map_err(transport_error)?;
         let status = response.status();
         if status.is_success() {
+            // A cluster stored the write on fewer copies than its quorum: Kazoo takes it as a
+            // success, and so does every caller; it is counted for operators.
+            if status == StatusCode::ACCEPTED {
+                self.accepted.fetch_add(1, Ordering::Relaxed);
+            }
             return Ok(response);
         }
         match status {
@@ -170,8 +181,13 @@ impl CouchClient {
     }
 
     /// A document by its full id, or `None` on a 404.
-    async fn get_raw(&self, db: &DbName, id: &str) -> StoreResult<Option<Value>> {
-        let url = self.doc_url(db, id, &[]);
+    async fn get_raw(
+        &self,
+        db: &DbName,
+        id: &str,
+        query: &[(&str, String)],
+    ) -> StoreResult<Option<Value>> {
+        let url = self.doc_url(db, id, query);
         match self.json(self.request(Method::GET, url)).await {
             Ok(doc) => Ok(Some(doc)),
             Err(StoreError::NotFound) => Ok(None),
@@ -182,8 +198,18 @@ impl CouchClient {
     /// Writes `doc` (which carries `_rev` when it updates) and returns the new revision.
     async fn put_raw(&self, db: &DbName, id: &str, doc: &Value) -> StoreResult<String> {
         let url = self.doc_url(db, id, &[]);
-        let body = self.json(self.request(Method::PUT, url).json(doc)).await?;
-        parse_rev(body)
+        // `_conflicts` is what a read said, not something to store.
+        let request = match doc.get("_conflicts") {
+            Some(_) => {
+                let mut doc = doc.clone();
+                if let Some(fields) = doc.as_object_mut() {
+                    fields.remove("_conflicts");
+                }
+                self.request(Method::PUT, url).json(&doc)
+            }
+            None => self.request(Method::PUT, url).json(doc),
+        };
+        parse_rev(self.json(request).await?)
     }
 
     /// Deletes revision `rev` of a document by its full id; returns the tombstone's revision.
@@ -238,13 +264,64 @@ impl DocStore for CouchClient {
 
     /// A document, or `None` when CouchDB says 404 (missing doc or missing database, which
     /// Kazoo treats alike).
+    /// With `conflicts=true`: CouchDB reads the revision tree anyway, so a conflict shows at no
+    /// cost.
     async fn get_doc(&self, db: &DbName, id: &DocId) -> StoreResult<Option<Value>> {
-        self.get_raw(db, id.as_str()).await
+        let query = [("conflicts", "true".to_owned())];
+        self.get_raw(db, id.as_str(), &query).await
+    }
+
+    async fn get_rev(&self, db: &DbName, id: &DocId, rev: &str) -> StoreResult<Option<Value>> {
+        self.get_raw(db, id.as_str(), &[("rev", rev.to_owned())])
+            .await
+    }
+
+    /// `open_revs=all` answers multipart unless JSON is asked for.
+    async fn leaves(&self, db: &DbName, id: &DocId) -> StoreResult<Vec<Leaf>> {
+        let url = self.doc_url(
+            db,
+            id.as_str(),
+            &[("open_revs", "all".to_owned()), ("revs", "true".to_owned())],
+        );
+        let request = self
+            .request(Method::GET, url)
+            .header(reqwest::header::ACCEPT, "application/json");
+        let body = match self.json(request).await {
+            Ok(body) => body,
+            Err(StoreError::NotFound) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let Value::Array(answers) = body else {
+            return Err(bad_answer("an open_revs answer is no array"));
+        };
+        answers
+            .into_iter()
+            // `{"missing": rev}`: a leaf this copy does not have (yet).
+            .filter_map(|answer| answer.get("ok").cloned())
+            .map(parse_leaf)
+            .collect()
+    }
+
+    async fn bulk_docs(&self, db: &DbName, docs: &[Value]) -> StoreResult<Vec<BulkResult>> {
+        let url = self.url(&[db.as_str(), "_bulk_docs"], &[]);
+        let body = serde_json::json!({ "docs": docs });
+        let answer = self
+            .json(self.request(Method::POST, url).json(&body))
+            .await?;
+        let Value::Array(rows) = answer else {
+            return Err(bad_answer("a _bulk_docs answer is no array"));
+        };
+        if rows.len() != docs.len() {
+            return Err(bad_answer(
+                "a _bulk_docs answer with a row count unlike the request's",
+            ));
+        }
+        Ok(rows.into_iter().map(bulk_row).collect())
     }
 
     /// A design document by its full id (`_design/groups`).
     async fn get_design(&self, db: &DbName, name: &str) -> StoreResult<Option<Value>> {
-        self.get_raw(db, &format!("_design/{name}")).await
+        self.get_raw(db, &format!("_design/{name}"), &[]).await
     }
 
     async fn put_doc(&self, db: &DbName, id: &DocId, doc: &Value) -> StoreResult<String> {
@@ -344,15 +421,23 @@ impl DocStore for CouchClient {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        let params = [
-            ("feed", "longpoll".to_owned()),
+        let mut params = vec![
             ("since", since),
-            ("timeout", wait.as_millis().to_string()),
             // A batch at a time: a long backlog is read in several calls.
             ("limit", "1000".to_owned()),
         ];
+        if wait.is_zero() {
+            params.push(("feed", "normal".to_owned()));
+        } else {
+            params.push(("feed", "longpoll".to_owned()));
+            params.push(("timeout", wait.as_millis().to_string()));
+        }
         let url = match feed {
-            Feed::Db(db) => self.url(&[db.as_str(), "_changes"], &params),
+            Feed::Db(db) => {
+                // Every leaf of each changed document, so a conflict shows in the feed.
+                params.push(("style", "all_docs".to_owned()));
+                self.url(&[db.as_str(), "_changes"], &params)
+            }
             Feed::Server => self.url(&["_db_updates"], &params),
         };
         let body = self
@@ -363,6 +448,17 @@ impl DocStore for CouchClient {
             .map_err(transport_error)?;
         let last_seq = body.get("last_seq").cloned().unwrap_or(Value::Null);
         let results = body.get("results").and_then(Value::as_array);
+        let branched = results
+            .into_iter()
+            .flatten()
+            .filter(|change| {
+                change
+                    .get("changes")
+                    .and_then(Value::as_array)
+                    .is_some_and(|leaves| leaves.len() > 1)
+            })
+            .filter_map(|change| change.get("id").and_then(Value::as_str).map(str::to_owned))
+            .collect();
         let changed = results
             .into_iter()
             .flatten()
@@ -380,7 +476,15 @@ impl DocStore for CouchClient {
                     .map(|db| Changed::Db(db.to_owned())),
             })
             .collect();
-        Ok(Changes { last_seq, changed })
+        Ok(Changes {
+            last_seq,
+            changed,
+            branched,
+        })
+    }
+
+    fn accepted_writes(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
     }
 
     async fn all_docs(&self, db: &DbName) -> StoreResult<RowStream> {
@@ -505,6 +609,68 @@ fn view_params(query: &ViewQuery) -> Vec<(&'static str, String)> {
     params
 }
 
+fn bad_answer(reason: &str) -> StoreError {
+    StoreError::Other {
+        status: 200,
+        error: "bad_answer".into(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// A leaf of an `open_revs` answer: its `_revisions` become its history.
+fn parse_leaf(mut doc: Value) -> StoreResult<Leaf> {
+    let fields = doc
+        .as_object_mut()
+        .ok_or_else(|| bad_answer("an open_revs leaf is no object"))?;
+    let rev = fields
+        .get("_rev")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad_answer("an open_revs leaf without _rev"))?
+        .to_owned();
+    let deleted = fields.get("_deleted") == Some(&Value::Bool(true));
+    let history = match fields.remove("_revisions") {
+        Some(revisions) => {
+            let start = revisions.get("start").and_then(Value::as_u64).unwrap_or(0);
+            let ids = revisions.get("ids").and_then(Value::as_array);
+            ids.into_iter()
+                .flatten()
+                .zip((1..=start).rev())
+                .filter_map(|(id, generation)| id.as_str().map(|id| format!("{generation}-{id}")))
+                .collect()
+        }
+        None => vec![rev.clone()],
+    };
+    Ok(Leaf {
+        rev,
+        deleted,
+        history,
+        doc,
+    })
+}
+
+/// One row of a `_bulk_docs` answer.
+fn bulk_row(row: Value) -> BulkResult {
+    if let Some(rev) = row.get("rev").and_then(Value::as_str) {
+        if row.get("error").is_none() {
+            return Ok(rev.to_owned());
+        }
+    }
+    let field = |k: &str| row.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    match field("error").as_str() {
+        "conflict" => Err(StoreError::Conflict),
+        "not_found" => Err(StoreError::NotFound),
+        error => Err(StoreError::Other {
+            status: match error {
+                "forbidden" => 403,
+                "unauthorized" => 401,
+                _ => 400,
+            },
+            error: error.to_owned(),
+            reason: field("reason"),
+        }),
+    }
+}
+
 fn parse_rev(body: Value) -> StoreResult<String> {
     serde_json::from_value::<WriteResponse>(body)
         .map(|w| w.rev)
@@ -538,6 +704,46 @@ mod tests {
             None,
         )
         .unwrap()
+    }
+
+    /// A write a cluster stored on fewer copies than its quorum (202) is a success, counted.
+    #[tokio::test]
+    async fn a_202_accepted_write_succeeds_and_is_counted() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            // The head and the small JSON body.
+            while !String::from_utf8_lossy(&request).contains("\"name\"") {
+                let n = socket.read(&mut buf).await.unwrap();
+                request.extend_from_slice(&buf[..n]);
+            }
+            let body = r#"{"ok":true,"id":"g1","rev":"1-abc"}"#;
+            let answer = format!(
+                "HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            socket.write_all(answer.as_bytes()).await.unwrap();
+        });
+        let client = CouchClient::new(
+            &format!("http://127.0.0.1:{port}"),
+            Duration::from_secs(2),
+            Duration::from_secs(2),
+            None,
+        )
+        .unwrap();
+        let db = DbName::system("system_config");
+        let id = DocId::parse("g1").unwrap();
+        assert_eq!(client.accepted_writes(), 0);
+        let rev = client
+            .put_doc(&db, &id, &serde_json::json!({"name": "x"}))
+            .await
+            .unwrap();
+        assert_eq!(rev, "1-abc");
+        assert_eq!(client.accepted_writes(), 1);
     }
 
     #[test]

@@ -29,7 +29,9 @@ use serde_json::{json, Value};
 use self::batches::{BatchReader, Read};
 use self::docs::{check_rev, current, generation, load, put, write, Prepared};
 use self::pool::Connections;
-use super::{Changes, DocStore, Feed, RowStream, StoreError, StoreResult, View, ViewQuery};
+use super::{
+    BulkResult, Changes, DocStore, Feed, Leaf, RowStream, StoreError, StoreResult, View, ViewQuery,
+};
 use crate::domain::ids::{DbName, DocId};
 
 const FILE_NAME: &str = "kz-groups.sqlite3";
@@ -199,6 +201,47 @@ impl DocStore for EmbeddedStore {
         self.conns.read(move |conn| load(conn, &db, &id)).await
     }
 
+    /// Only the current revision's body is kept, as after a compaction.
+    async fn get_rev(&self, db: &DbName, id: &DocId, rev: &str) -> StoreResult<Option<Value>> {
+        let doc = self.get_doc(db, id).await?;
+        Ok(doc.filter(|doc| doc.get("_rev").and_then(Value::as_str) == Some(rev)))
+    }
+
+    /// One writer, so never a conflict: the live document is the only leaf (a deleted one's
+    /// tombstone is not read back, as if it were purged).
+    async fn leaves(&self, db: &DbName, id: &DocId) -> StoreResult<Vec<Leaf>> {
+        let doc = self.get_doc(db, id).await?;
+        Ok(doc
+            .into_iter()
+            .filter_map(|doc| {
+                let rev = doc.get("_rev").and_then(Value::as_str)?.to_owned();
+                Some(Leaf {
+                    history: vec![rev.clone()],
+                    rev,
+                    deleted: false,
+                    doc,
+                })
+            })
+            .collect())
+    }
+
+    /// One document after the other, each with its own revision check, as CouchDB does.
+    async fn bulk_docs(&self, db: &DbName, docs: &[Value]) -> StoreResult<Vec<BulkResult>> {
+        let mut results = Vec::with_capacity(docs.len());
+        for doc in docs {
+            let id = doc
+                .get("_id")
+                .and_then(Value::as_str)
+                .and_then(DocId::parse)
+                .ok_or_else(|| fault("a _bulk_docs document without a usable _id"))?;
+            match self.put_doc(db, &id, doc).await {
+                Err(e @ StoreError::Unreachable(_)) => return Err(e),
+                result => results.push(result),
+            }
+        }
+        Ok(results)
+    }
+
     async fn put_doc(&self, db: &DbName, id: &DocId, doc: &Value) -> StoreResult<String> {
         let doc = Prepared::of(id.as_str(), doc)?;
         let (db, id) = (db.as_str().to_owned(), id.as_str().to_owned());
@@ -340,6 +383,8 @@ impl DocStore for EmbeddedStore {
                 return Ok(Changes {
                     last_seq: Value::from(since),
                     changed,
+                    // One leaf per document here: nothing ever branches.
+                    branched: Vec::new(),
                 });
             }
             tokio::time::sleep(FEED_POLL).await;

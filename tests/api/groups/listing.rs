@@ -191,3 +191,41 @@ async fn unpaginated_and_filtered_listings_cross_read_chunk_boundaries() {
     assert_eq!(page.json["page_size"], 7);
     assert!(page.json["next_start_key"].is_string());
 }
+
+/// Issue 10, read your writes (#55 seen failing on a cluster): every listing made at once after
+/// this instance's writes shows them, paged or not, and answers alike.
+#[tokio::test]
+async fn listings_made_right_after_writes_show_them() {
+    let (app, a) = setup().await;
+    let u = a.user_id.clone();
+    let kept = app
+        .add_group(
+            &a,
+            json!({"name": "Kept", "endpoints": {u.clone(): {"type": "user"}}}),
+        )
+        .await
+        .id;
+    let gone = app.add_group(&a, json!({"name": "Gone"})).await.id;
+    assert_eq!(app.delete_group(&a, &gone).await.status, 200);
+    let created = app.add_group(&a, json!({"name": "New"})).await.id;
+    let mut expected = vec![kept.clone(), created];
+    expected.sort();
+    let paged = app.list_groups(&a, "").await;
+    assert_eq!(paged.listed("id"), expected, "{}", paged.text);
+    assert!(paged.header("etag").is_some());
+    let whole = app.list_groups(&a, "paginate=false").await;
+    assert_eq!(whole.status, 200, "{}", whole.text);
+    assert_eq!(whole.listed("id"), expected, "{}", whole.text);
+    assert_eq!(
+        whole.header("etag").map(|e| e.len()),
+        Some(34),
+        "{}",
+        whole.text
+    );
+    for key in ["page_size", "start_key", "next_start_key"] {
+        assert!(whole.json.get(key).is_none(), "{key} in {}", whole.text);
+    }
+    assert_eq!(whole.json["revision"].as_str().map(str::len), Some(32));
+    let mine = app.list_user_groups(&a, &u, "").await;
+    assert_eq!(mine.listed("id"), [kept.as_str()], "{}", mine.text);
+}
