@@ -139,14 +139,17 @@ pub fn give_back() {
 /// Sets glibc's allocator up so that freed memory can be given back: large blocks (request
 /// bodies, long arrays) come straight from the system and go back to it when freed (glibc
 /// otherwise raises this threshold to the largest block freed so far, after which such blocks
-/// stay in its heap), and one heap serves every thread, because `malloc_trim` cannot shrink the
-/// per-thread heaps glibc would otherwise add. Called first thing, before any thread starts.
+/// stay in its heap); and at most one heap per core (glibc would add up to eight per core),
+/// which keeps threads from waiting on one heap's lock while bounding how much freed memory
+/// can sit in heaps (`malloc_trim` gives back the free pages of every heap). Called first
+/// thing, before any thread starts.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn set_up_allocator() {
+    let arenas = std::thread::available_parallelism().map_or(1, |n| n.get().min(8)) as i32;
     // SAFETY: mallopt only changes glibc's allocation policy for later allocations.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
-        libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_ARENA_MAX, arenas);
     }
 }
 
