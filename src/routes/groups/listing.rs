@@ -283,7 +283,9 @@ pub async fn summary(
     let deadline = Instant::now() + REREAD_BUDGET;
     let mut fresh = false;
     let (rows, next) = loop {
-        let mut reader = reader(req, views, user, &listing, listing.page_size, fresh);
+        // The page and the row after it (where the next page starts) in one call.
+        let chunk = listing.page_size.saturating_add(1);
+        let mut reader = reader(req, views, user, &listing, chunk, fresh);
         let mut rows = Vec::new();
         while rows.len() < listing.page_size {
             match reader.next_passing(&listing.filters).await.map_err(fail)? {
