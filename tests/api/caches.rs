@@ -153,13 +153,28 @@ async fn with_the_group_cache_off_a_get_costs_one_store_call_and_metrics_show_ea
     let caller = app.with_token(&account.token);
     let group = app.add_group(&account, json!({"name": "Counted"})).await;
     assert_eq!(caller.get_group(&account, &group.id).await.status, 200);
-    let before = app.probe("/metrics").await.text;
-    assert_eq!(caller.get_group(&account, &group.id).await.status, 200);
-    let after = app.probe("/metrics").await.text;
+    let first = app.probe("/metrics").await.text;
+    // A read that raced a change feed's start is not kept (README, "Caches"), so the caches may
+    // take another GET or two to hold everything; then every GET costs the group alone.
+    let (mut before, mut after) = (first.clone(), first);
+    let mut calls = Vec::new();
+    for _ in 0..5 {
+        before = after;
+        assert_eq!(caller.get_group(&account, &group.id).await.status, 200);
+        after = app.probe("/metrics").await.text;
+        calls.push(store_calls(&after) - store_calls(&before));
+        if calls.last() == Some(&1.0) {
+            break;
+        }
+    }
+    assert!(
+        calls.iter().all(|&n| n >= 1.0),
+        "the group itself always comes from the store (its cache is off): {calls:?}"
+    );
     assert_eq!(
-        store_calls(&after) - store_calls(&before),
-        1.0,
-        "the caller's documents come from the caches, the group from the store:\n{after}"
+        calls.last(),
+        Some(&1.0),
+        "the caller's documents come from the caches, the group from the store: {calls:?}\n{after}"
     );
     for cache in ["token", "auth"] {
         let series = |metric: &str, text: &str| {
