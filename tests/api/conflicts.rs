@@ -125,40 +125,64 @@ fn leaf(base: &Value, generation: u64, tag: char, parents: &[&str], changes: Val
             v => doc.insert(k.clone(), v.clone()),
         };
     }
-    let mut ids = vec![tag.to_string().repeat(32)];
-    ids.extend(
-        parents
-            .iter()
-            .map(|p| p.split_once('-').unwrap().1.to_owned()),
-    );
-    doc.insert("_rev".into(), json!(rev(generation, tag)));
-    doc.insert(
-        "_revisions".into(),
-        json!({"start": generation, "ids": ids}),
-    );
+    doc.extend(history(generation, tag, parents));
     Value::Object(doc)
 }
 
 /// A tombstone leaf `generation-tag` descending from `parents`.
 fn tombstone(id: &str, generation: u64, tag: char, parents: &[&str]) -> Value {
+    let mut doc = Map::from_iter([("_id".into(), json!(id)), ("_deleted".into(), json!(true))]);
+    doc.extend(history(generation, tag, parents));
+    Value::Object(doc)
+}
+
+/// `_rev` and `_revisions` of the leaf `generation-tag` over `parents`, as replication writes them.
+fn history(generation: u64, tag: char, parents: &[&str]) -> Map<String, Value> {
     let mut ids = vec![tag.to_string().repeat(32)];
     ids.extend(
         parents
             .iter()
             .map(|p| p.split_once('-').unwrap().1.to_owned()),
     );
-    json!({"_id": id, "_rev": rev(generation, tag), "_deleted": true,
-           "_revisions": {"start": generation, "ids": ids}})
+    Map::from_iter([
+        ("_rev".into(), json!(rev(generation, tag))),
+        (
+            "_revisions".into(),
+            json!({"start": generation, "ids": ids}),
+        ),
+    ])
 }
 
-fn modified(doc: &Value) -> i64 {
-    doc["pvt_modified"].as_i64().unwrap()
+/// A group created through the service, as CouchDB stores it: the revision a test's conflicting
+/// leaves grow from.
+struct Base {
+    doc: Value,
+    id: String,
+    rev: String,
+    modified: i64,
 }
 
-/// A group created through the service, as CouchDB stores it.
-async fn stored_group(app: &TestApp, couch: &Couch, a: &Account, data: Value) -> Value {
+impl Base {
+    /// A leaf one node wrote on top of this revision, `tag` choosing its hash.
+    fn edit(&self, tag: char, changes: Value) -> Value {
+        leaf(&self.doc, 2, tag, &[&self.rev], changes)
+    }
+
+    /// A delete one node made of this revision.
+    fn delete(&self, tag: char) -> Value {
+        tombstone(&self.id, 2, tag, &[&self.rev])
+    }
+}
+
+async fn stored_group(app: &TestApp, couch: &Couch, a: &Account, data: Value) -> Base {
     let id = app.add_group(a, data).await.id;
-    couch.doc(a, &id).await
+    let doc = couch.doc(a, &id).await;
+    Base {
+        rev: doc["_rev"].as_str().unwrap().to_owned(),
+        modified: doc["pvt_modified"].as_i64().unwrap(),
+        id,
+        doc,
+    }
 }
 
 async fn couch_app() -> TestApp {
@@ -191,26 +215,19 @@ async fn endpoints_added_on_two_nodes_are_both_kept_and_announced() {
     let a = app.create_account(None).await;
     let u = a.user_id.clone();
     let base = stored_group(&app, &couch, &a, json!({"name": "Sales"})).await;
-    let id = base["_id"].as_str().unwrap().to_owned();
-    let parent = base["_rev"].as_str().unwrap().to_owned();
+    let id = base.id.clone();
     let mut notices = Listener::bind(&[format!("doc_edited.{}.group.{id}", db_word(&a.id))]).await;
-    let t = modified(&base);
+    let t = base.modified;
     couch
         .replicate(
             &a,
             vec![
-                leaf(
-                    &base,
-                    2,
+                base.edit(
                     'b',
-                    &[&parent],
                     json!({"endpoints": {u.clone(): {"type": "user"}}, "pvt_modified": t + 1}),
                 ),
-                leaf(
-                    &base,
-                    2,
+                base.edit(
                     'c',
-                    &[&parent],
                     json!({"endpoints": {"d1": {"type": "device"}}, "pvt_modified": t + 1}),
                 ),
             ],
@@ -265,26 +282,16 @@ async fn a_conflict_no_read_touches_is_found_by_the_change_feed() {
     let app = couch_app().await;
     let a = app.create_account(None).await;
     let base = stored_group(&app, &couch, &a, json!({"name": "G", "flags": ["x"]})).await;
-    let id = base["_id"].as_str().unwrap().to_owned();
-    let parent = base["_rev"].as_str().unwrap().to_owned();
-    let t = modified(&base);
+    let id = base.id.clone();
+    let t = base.modified;
     // One side removes a key, the other changes another one.
     couch
         .replicate(
             &a,
             vec![
-                leaf(
-                    &base,
-                    2,
-                    'b',
-                    &[&parent],
-                    json!({"flags": null, "pvt_modified": t + 1}),
-                ),
-                leaf(
-                    &base,
-                    2,
+                base.edit('b', json!({"flags": null, "pvt_modified": t + 1})),
+                base.edit(
                     'c',
-                    &[&parent],
                     json!({"name": "H", "pvt_alphanum_name": "h", "pvt_modified": t + 1}),
                 ),
             ],
@@ -311,28 +318,15 @@ async fn both_sides_changing_a_field_keep_the_later_write_not_couchdbs_winner() 
     let app = couch_app().await;
     let a = app.create_account(None).await;
     let base = stored_group(&app, &couch, &a, json!({"name": "G"})).await;
-    let id = base["_id"].as_str().unwrap().to_owned();
-    let parent = base["_rev"].as_str().unwrap().to_owned();
-    let t = modified(&base);
+    let id = base.id.clone();
+    let t = base.modified;
     couch
         .replicate(
             &a,
             vec![
                 // CouchDB's winner (the greater hash) holds the earlier write.
-                leaf(
-                    &base,
-                    2,
-                    'f',
-                    &[&parent],
-                    json!({"name": "early", "pvt_modified": t + 1}),
-                ),
-                leaf(
-                    &base,
-                    2,
-                    '1',
-                    &[&parent],
-                    json!({"name": "late", "pvt_modified": t + 2}),
-                ),
+                base.edit('f', json!({"name": "early", "pvt_modified": t + 1})),
+                base.edit('1', json!({"name": "late", "pvt_modified": t + 2})),
             ],
         )
         .await;
@@ -357,22 +351,15 @@ async fn a_hard_delete_on_one_node_deletes_the_group_edited_on_another() {
         json!({"name": "Doomed", "endpoints": {u.clone(): {"type": "user"}}}),
     )
     .await;
-    let id = base["_id"].as_str().unwrap().to_owned();
-    let parent = base["_rev"].as_str().unwrap().to_owned();
+    let id = base.id.clone();
     let kept = app.add_group(&a, json!({"name": "Kept"})).await.id;
-    let t = modified(&base);
+    let t = base.modified;
     couch
         .replicate(
             &a,
             vec![
-                leaf(
-                    &base,
-                    2,
-                    'b',
-                    &[&parent],
-                    json!({"name": "Edited", "pvt_modified": t + 1}),
-                ),
-                tombstone(&id, 2, 'd', &[&parent]),
+                base.edit('b', json!({"name": "Edited", "pvt_modified": t + 1})),
+                base.delete('d'),
             ],
         )
         .await;
@@ -398,11 +385,11 @@ async fn three_leaves_whose_ancestor_is_gone_merge_into_one() {
     let gone = rev(1, 'a');
     let template = stored_group(&app, &couch, &a, json!({"name": "Template"})).await;
     let id = DocId::generate().to_string();
-    let mut base = template.clone();
+    let mut base = template.doc.clone();
     base["_id"] = json!(id);
     base["name"] = json!("Trio");
     base["pvt_alphanum_name"] = json!("trio");
-    let t = modified(&base);
+    let t = template.modified;
     couch
         .replicate(
             &a,
@@ -443,25 +430,15 @@ async fn a_patch_of_a_conflicted_group_applies_to_the_merged_group() {
     let app = couch_app().await;
     let a = app.create_account(None).await;
     let base = stored_group(&app, &couch, &a, json!({"name": "G"})).await;
-    let id = base["_id"].as_str().unwrap().to_owned();
-    let parent = base["_rev"].as_str().unwrap().to_owned();
-    let t = modified(&base);
+    let id = base.id.clone();
+    let t = base.modified;
     couch
         .replicate(
             &a,
             vec![
-                leaf(
-                    &base,
-                    2,
-                    'b',
-                    &[&parent],
-                    json!({"flags": ["b"], "pvt_modified": t + 1}),
-                ),
-                leaf(
-                    &base,
-                    2,
+                base.edit('b', json!({"flags": ["b"], "pvt_modified": t + 1})),
+                base.edit(
                     'c',
-                    &[&parent],
                     json!({"music_on_hold": {"media_id": "m"}, "pvt_modified": t + 1}),
                 ),
             ],
@@ -491,28 +468,15 @@ async fn a_soft_delete_on_one_node_holds_against_an_edit_on_another() {
     let app = couch_app().await;
     let a = app.create_account(None).await;
     let base = stored_group(&app, &couch, &a, json!({"name": "G"})).await;
-    let id = base["_id"].as_str().unwrap().to_owned();
-    let parent = base["_rev"].as_str().unwrap().to_owned();
-    let t = modified(&base);
+    let id = base.id.clone();
+    let t = base.modified;
     couch
         .replicate(
             &a,
             vec![
                 // CouchDB's winner is the edit.
-                leaf(
-                    &base,
-                    2,
-                    'f',
-                    &[&parent],
-                    json!({"name": "Edited", "pvt_modified": t + 1}),
-                ),
-                leaf(
-                    &base,
-                    2,
-                    '1',
-                    &[&parent],
-                    json!({"pvt_deleted": true, "pvt_modified": t + 1}),
-                ),
+                base.edit('f', json!({"name": "Edited", "pvt_modified": t + 1})),
+                base.edit('1', json!({"pvt_deleted": true, "pvt_modified": t + 1})),
             ],
         )
         .await;
@@ -534,9 +498,8 @@ async fn two_instances_resolving_the_same_conflict_converge_on_one_revision() {
     let app = couch_app().await;
     let a = app.create_account(None).await;
     let base = stored_group(&app, &couch, &a, json!({"name": "Race"})).await;
-    let id = base["_id"].as_str().unwrap().to_owned();
-    let parent = base["_rev"].as_str().unwrap().to_owned();
-    let t = modified(&base);
+    let id = base.id.clone();
+    let t = base.modified;
     let backend = Backend::CouchDb { url: couchdb_url() };
     let first = ServerProcess::start(&backend, &[]);
     let second = ServerProcess::start(&backend, &[]);
@@ -546,8 +509,7 @@ async fn two_instances_resolving_the_same_conflict_converge_on_one_revision() {
             (0..4)
                 .map(|i| {
                     let tag = char::from(b'b' + i);
-                    leaf(&base, 2, tag, &[&parent],
-                         json!({"endpoints": {format!("d{i}"): {"type": "device"}}, "pvt_modified": t + 1}))
+                    base.edit(tag, json!({"endpoints": {format!("d{i}"): {"type": "device"}}, "pvt_modified": t + 1}))
                 })
                 .collect(),
         )
