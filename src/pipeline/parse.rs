@@ -7,22 +7,11 @@ use futures::StreamExt;
 use serde_json::Value;
 
 use super::memory::{self, Reservation};
-use super::reply::Reply;
+use super::reply::{Reply, CROSSBAR_METHODS};
 use super::request::header;
 use super::{staged, AppState, Stop};
 use crate::envelope::{BodyPlan, RequestEnvelope};
 use crate::error::ApiError;
-
-/// The methods Crossbar serves at all; any other is a bare 501.
-const KNOWN_METHODS: [Method; 7] = [
-    Method::GET,
-    Method::POST,
-    Method::PUT,
-    Method::DELETE,
-    Method::HEAD,
-    Method::PATCH,
-    Method::OPTIONS,
-];
 
 /// A request past stages 1 and 2: its envelope, its credential, its method and the verb it
 /// tunnels, and what its answer will carry so far.
@@ -78,7 +67,7 @@ pub async fn parse(
     reply.tail.auth_token = credential.as_ref().map(|c| c.value.clone());
 
     // Stage 2: known methods.
-    let known = KNOWN_METHODS.contains(req.method());
+    let known = CROSSBAR_METHODS.contains(req.method());
     let (reply, ()) = staged(
         reply,
         known
@@ -271,8 +260,8 @@ mod tests {
     fn a_verb_that_is_no_method_matches_none() {
         let env = RequestEnvelope::parse(None, br#"{"data":{"verb":"GE T"}}"#, "").unwrap();
         let verb = tunnelled_verb(&env).unwrap();
-        assert!(!KNOWN_METHODS.contains(&verb));
+        assert!(!CROSSBAR_METHODS.contains(&verb));
         let env = RequestEnvelope::parse(None, br#"{"data":{"verb":""}}"#, "").unwrap();
-        assert!(tunnelled_verb(&env).is_some_and(|v| !KNOWN_METHODS.contains(&v)));
+        assert!(tunnelled_verb(&env).is_some_and(|v| !CROSSBAR_METHODS.contains(&v)));
     }
 }

@@ -21,8 +21,9 @@ const AUTOMATIC: &str = "automatic";
 const ALLOW_HEADERS: &str = "content-type, depth, user-agent, x-http-method-override, x-file-size, x-requested-with, if-modified-since, x-file-name, cache-control, x-auth-token, x-kazoo-cluster-id, if-match";
 const EXPOSE_HEADERS: &str =
     "content-type, x-auth-token, x-request-id, x-kazoo-cluster-id, location, etag, etag";
-/// Methods announced for errors raised before routing (§3.3).
-pub const GLOBAL_METHODS: [Method; 7] = [
+/// Crossbar's methods (its `?ALLOWED_METHODS`): the only ones it serves at all (any other is a
+/// bare 501), and those announced for errors raised before routing (§3.3).
+pub const CROSSBAR_METHODS: [Method; 7] = [
     Method::GET,
     Method::POST,
     Method::PUT,
@@ -173,7 +174,7 @@ impl Reply {
             ]
             .iter()
             .any(|h| headers.contains_key(*h)),
-            allowed_methods: GLOBAL_METHODS.to_vec(),
+            allowed_methods: CROSSBAR_METHODS.to_vec(),
             requested_method: header("access-control-request-method").map(str::to_owned),
             negotiated: false,
             language: header("accept-language")
