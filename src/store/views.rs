@@ -240,12 +240,17 @@ async fn swap(store: &Store, db: &DbName, design: &DesignDoc, live_rev: &Value) 
         left_over.as_ref().and_then(|d| d.get("_rev")),
     )
     .await?;
-    build(store, db, &staging, design).await?;
-    put(store, db, &design.name, design, Some(live_rev)).await?;
-    match store.delete_design(db, &staging, &staged_rev).await {
-        // Another instance swapping at the same time deleted it first.
-        Ok(_) | Err(StoreError::Conflict) | Err(StoreError::NotFound) => Ok(()),
+    let swapped = match build(store, db, &staging, design).await {
+        Ok(()) => put(store, db, &design.name, design, Some(live_rev))
+            .await
+            .map(|_| ()),
         Err(e) => Err(e),
+    };
+    // Whatever came of it (another instance may have swapped first, and the caller then finds
+    // the live one current), the copy written here goes: whoever wrote the copy last deletes it.
+    match store.delete_design(db, &staging, &staged_rev).await {
+        Ok(_) | Err(StoreError::Conflict) | Err(StoreError::NotFound) => swapped,
+        Err(e) => swapped.and(Err(e)),
     }
 }
 
