@@ -3,8 +3,10 @@
 //! revisions; CouchDB then shows one (the winner by revision hash) and keeps the other hidden.
 //! This worker finds such documents and merges every live leaf into the winner with
 //! `domain::conflict` (a three-way merge against the leaves' common ancestor when CouchDB still
-//! has its body), in one `_bulk_docs` request: the merged revision on top of the winner and a
-//! tombstone on every other live leaf. The merged revision is announced like a POST's.
+//! has its body): the merged revision on top of the winner, then a tombstone on every other
+//! live leaf (two `_bulk_docs` requests, in that order, so a reader never sees a loser win and a
+//! resolution cut short between them loses nothing). The merged revision is announced like a
+//! POST's.
 //!
 //! Where conflicts are found:
 //! - a read of a group (`get_doc` carries `_conflicts`): the request waits up to [`READ_BUDGET`]
@@ -21,8 +23,10 @@
 //! another instance resolving the same document) reads the leaves again and retries, at most
 //! [`ATTEMPTS`] times. Every step is deterministic (the same leaves give the same merged body,
 //! and CouchDB derives a revision id from its parent and body), so two instances resolving at
-//! once write the same revisions: one of them wins, the other finds nothing left to do, and on
-//! a cluster the identical revisions simply coincide. Nothing is stamped with the time.
+//! once write the same revisions: one of them wins, the other finds nothing left to do (or only
+//! the losers' tombstones, when it reads between the winner's two requests: a winner that holds
+//! every leaf's changes is not written again), and on a cluster the identical revisions simply
+//! coincide. Nothing is stamped with the time.
 //!
 //! A tombstone leaf counts as a delete of the group only when it deleted a revision a live leaf
 //! also descends from (the delete was concurrent with the surviving edits); the tombstones a
@@ -169,10 +173,10 @@ impl Resolver {
                     }),
                 None => None,
             };
-            let (docs, outcome) = plan.writes(id, ancestor.as_ref());
-            let results = self.store.bulk_docs(db, &docs).await?;
-            if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
-                if matches!(e, StoreError::Conflict) && attempt < ATTEMPTS {
+            let writes = plan.writes(id, ancestor.as_ref());
+            let rev = match self.apply(db, id, &writes).await {
+                Ok(rev) => rev.unwrap_or_else(|| plan.winner.rev.clone()),
+                Err(StoreError::Conflict) if attempt < ATTEMPTS => {
                     log::info!(
                         "resolving {db}/{id}: met another write (attempt {attempt}), reading again"
                     );
@@ -180,28 +184,12 @@ impl Resolver {
                     pause *= 2;
                     continue;
                 }
-                return Err(clone_error(e));
-            }
-            let rev = results
-                .into_iter()
-                .next()
-                .and_then(Result::ok)
-                .unwrap_or_default();
+                Err(e) => return Err(e),
+            };
             self.metrics.conflicts_resolved.inc();
-            let resolved = match outcome {
-                Outcome::Merged(fields) => {
-                    let action = if group::is_soft_deleted(&fields) {
-                        ChangeAction::Deleted { soft: true }
-                    } else {
-                        ChangeAction::Edited
-                    };
-                    self.announce(db, id, &fields, &rev, action);
-                    Resolved::Merged(rev)
-                }
-                Outcome::Deleted(winner) => {
-                    self.announce(db, id, &winner, &rev, ChangeAction::Deleted { soft: false });
-                    Resolved::Deleted(rev)
-                }
+            let resolved = match writes.outcome {
+                Outcome::Merged(_) => Resolved::Merged(rev),
+                Outcome::Deleted(_) => Resolved::Deleted(rev),
             };
             log::info!(
                 "resolved the conflict of {db}/{id} ({} leaves): {resolved:?}",
@@ -210,6 +198,41 @@ impl Resolver {
             return Ok(resolved);
         }
         Err(StoreError::Conflict)
+    }
+
+    /// Makes the requests in order; the revision they announce is announced as soon as it is
+    /// written (a later request's conflict makes the resolution read the leaves again, and the
+    /// announced revision is then the winner, not written again). That revision, if any.
+    async fn apply(&self, db: &DbName, id: &DocId, writes: &Writes) -> StoreResult<Option<String>> {
+        let mut announced = None;
+        for (i, docs) in writes.requests.iter().enumerate() {
+            if docs.is_empty() {
+                continue;
+            }
+            let results = self.store.bulk_docs(db, docs).await?;
+            if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
+                return Err(clone_error(e));
+            }
+            if writes.announced == Some(i) {
+                let rev = results.into_iter().next().and_then(Result::ok);
+                let rev = rev.unwrap_or_default();
+                match &writes.outcome {
+                    Outcome::Merged(fields) => {
+                        let action = if group::is_soft_deleted(fields) {
+                            ChangeAction::Deleted { soft: true }
+                        } else {
+                            ChangeAction::Edited
+                        };
+                        self.announce(db, id, fields, &rev, action);
+                    }
+                    Outcome::Deleted(winner) => {
+                        self.announce(db, id, winner, &rev, ChangeAction::Deleted { soft: false });
+                    }
+                }
+                announced = Some(rev);
+            }
+        }
+        Ok(announced)
     }
 
     /// The change notice of the resolution, as a POST (or a delete) announces its write.
@@ -383,6 +406,18 @@ enum Outcome {
     Deleted(Map<String, Value>),
 }
 
+/// A resolution's `_bulk_docs` requests, made in order; each leaves CouchDB's winner either as
+/// it was or as the resolution's result, so a reader between them never sees a loser. The
+/// revision announced is written in a request of its own: CouchDB's answer to a request that
+/// names one document twice comes in no promised order (pouchdb-server's swaps at times).
+struct Writes {
+    /// Empty requests are skipped.
+    requests: Vec<Vec<Value>>,
+    /// The request whose one document is the revision to announce.
+    announced: Option<usize>,
+    outcome: Outcome,
+}
+
 impl<'a> Plan<'a> {
     /// `None` when there is nothing to resolve: one live leaf and no concurrent delete, no
     /// live leaf at all, or not a group (design documents never are).
@@ -427,8 +462,8 @@ impl<'a> Plan<'a> {
         })
     }
 
-    /// The `_bulk_docs` documents (the winner's first) and what they amount to.
-    fn writes(&self, id: &DocId, ancestor: Option<&Map<String, Value>>) -> (Vec<Value>, Outcome) {
+    /// The requests that resolve the conflict, and what they amount to.
+    fn writes(&self, id: &DocId, ancestor: Option<&Map<String, Value>>) -> Writes {
         let leaf_of = |l: &Leaf| conflict::Leaf {
             rev: l.rev.clone(),
             deleted: l.deleted,
@@ -445,38 +480,44 @@ impl<'a> Plan<'a> {
             .collect();
         let tombstone =
             |l: &Leaf| serde_json::json!({"_id": id.as_str(), "_rev": l.rev, "_deleted": true});
+        let losers: Vec<Value> = self
+            .live
+            .iter()
+            .filter(|l| l.rev != self.winner.rev)
+            .map(|l| tombstone(l))
+            .collect();
         let winner_fields = match &self.winner.doc {
             Value::Object(doc) => fields_of(doc),
             _ => Map::new(),
         };
         match conflict::resolve(ancestor, &leaves) {
             Resolution::Merged(fields) => {
-                let mut merged = Map::new();
-                merged.insert("_id".into(), Value::from(id.as_str()));
-                merged.insert("_rev".into(), Value::from(self.winner.rev.as_str()));
-                if let Some(stubs) = self.winner.doc.get("_attachments") {
-                    merged.insert("_attachments".into(), stubs.clone());
+                // The merged revision first: from then on it is CouchDB's winner. Where the
+                // winner holds every change already (an earlier resolution wrote it and was cut
+                // short), only the losers are left to delete.
+                let merged = (fields != winner_fields).then(|| {
+                    let mut merged = Map::new();
+                    merged.insert("_id".into(), Value::from(id.as_str()));
+                    merged.insert("_rev".into(), Value::from(self.winner.rev.as_str()));
+                    if let Some(stubs) = self.winner.doc.get("_attachments") {
+                        merged.insert("_attachments".into(), stubs.clone());
+                    }
+                    merged.extend(fields.clone());
+                    vec![Value::Object(merged)]
+                });
+                let announced = merged.as_ref().map(|_| 0);
+                Writes {
+                    requests: merged.into_iter().chain(Some(losers)).collect(),
+                    announced,
+                    outcome: Outcome::Merged(fields),
                 }
-                merged.extend(fields.clone());
-                let mut docs = vec![Value::Object(merged)];
-                docs.extend(
-                    self.live
-                        .iter()
-                        .filter(|l| l.rev != self.winner.rev)
-                        .map(|l| tombstone(l)),
-                );
-                (docs, Outcome::Merged(fields))
             }
-            Resolution::Deleted => {
-                let mut docs = vec![tombstone(self.winner)];
-                docs.extend(
-                    self.live
-                        .iter()
-                        .filter(|l| l.rev != self.winner.rev)
-                        .map(|l| tombstone(l)),
-                );
-                (docs, Outcome::Deleted(winner_fields))
-            }
+            // The losers first, the winner last: until then readers see the winner as it was.
+            Resolution::Deleted => Writes {
+                requests: vec![losers, vec![tombstone(self.winner)]],
+                announced: Some(1),
+                outcome: Outcome::Deleted(winner_fields),
+            },
         }
     }
 }
@@ -532,12 +573,16 @@ mod tests {
         ];
         let plan = Plan::of(&id(), &leaves).expect("a conflict");
         assert_eq!(plan.ancestor.as_deref(), Some("1-a"));
-        let (docs, outcome) = plan.writes(&id(), None);
-        assert!(matches!(outcome, Outcome::Deleted(_)));
+        let writes = plan.writes(&id(), None);
+        assert!(matches!(writes.outcome, Outcome::Deleted(_)));
         assert_eq!(
-            docs,
-            vec![json!({"_id": "g1", "_rev": "2-b", "_deleted": true})]
+            writes.requests,
+            vec![
+                vec![],
+                vec![json!({"_id": "g1", "_rev": "2-b", "_deleted": true})]
+            ]
         );
+        assert_eq!(writes.announced, Some(1));
     }
 
     #[test]
@@ -559,19 +604,54 @@ mod tests {
         let plan = Plan::of(&id(), &leaves).expect("a conflict");
         assert_eq!(plan.winner.rev, "2-bbb");
         let base = json!({"pvt_type": "group", "endpoints": {}});
-        let (docs, _) = plan.writes(&id(), base.as_object());
-        assert_eq!(docs[0]["_rev"], "2-bbb");
-        assert_eq!(docs[0]["endpoints"], json!({"u2": {}, "u1": {}}));
+        let writes = plan.writes(&id(), base.as_object());
+        // The merge alone first (its revision is announced), then the loser's tombstone.
+        assert_eq!(writes.announced, Some(0));
+        let [merged, losers] = &writes.requests[..] else {
+            panic!("two requests: {:?}", writes.requests)
+        };
+        assert_eq!(merged.len(), 1);
+        assert_eq!(merged[0]["_rev"], "2-bbb");
+        assert_eq!(merged[0]["endpoints"], json!({"u2": {}, "u1": {}}));
         assert_eq!(
-            docs[1],
-            json!({"_id": "g1", "_rev": "2-aaa", "_deleted": true})
+            losers,
+            &[json!({"_id": "g1", "_rev": "2-aaa", "_deleted": true})]
         );
-        // The same leaves in another order make the very same request.
+        // The same leaves in another order make the very same requests.
         let reversed = [leaves[1].clone(), leaves[0].clone()];
-        let (again, _) = Plan::of(&id(), &reversed)
+        let again = Plan::of(&id(), &reversed)
             .unwrap()
             .writes(&id(), base.as_object());
-        assert_eq!(docs, again);
+        assert_eq!(writes.requests, again.requests);
+    }
+
+    #[test]
+    fn a_merge_cut_short_before_its_tombstones_is_not_written_again() {
+        let base = json!({"pvt_type": "group", "endpoints": {}});
+        // 3-m merged 2-aaa and 2-bbb; the tombstone of 2-aaa was never written.
+        let leaves = [
+            leaf(
+                "3-m",
+                &["3-m", "2-bbb", "1-a"],
+                false,
+                json!({"_id": "g1", "_rev": "3-m", "pvt_type": "group", "endpoints": {"u2": {}, "u1": {}}}),
+            ),
+            leaf(
+                "2-aaa",
+                &["2-aaa", "1-a"],
+                false,
+                json!({"_id": "g1", "_rev": "2-aaa", "pvt_type": "group", "endpoints": {"u1": {}}}),
+            ),
+        ];
+        let plan = Plan::of(&id(), &leaves).expect("a conflict");
+        let writes = plan.writes(&id(), base.as_object());
+        assert_eq!(writes.announced, None);
+        assert_eq!(
+            writes.requests,
+            vec![vec![
+                json!({"_id": "g1", "_rev": "2-aaa", "_deleted": true})
+            ]]
+        );
     }
 
     #[test]
