@@ -473,7 +473,7 @@ pub async fn list_accounts(store: &Store) -> Result<Vec<Value>, String> {
 /// One account's document from its own database (`accounts show`), or an error naming it.
 pub async fn show_account(store: &Store, id: &AccountId) -> Result<Value, String> {
     match crate::store::account(store, id).await {
-        Ok(Some(account)) => Ok(account_summary(&Value::Object(account.doc), true)),
+        Ok(Some(account)) => Ok(account_summary(&account.doc, true)),
         Ok(None) => Err(format!("account {id} does not exist")),
         Err(e) => Err(format!("account {id}: {e}")),
     }

@@ -285,6 +285,8 @@ impl Application {
         let resolver = state.resolver.clone();
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let connections = connection_limit(config.max_connections);
+        let access_log =
+            log::log_enabled!(target: "actix_web::middleware::logger", log::Level::Info);
         let server = actix_server::Server::build()
             .workers(workers)
             .max_concurrent_connections(connections.div_ceil(workers))
@@ -304,13 +306,15 @@ impl Application {
                             Ok(response)
                         }
                     })
-                    // The request line without its secrets (`auth_token=` and the like).
-                    .wrap(
+                    // The request line without its secrets (`auth_token=` and the like); not
+                    // even formatted where the log level leaves access lines out.
+                    .wrap(actix_web::middleware::Condition::new(
+                        access_log,
                         actix_web::middleware::Logger::new(
                             "%a \"%{request}xi\" %s %b %Dms request_id=%{x-request-id}o",
                         )
                         .custom_request_replace("request", request::logged_request_line),
-                    )
+                    ))
                     .app_data(state.clone())
                     .configure(routes::configure);
                 let expect_state = state.clone();

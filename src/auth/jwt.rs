@@ -2,6 +2,7 @@
 //! and signing the way Kazoo signs. Pure functions: finding the key for a `kid` is the caller's job.
 
 use std::fmt;
+use std::sync::Arc;
 
 use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
@@ -81,7 +82,7 @@ impl std::error::Error for JwtError {}
 #[derive(Debug, Clone)]
 pub struct Jwt {
     header: Map<String, Value>,
-    claims: Map<String, Value>,
+    claims: Arc<Map<String, Value>>,
     /// The received `header.payload` text: the signature covers it, not any re-encoding (§1.1).
     signing_input: String,
     signature: Vec<u8>,
@@ -99,7 +100,7 @@ impl Jwt {
             return Err(JwtError::Malformed);
         };
         let header = decode_object(header_b64)?;
-        let claims = decode_object(payload_b64)?;
+        let claims = Arc::new(decode_object(payload_b64)?);
         let signature = decode_part(signature_b64)?;
         let signing_input = token[..header_b64.len() + 1 + payload_b64.len()].to_owned();
         Ok(Jwt {
@@ -116,6 +117,11 @@ impl Jwt {
 
     pub fn claims(&self) -> &Map<String, Value> {
         &self.claims
+    }
+
+    /// The claims, shared (an identity keeps them for `GET /v2/token_auth`).
+    pub fn shared_claims(&self) -> Arc<Map<String, Value>> {
+        self.claims.clone()
     }
 
     /// §1.2: alg must be exactly "RS256"/"RS384"/"RS512"; typ not checked.

@@ -8,7 +8,7 @@ pub mod keys;
 pub mod restrictions;
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use rsa::RsaPublicKey;
@@ -52,7 +52,7 @@ pub struct Identity {
     pub account: Option<Account>,
     pub author: Author,
     /// Every claim of the token (the "auth doc"), for `GET /v2/token_auth`.
-    pub claims: Map<String, Value>,
+    pub claims: Arc<Map<String, Value>>,
 }
 
 impl Identity {
@@ -126,15 +126,17 @@ struct CachedKey {
 }
 
 /// A token whose signature verified: with which key (its kid and that key document's
-/// revision), so a reset key stops it at once.
+/// revision), so a reset key stops it at once; and the token parsed.
 #[derive(Clone)]
 struct Verified {
     kid: String,
     key_rev: String,
+    jwt: Arc<Jwt>,
 }
 
-/// The weight of a verified token's entry: its digest, its kid and its key revision.
-const VERIFIED_WEIGHT: usize = 128;
+/// The weight of a verified token's entry: its digest, kid and key revision, and the parsed
+/// token (a Kazoo token's claims are well under a kilobyte parsed).
+const VERIFIED_WEIGHT: usize = 1024;
 
 pub struct Authenticator {
     store: Store,
@@ -178,8 +180,15 @@ impl Authenticator {
         token: &str,
         account_header: Option<&str>,
     ) -> StoreResult<TokenCheck> {
-        let Ok(jwt) = Jwt::parse(token) else {
-            return Ok(TokenCheck::Invalid);
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        // A token verified before is not parsed again.
+        let known = self.verified.get(&digest);
+        let jwt = match &known {
+            Some(verified) => verified.jwt.clone(),
+            None => match Jwt::parse(token) {
+                Ok(jwt) => Arc::new(jwt),
+                Err(_) => return Ok(TokenCheck::Invalid),
+            },
         };
         let claims = jwt.claims();
         // §1.8: only Kazoo's own issuer is accepted.
@@ -189,7 +198,7 @@ impl Authenticator {
         let Some(kid) = jwt.kid().and_then(DocId::parse) else {
             return Ok(TokenCheck::Invalid);
         };
-        if !self.signature_ok(&jwt, token, &kid).await? {
+        if !self.signature_ok(&jwt, digest, known, &kid).await? {
             return Ok(TokenCheck::Invalid);
         }
         match jwt.check_expiry(clock::unix_now()) {
@@ -219,7 +228,7 @@ impl Authenticator {
             account_id: account_id.clone(),
             owner_id: owner_id.clone(),
             method: field(claims, "method").map(str::to_owned),
-            claims: claims.clone(),
+            claims: jwt.shared_claims(),
             account,
             author: Author {
                 account_id: Some(account_id.to_string()),
@@ -267,7 +276,15 @@ impl Authenticator {
             .filter(|account| account.descends_from(token_account)))
     }
 
-    async fn signature_ok(&self, jwt: &Jwt, token: &str, kid: &DocId) -> StoreResult<bool> {
+    /// Whether the token's signature verifies with the key `kid` names. `known`: the token's
+    /// entry among the verified ones, which holds while that key's document is unchanged.
+    async fn signature_ok(
+        &self,
+        jwt: &Arc<Jwt>,
+        digest: [u8; 32],
+        known: Option<Verified>,
+        kid: &DocId,
+    ) -> StoreResult<bool> {
         let cached = {
             let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
             keys.get(kid.as_str())
@@ -280,19 +297,14 @@ impl Authenticator {
                 None => return Ok(false),
             },
         };
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let verified_with = |rev: &str| {
-            self.verified
-                .get(&digest)
-                .is_some_and(|v| v.kid == kid.as_str() && v.key_rev == rev)
-        };
-        if verified_with(&rev) {
+        if known.is_some_and(|v| v.kid == kid.as_str() && v.key_rev == rev) {
             return Ok(true);
         }
         let remember = |rev: String| {
             let entry = Verified {
                 kid: kid.as_str().to_owned(),
                 key_rev: rev,
+                jwt: jwt.clone(),
             };
             self.verified.insert(digest, entry, VERIFIED_WEIGHT);
         };
@@ -321,7 +333,7 @@ impl Authenticator {
             let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
             keys.remove(kid.as_str());
         };
-        let Some(doc) = self.store.get_doc(&db, kid).await? else {
+        let Some(doc) = self.store.get_shared(&db, kid).await? else {
             forget();
             return Ok(None);
         };
@@ -391,7 +403,7 @@ impl Authenticator {
         let Some(identity) = identity else {
             return Ok(false);
         };
-        let Some(doc) = self.store.get_doc(&account.db(), &identity).await? else {
+        let Some(doc) = self.store.get_shared(&account.db(), &identity).await? else {
             return Ok(false);
         };
         let Some(secret) = doc.get("pvt_signature_secret").and_then(Value::as_str) else {
@@ -419,10 +431,10 @@ impl Authenticator {
             .map(str::to_owned))
     }
 
-    async fn system_config(&self, id: &str) -> StoreResult<Option<Value>> {
+    async fn system_config(&self, id: &str) -> StoreResult<Option<Arc<Value>>> {
         let db = DbName::system(DbName::SYSTEM_CONFIG);
         match DocId::parse(id) {
-            Some(id) => self.store.get_doc(&db, &id).await,
+            Some(id) => self.store.get_shared(&db, &id).await,
             None => Ok(None),
         }
     }
@@ -445,7 +457,7 @@ impl Authenticator {
             .unwrap_or(restrictions::CATCH_ALL);
         let db = identity.account_id.db();
         let doc_id = DocId::parse("token_restrictions").expect("static id");
-        let by_level = match self.store.get_doc(&db, &doc_id).await? {
+        let by_level = match self.store.get_shared(&db, &doc_id).await? {
             Some(doc) => doc
                 .get("restrictions")
                 .and_then(|r| restrictions::for_method(r, method))
@@ -458,7 +470,7 @@ impl Authenticator {
             return Ok(true);
         };
         let user = match identity.owner_id.as_deref().and_then(DocId::parse) {
-            Some(owner) => self.store.get_doc(&db, &owner).await?,
+            Some(owner) => self.store.get_shared(&db, &owner).await?,
             None => None,
         };
         let level = match user {
@@ -492,7 +504,7 @@ mod tests {
     fn account(account: &str, doc: Value) -> Account {
         Account {
             id: id(account),
-            doc: doc.as_object().unwrap().clone(),
+            doc: std::sync::Arc::new(doc),
         }
     }
 
@@ -501,7 +513,7 @@ mod tests {
             account_id: id(me),
             owner_id: None,
             method: None,
-            claims: Map::new(),
+            claims: Arc::default(),
             account: Some(account(me, doc)),
             author: Author::default(),
         }

@@ -1,6 +1,8 @@
 //! An account as requests see it (auth-contract §5.1, §6.2): its document, and the rules read
 //! from it (enabled, trial expiry, ancestors, superduper), each written once.
-use serde_json::{Map, Value};
+use std::sync::Arc;
+
+use serde_json::Value;
 
 use super::group::truthy;
 use super::ids::AccountId;
@@ -8,8 +10,9 @@ use super::ids::AccountId;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Account {
     pub id: AccountId,
-    /// The account document from the account's own database.
-    pub doc: Map<String, Value>,
+    /// The account document (a JSON object) from the account's own database, shared with the
+    /// store's cache.
+    pub doc: Arc<Value>,
 }
 
 impl Account {
@@ -53,7 +56,7 @@ mod tests {
     fn account(doc: Value) -> Account {
         Account {
             id: AccountId::parse("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").unwrap(),
-            doc: doc.as_object().unwrap().clone(),
+            doc: Arc::new(doc),
         }
     }
 

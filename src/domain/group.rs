@@ -18,11 +18,14 @@ pub fn strip_private(mut data: Map<String, Value>) -> Map<String, Value> {
 }
 
 /// What a client sees of a stored doc: the public fields, then `id`.
-pub fn public_view(doc: Map<String, Value>) -> Map<String, Value> {
-    let (mut public, mut private) = split(doc);
-    public.remove("id");
-    if let Some(id) = private.remove("_id") {
-        public.insert("id".into(), id);
+pub fn public_view(doc: &Map<String, Value>) -> Map<String, Value> {
+    let mut public: Map<String, Value> = doc
+        .iter()
+        .filter(|(k, _)| !is_private_key(k) && *k != "id")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if let Some(id) = doc.get("_id") {
+        public.insert("id".into(), id.clone());
     }
     public
 }
@@ -175,7 +178,7 @@ mod tests {
     #[test]
     fn private_keys_are_stripped_and_id_comes_last() {
         let doc = obj(json!({"_id":"g","_rev":"1-a","name":"x","pvt_type":"group","endpoints":{}}));
-        let view = public_view(doc.clone());
+        let view = public_view(&doc);
         assert_eq!(
             Value::Object(view.clone()),
             json!({"name":"x","endpoints":{},"id":"g"})

@@ -287,7 +287,7 @@ pub async fn token_info(
     if verb == Method::DELETE {
         return Ok(Outcome::Done(Success::ok(json!({}), Revision::None)));
     }
-    let mut data = crate::domain::group::strip_private(identity.claims.clone());
+    let mut data = crate::domain::group::strip_private((*identity.claims).clone());
     data.insert("id".into(), Value::Null);
     let owner = identity.owner_id.as_deref().and_then(DocId::parse);
     data.extend(response_auth(state, &identity.account_id, owner.as_ref()).await?);

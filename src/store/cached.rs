@@ -97,8 +97,8 @@ type ListingKey = (String, View, String);
 /// The store with its caches: every call of the port goes through here.
 pub struct CachedStore {
     inner: Store,
-    docs: Bounded<DocKey, Entry<Option<Value>>>,
-    auth_docs: Bounded<DocKey, Entry<Option<Value>>>,
+    docs: Bounded<DocKey, Entry<Option<Arc<Value>>>>,
+    auth_docs: Bounded<DocKey, Entry<Option<Arc<Value>>>>,
     listings: Bounded<ListingKey, Entry<Arc<Vec<ViewRow>>>>,
     coherence: Arc<Coherence>,
 }
@@ -139,8 +139,8 @@ impl CachedStore {
         &self,
         db: &DbName,
         id: &DocId,
-        doc: &Option<Value>,
-    ) -> &Bounded<DocKey, Entry<Option<Value>>> {
+        doc: Option<&Value>,
+    ) -> &Bounded<DocKey, Entry<Option<Arc<Value>>>> {
         let group = match doc {
             Some(doc) => doc.get("pvt_type").and_then(Value::as_str) == Some("group"),
             None => {
@@ -202,8 +202,8 @@ impl CachedStore {
 type Invalidate = Arc<dyn Fn(Option<&Changed>) + Send + Sync>;
 
 /// The weight of a document entry: its JSON's length, times what a tree takes over its text.
-fn doc_weight(doc: &Option<Value>) -> usize {
-    64 + doc.as_ref().map_or(0, |d| 8 * d.to_string().len())
+fn doc_weight(doc: Option<&Value>) -> usize {
+    64 + doc.map_or(0, |d| 8 * d.to_string().len())
 }
 
 fn rows_weight(rows: &[ViewRow]) -> usize {
@@ -254,8 +254,12 @@ impl DocStore for CachedStore {
     }
 
     async fn get_doc(&self, db: &DbName, id: &DocId) -> StoreResult<Option<Value>> {
+        Ok(self.get_shared(db, id).await?.map(Arc::unwrap_or_clone))
+    }
+
+    async fn get_shared(&self, db: &DbName, id: &DocId) -> StoreResult<Option<Arc<Value>>> {
         if !self.docs.is_on() && !self.auth_docs.is_on() {
-            return self.inner.get_doc(db, id).await;
+            return self.inner.get_shared(db, id).await;
         }
         let key = (db.as_str().to_owned(), id.as_str().to_owned());
         let cached = self.docs.get(&key).or_else(|| self.auth_docs.get(&key));
@@ -263,11 +267,11 @@ impl DocStore for CachedStore {
             return Ok(entry.value);
         }
         let read = self.coherence.begin(db);
-        let doc = self.inner.get_doc(db, id).await?;
-        let cache = self.cache_of(db, id, &doc);
+        let doc = self.inner.get_shared(db, id).await?;
+        let cache = self.cache_of(db, id, doc.as_deref());
         if cache.is_on() {
             if let Some(expires) = self.coherence.keep(read) {
-                let weight = doc_weight(&doc);
+                let weight = doc_weight(doc.as_deref());
                 let entry = Entry {
                     value: doc.clone(),
                     expires,

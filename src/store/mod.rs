@@ -12,6 +12,7 @@ pub mod embedded;
 pub mod scan;
 pub mod views;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -219,6 +220,11 @@ pub trait DocStore: Send + Sync {
     /// exist. Where the document is in conflict it carries `_conflicts`, the other live leaf
     /// revisions (CouchDB's `conflicts=true`); a write never needs to remove it.
     async fn get_doc(&self, db: &DbName, id: &DocId) -> StoreResult<Option<Value>>;
+    /// [`DocStore::get_doc`] for a reader that only looks: a cache hands out the document it
+    /// holds without copying it.
+    async fn get_shared(&self, db: &DbName, id: &DocId) -> StoreResult<Option<Arc<Value>>> {
+        Ok(self.get_doc(db, id).await?.map(Arc::new))
+    }
     /// Revision `rev` of a document, or `None` when its body is gone (compacted, never stored
     /// here) or the document does not exist: CouchDB's `GET /{db}/{id}?rev=`.
     async fn get_rev(&self, db: &DbName, id: &DocId, rev: &str) -> StoreResult<Option<Value>>;
@@ -307,8 +313,8 @@ pub type Store = std::sync::Arc<dyn DocStore>;
 /// way accounts are read (the pipeline's account check, token verification, logins, the CLI).
 pub async fn account(store: &Store, id: &AccountId) -> StoreResult<Option<Account>> {
     Ok(
-        match store.get_doc(&id.db(), &DocId::from(id.clone())).await? {
-            Some(Value::Object(doc)) => Some(Account {
+        match store.get_shared(&id.db(), &DocId::from(id.clone())).await? {
+            Some(doc) if doc.is_object() => Some(Account {
                 id: id.clone(),
                 doc,
             }),

@@ -85,15 +85,13 @@ async fn load(
     groups_only: bool,
 ) -> Result<Option<StoredDoc>, ApiError> {
     let db = req.account.db();
-    let mut doc = req.state.store.get_doc(&db, id).await?;
-    if doc.as_ref().is_some_and(in_conflict) && req.state.resolver.settle(&db, id).await {
-        doc = req.state.store.get_doc(&db, id).await?;
+    let mut doc = req.state.store.get_shared(&db, id).await?;
+    if doc.as_deref().is_some_and(in_conflict) && req.state.resolver.settle(&db, id).await {
+        doc = req.state.store.get_shared(&db, id).await?;
     }
-    if let Some(Value::Object(fields)) = &mut doc {
-        fields.remove("_conflicts");
-    }
-    Ok(doc.and_then(StoredDoc::from_value).filter(|doc| {
-        !group::is_soft_deleted(&doc.fields) && (!groups_only || group::is_live_group(&doc.fields))
+    Ok(doc.and_then(StoredDoc::from_shared).filter(|doc| {
+        let fields = doc.fields();
+        !group::is_soft_deleted(fields) && (!groups_only || group::is_live_group(fields))
     }))
 }
 
@@ -203,7 +201,7 @@ pub async fn create(req: &GroupRequest<'_>, data: Value) -> Result<Outcome, ApiE
     Ok(Outcome::Done(Success {
         status: StatusCode::CREATED,
         location: Some(format!("{}/{}", req.path, id)),
-        ..Success::ok(Value::Object(group::public_view(doc)), Revision::Doc(rev))
+        ..Success::ok(Value::Object(group::public_view(&doc)), Revision::Doc(rev))
     }))
 }
 
@@ -216,7 +214,7 @@ pub async fn fetch(req: &GroupRequest<'_>) -> Result<Outcome, ApiError> {
     Ok(Outcome::Done(Success {
         is_get: true,
         ..Success::ok(
-            Value::Object(group::public_view(doc.fields)),
+            Value::Object(group::public_view(doc.fields())),
             Revision::Doc(doc.rev),
         )
     }))
@@ -226,8 +224,9 @@ pub async fn fetch(req: &GroupRequest<'_>) -> Result<Outcome, ApiError> {
 pub async fn update(req: &GroupRequest<'_>, data: Value) -> Result<Outcome, ApiError> {
     let public = validate(req.state, request_public_data(data))?;
     let (id, stored) = load_group(req).await?;
-    let (_, private) = group::split(stored.fields);
-    write_over(req, &id, public, private, &stored.rev).await
+    let rev = stored.rev.clone();
+    let (_, private) = group::split(stored.into_fields());
+    write_over(req, &id, public, private, &rev).await
 }
 
 /// PATCH: deep-merge into the stored doc, then validate the result (§6.4, §6.5).
@@ -241,11 +240,12 @@ pub async fn patch(req: &GroupRequest<'_>, data: Value) -> Result<Outcome, ApiEr
     };
     let live = stored
         .as_ref()
-        .is_some_and(|doc| group::is_live_group(&doc.fields));
+        .is_some_and(|doc| group::is_live_group(doc.fields()));
     let (merged, private, rev) = match stored {
         Some(doc) => {
-            let (public, private) = group::split(doc.fields);
-            (patch_merge(Value::Object(public), body), private, doc.rev)
+            let rev = doc.rev.clone();
+            let (public, private) = group::split(doc.into_fields());
+            (patch_merge(Value::Object(public), body), private, rev)
         }
         None => (body, Map::new(), String::new()),
     };
@@ -274,7 +274,7 @@ async fn write_over(
     stamp(req, &mut doc);
     let (new_rev, doc) = save(req, id, doc, ChangeAction::Edited).await?;
     Ok(Outcome::Done(Success::ok(
-        Value::Object(group::public_view(doc)),
+        Value::Object(group::public_view(&doc)),
         Revision::Doc(new_rev),
     )))
 }
@@ -285,10 +285,10 @@ pub async fn delete(req: &GroupRequest<'_>) -> Result<Outcome, ApiError> {
     if let Some(outcome) = req.conditions.check(Some(&stored.rev), false)? {
         return Ok(outcome);
     }
-    let mut data = group::public_view(stored.fields.clone());
+    let mut data = group::public_view(stored.fields());
     let soft = req.env.req_flag("should_soft_delete").unwrap_or(true);
     if soft {
-        let mut doc = stored.fields;
+        let mut doc = stored.clone().into_fields();
         doc.insert("pvt_deleted".into(), Value::Bool(true));
         stamp(req, &mut doc);
         save(req, &id, doc, ChangeAction::Deleted { soft: true }).await?;
@@ -303,7 +303,7 @@ pub async fn delete(req: &GroupRequest<'_>) -> Result<Outcome, ApiError> {
         announce(
             req,
             &id,
-            &stored.fields,
+            stored.fields(),
             &new_rev,
             ChangeAction::Deleted { soft: false },
         );
