@@ -193,7 +193,11 @@ def main():
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--groups", type=int, default=100_000, help="groups of the paginate=false account (P5)")
+    p.add_argument("--only", default="", help="comma-separated figures to measure (P3 needs P1, P3b P2)")
     a = p.parse_args()
+    only = {k.strip().upper() for k in a.only.split(",") if k.strip()}
+    only |= {need for k, need in (("P3", "P1"), ("P3B", "P2"), ("P5B", "P5")) if k in only}
+    want = lambda key: not only or key.upper() in only
     couch = Http(a.couchdb)
     couch_env = {"COUCHDB_URL": a.couchdb}
     data_dir = tempfile.mkdtemp(prefix="kz-bench-")
@@ -223,104 +227,113 @@ def main():
         sec, conns = a.seconds, a.connections
         run = lambda url, h, script=None: wrk(url, sec, conns, h, script)
 
-        log("P1: GET one group, doc cache off, vs CouchDB's doc GET")
-        ours = best_of(a.rounds, lambda: run(docs_off.base + f"{groups}/{gid}", auth)[0])
-        raw = best_of(a.rounds, lambda: run(couch.base + f"/{db}/{gid}", raw_auth)[0])
-        report.ratio("P1", "GET of one group, doc cache off, vs raw doc GET", ours, raw, 0.9)
-        p1_raw = raw
+        if want("P1"):
+            log("P1: GET one group, doc cache off, vs CouchDB's doc GET")
+            ours = best_of(a.rounds, lambda: run(docs_off.base + f"{groups}/{gid}", auth)[0])
+            raw = best_of(a.rounds, lambda: run(couch.base + f"/{db}/{gid}", raw_auth)[0])
+            report.ratio("P1", "GET of one group, doc cache off, vs raw doc GET", ours, raw, 0.9)
+            p1_raw = raw
 
-        log("P2: a listing page of 50, listing cache off, vs CouchDB's view query")
-        ours = best_of(a.rounds, lambda: run(listings_off.base + f"{groups}?page_size=50", auth)[0])
-        raw = best_of(a.rounds, lambda: run(couch.base + f"/{db}/_design/groups/_view/crossbar_listing?limit=51", raw_auth)[0])
-        report.ratio("P2", "listing page of 50, listing cache off, vs raw view", ours, raw, 0.9)
-        p2_raw = raw
+        if want("P2"):
+            log("P2: a listing page of 50, listing cache off, vs CouchDB's view query")
+            ours = best_of(a.rounds, lambda: run(listings_off.base + f"{groups}?page_size=50", auth)[0])
+            raw = best_of(a.rounds, lambda: run(couch.base + f"/{db}/_design/groups/_view/crossbar_listing?limit=51", raw_auth)[0])
+            report.ratio("P2", "listing page of 50, listing cache off, vs raw view", ours, raw, 0.9)
+            p2_raw = raw
 
-        log("P3: GET one group, cached")
-        ours = best_of(a.rounds, lambda: run(cached.base + f"{groups}/{gid}", auth)[0])
-        report.ratio("P3", "GET of one group, cached, vs raw doc GET", ours, p1_raw, 20)
-        log("P3b: a listing page of 50 of an unchanged account, cached")
-        ours = best_of(a.rounds, lambda: run(cached.base + f"{groups}?page_size=50", auth)[0])
-        report.ratio("P3b", "listing page of 50, cached, vs raw view", ours, p2_raw, 10)
+        if want("P3"):
+            log("P3: GET one group, cached")
+            ours = best_of(a.rounds, lambda: run(cached.base + f"{groups}/{gid}", auth)[0])
+            report.ratio("P3", "GET of one group, cached, vs raw doc GET", ours, p1_raw, 20)
+        if want("P3b"):
+            log("P3b: a listing page of 50 of an unchanged account, cached")
+            ours = best_of(a.rounds, lambda: run(cached.base + f"{groups}?page_size=50", auth)[0])
+            report.ratio("P3b", "listing page of 50, cached, vs raw view", ours, p2_raw, 10)
 
-        log("P4: create vs CouchDB's PUT of the same document")
-        doc = {"name": "Bench group", "endpoints": {}, "music_on_hold": {}}
-        ours_script = lua("PUT", {"data": doc}, {"Content-Type": "application/json"})
-        raw_doc = dict(doc, pvt_type="group", pvt_vsn="1", pvt_account_id=account)
-        raw_script = lua("POST", raw_doc, {"Content-Type": "application/json"})
-        ours = best_of(a.rounds, lambda: run(cached.base + groups, auth, ours_script)[0])
-        raw = best_of(a.rounds, lambda: run(couch.base + f"/{db}", raw_auth, raw_script)[0])
-        report.ratio("P4", "create vs raw PUT of the same document", ours, raw, 0.85)
+        if want("P4"):
+            log("P4: create vs CouchDB's PUT of the same document")
+            doc = {"name": "Bench group", "endpoints": {}, "music_on_hold": {}}
+            ours_script = lua("PUT", {"data": doc}, {"Content-Type": "application/json"})
+            raw_doc = dict(doc, pvt_type="group", pvt_vsn="1", pvt_account_id=account)
+            raw_script = lua("POST", raw_doc, {"Content-Type": "application/json"})
+            ours = best_of(a.rounds, lambda: run(cached.base + groups, auth, ours_script)[0])
+            raw = best_of(a.rounds, lambda: run(couch.base + f"/{db}", raw_auth, raw_script)[0])
+            report.ratio("P4", "create vs raw PUT of the same document", ours, raw, 0.85)
 
-        log(f"P5: paginate=false over {a.groups:,} groups (written straight into CouchDB)")
-        big_account, big_token = provision(a.binary, couch_env, cached.base, f"Bench big {os.getpid()}")
-        big_db = urllib.parse.quote(f"account/{big_account[0:2]}/{big_account[2:4]}/{big_account[4:]}", safe="")
-        written = 0
-        while written < a.groups:
-            n = min(5000, a.groups - written)
-            docs = [{"_id": f"g{written + i:08d}", "name": f"Group {written + i}", "pvt_type": "group",
-                     "endpoints": {}, "pvt_account_id": big_account} for i in range(n)]
-            status, _ = couch.call("POST", f"/{big_db}/_bulk_docs", {"docs": docs})
-            written += n
-        big_groups = f"/v2/accounts/{big_account}/groups?paginate=false"
-        # The index is built once (a cold listing waits for it); both sides are then timed warm.
-        Http(listings_off.base).call("GET", big_groups, headers={"X-Auth-Token": big_token})
-        couch.call("GET", f"/{big_db}/_design/groups/_view/crossbar_listing?limit=1")
-        listings_off.reset_peak()
-        base_rss = listings_off.status("VmRSS")
-        t = time.monotonic()
-        status, body = Http(listings_off.base).call("GET", big_groups, headers={"X-Auth-Token": big_token})
-        ours_time = time.monotonic() - t
-        peak = listings_off.status("VmHWM")
-        rows = len(json.loads(body)["data"]) if status == 200 else 0
-        t = time.monotonic()
-        couch.call("GET", f"/{big_db}/_design/groups/_view/crossbar_listing")
-        raw_time = time.monotonic() - t
-        report.value("P5", f"paginate=false, {rows:,} rows: peak RSS of the service",
-                     f"{peak / 2**20:.1f} MB (from {base_rss / 2**20:.1f})", "< 64 MB", peak < 64 * 2**20)
-        report.durations("P5b", f"paginate=false, {rows:,} rows: speed vs the raw view",
-                         ours_time, raw_time, 0.8)
+        if want("P5"):
+            log(f"P5: paginate=false over {a.groups:,} groups (written straight into CouchDB)")
+            big_account, big_token = provision(a.binary, couch_env, cached.base, f"Bench big {os.getpid()}")
+            big_db = urllib.parse.quote(f"account/{big_account[0:2]}/{big_account[2:4]}/{big_account[4:]}", safe="")
+            written = 0
+            while written < a.groups:
+                n = min(5000, a.groups - written)
+                docs = [{"_id": f"g{written + i:08d}", "name": f"Group {written + i}", "pvt_type": "group",
+                         "endpoints": {}, "pvt_account_id": big_account} for i in range(n)]
+                status, _ = couch.call("POST", f"/{big_db}/_bulk_docs", {"docs": docs})
+                written += n
+            big_groups = f"/v2/accounts/{big_account}/groups?paginate=false"
+            # The index is built once (a cold listing waits for it); both sides are then timed warm.
+            Http(listings_off.base).call("GET", big_groups, headers={"X-Auth-Token": big_token})
+            couch.call("GET", f"/{big_db}/_design/groups/_view/crossbar_listing?limit=1")
+            listings_off.reset_peak()
+            base_rss = listings_off.status("VmRSS")
+            t = time.monotonic()
+            status, body = Http(listings_off.base).call("GET", big_groups, headers={"X-Auth-Token": big_token})
+            ours_time = time.monotonic() - t
+            peak = listings_off.status("VmHWM")
+            rows = len(json.loads(body)["data"]) if status == 200 else 0
+            t = time.monotonic()
+            couch.call("GET", f"/{big_db}/_design/groups/_view/crossbar_listing")
+            raw_time = time.monotonic() - t
+            report.value("P5", f"paginate=false, {rows:,} rows: peak RSS of the service",
+                         f"{peak / 2**20:.1f} MB (from {base_rss / 2**20:.1f})", "< 64 MB", peak < 64 * 2**20)
+            report.durations("P5b", f"paginate=false, {rows:,} rows: speed vs the raw view",
+                             ours_time, raw_time, 0.8)
 
-        log("P6: embedded store GET vs the same process's /healthz")
-        e_account, e_token = provision(a.binary, embedded_env, embedded.base, "Bench embedded")
-        e_groups = f"/v2/accounts/{e_account}/groups"
-        status, body = Http(embedded.base).call("PUT", e_groups, {"data": {"name": "Embedded", "endpoints": {}}},
-                                                {"X-Auth-Token": e_token})
-        e_gid = json.loads(body)["data"]["id"]
-        e_auth = [f"X-Auth-Token: {e_token}"]
-        ours = best_of(a.rounds, lambda: run(embedded.base + f"{e_groups}/{e_gid}", e_auth)[0])
-        health = best_of(a.rounds, lambda: run(embedded.base + "/healthz", [])[0])
-        report.ratio("P6", "embedded store GET vs the same process's /healthz", ours, health, 0.5)
+        if want("P6"):
+            log("P6: embedded store GET vs the same process's /healthz")
+            e_account, e_token = provision(a.binary, embedded_env, embedded.base, "Bench embedded")
+            e_groups = f"/v2/accounts/{e_account}/groups"
+            status, body = Http(embedded.base).call("PUT", e_groups, {"data": {"name": "Embedded", "endpoints": {}}},
+                                                    {"X-Auth-Token": e_token})
+            e_gid = json.loads(body)["data"]["id"]
+            e_auth = [f"X-Auth-Token: {e_token}"]
+            ours = best_of(a.rounds, lambda: run(embedded.base + f"{e_groups}/{e_gid}", e_auth)[0])
+            health = best_of(a.rounds, lambda: run(embedded.base + "/healthz", [])[0])
+            report.ratio("P6", "embedded store GET vs the same process's /healthz", ours, health, 0.5)
 
-        log("P7: a direct CouchDB write seen through the cache")
-        lags = []
-        for i in range(40):
-            gid_i = ids[1 + i % 50]
-            Http(cached.base).call("GET", f"{groups}/{gid_i}", headers={"X-Auth-Token": token})
-            status, body = couch.call("GET", f"/{db}/{gid_i}")
-            doc = json.loads(body)
-            doc["name"] = f"Renamed {i}"
-            couch.call("PUT", f"/{db}/{gid_i}", doc)
-            written_at = time.monotonic()
-            while True:
-                _, body = Http(cached.base).call("GET", f"{groups}/{gid_i}", headers={"X-Auth-Token": token})
-                if json.loads(body)["data"]["name"] == f"Renamed {i}":
-                    lags.append(time.monotonic() - written_at)
-                    break
-                if time.monotonic() - written_at > 30:
-                    lags.append(30.0)
-                    break
-                time.sleep(0.005)
-        lags.sort()
-        p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
-        report.value("P7", f"coherence: direct write seen through the cache ({len(lags)} writes)",
-                     f"p99 {p99 * 1000:.0f} ms, median {statistics.median(lags) * 1000:.0f} ms",
-                     "p99 < 1 s", p99 < 1.0)
+        if want("P7"):
+            log("P7: a direct CouchDB write seen through the cache")
+            lags = []
+            for i in range(40):
+                gid_i = ids[1 + i % 50]
+                Http(cached.base).call("GET", f"{groups}/{gid_i}", headers={"X-Auth-Token": token})
+                status, body = couch.call("GET", f"/{db}/{gid_i}")
+                doc = json.loads(body)
+                doc["name"] = f"Renamed {i}"
+                couch.call("PUT", f"/{db}/{gid_i}", doc)
+                written_at = time.monotonic()
+                while True:
+                    _, body = Http(cached.base).call("GET", f"{groups}/{gid_i}", headers={"X-Auth-Token": token})
+                    if json.loads(body)["data"]["name"] == f"Renamed {i}":
+                        lags.append(time.monotonic() - written_at)
+                        break
+                    if time.monotonic() - written_at > 30:
+                        lags.append(30.0)
+                        break
+                    time.sleep(0.005)
+            lags.sort()
+            p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
+            report.value("P7", f"coherence: direct write seen through the cache ({len(lags)} writes)",
+                         f"p99 {p99 * 1000:.0f} ms, median {statistics.median(lags) * 1000:.0f} ms",
+                         "p99 < 1 s", p99 < 1.0)
 
-        log("P8: idle RSS after the run")
-        time.sleep(3)
-        rss = cached.status("VmRSS")
-        report.value("P8", "idle RSS after the run (the cached instance)", f"{rss / 2**20:.1f} MB",
-                     "<= 24 MB", rss <= 24 * 2**20)
+        if want("P8"):
+            log("P8: idle RSS after the run")
+            time.sleep(3)
+            rss = cached.status("VmRSS")
+            report.value("P8", "idle RSS after the run (the cached instance)", f"{rss / 2**20:.1f} MB",
+                         "<= 24 MB", rss <= 24 * 2**20)
     finally:
         for s in servers:
             s.stop()
