@@ -189,6 +189,32 @@ async fn couch_app() -> TestApp {
     TestApp::spawn_on_couchdb(&couchdb_url()).await
 }
 
+/// A service on CouchDB, an account, and a group created through the service whose sibling
+/// leaves (`leaves` of it) were then written as a cluster's replication writes them.
+struct Conflicted {
+    couch: Couch,
+    app: TestApp,
+    a: Account,
+    id: String,
+    /// The base revision's `pvt_modified`.
+    t: i64,
+}
+
+async fn conflicted(data: Value, leaves: impl FnOnce(&Base) -> Vec<Value>) -> Conflicted {
+    let couch = Couch::new();
+    let app = couch_app().await;
+    let a = app.create_account(None).await;
+    let base = stored_group(&app, &couch, &a, data).await;
+    couch.replicate(&a, leaves(&base)).await;
+    Conflicted {
+        couch,
+        app,
+        a,
+        id: base.id,
+        t: base.modified,
+    }
+}
+
 /// Waits until CouchDB holds one live leaf of the document and no `_conflicts`.
 async fn resolved(couch: &Couch, a: &Account, id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -278,25 +304,20 @@ async fn endpoints_added_on_two_nodes_are_both_kept_and_announced() {
 
 #[tokio::test]
 async fn a_conflict_no_read_touches_is_found_by_the_change_feed() {
-    let couch = Couch::new();
-    let app = couch_app().await;
-    let a = app.create_account(None).await;
-    let base = stored_group(&app, &couch, &a, json!({"name": "G", "flags": ["x"]})).await;
-    let id = base.id.clone();
-    let t = base.modified;
     // One side removes a key, the other changes another one.
-    couch
-        .replicate(
-            &a,
-            vec![
-                base.edit('b', json!({"flags": null, "pvt_modified": t + 1})),
-                base.edit(
-                    'c',
-                    json!({"name": "H", "pvt_alphanum_name": "h", "pvt_modified": t + 1}),
-                ),
-            ],
-        )
-        .await;
+    let Conflicted {
+        couch, app, a, id, ..
+    } = conflicted(json!({"name": "G", "flags": ["x"]}), |base| {
+        let t = base.modified;
+        vec![
+            base.edit('b', json!({"flags": null, "pvt_modified": t + 1})),
+            base.edit(
+                'c',
+                json!({"name": "H", "pvt_alphanum_name": "h", "pvt_modified": t + 1}),
+            ),
+        ]
+    })
+    .await;
     // Only listings are asked for: the resolution comes from the feed.
     let list = eventually(
         || app.list_groups(&a, ""),
@@ -314,22 +335,21 @@ async fn a_conflict_no_read_touches_is_found_by_the_change_feed() {
 
 #[tokio::test]
 async fn both_sides_changing_a_field_keep_the_later_write_not_couchdbs_winner() {
-    let couch = Couch::new();
-    let app = couch_app().await;
-    let a = app.create_account(None).await;
-    let base = stored_group(&app, &couch, &a, json!({"name": "G"})).await;
-    let id = base.id.clone();
-    let t = base.modified;
-    couch
-        .replicate(
-            &a,
-            vec![
-                // CouchDB's winner (the greater hash) holds the earlier write.
-                base.edit('f', json!({"name": "early", "pvt_modified": t + 1})),
-                base.edit('1', json!({"name": "late", "pvt_modified": t + 2})),
-            ],
-        )
-        .await;
+    let Conflicted {
+        couch,
+        app,
+        a,
+        id,
+        t,
+    } = conflicted(json!({"name": "G"}), |base| {
+        let t = base.modified;
+        vec![
+            // CouchDB's winner (the greater hash) holds the earlier write.
+            base.edit('f', json!({"name": "early", "pvt_modified": t + 1})),
+            base.edit('1', json!({"name": "late", "pvt_modified": t + 2})),
+        ]
+    })
+    .await;
     assert_eq!(couch.doc(&a, &id).await["name"], "early");
     let resp = app.get_group(&a, &id).await;
     assert_eq!(resp.json["data"]["name"], "late", "{}", resp.text);
@@ -426,24 +446,19 @@ async fn three_leaves_whose_ancestor_is_gone_merge_into_one() {
 
 #[tokio::test]
 async fn a_patch_of_a_conflicted_group_applies_to_the_merged_group() {
-    let couch = Couch::new();
-    let app = couch_app().await;
-    let a = app.create_account(None).await;
-    let base = stored_group(&app, &couch, &a, json!({"name": "G"})).await;
-    let id = base.id.clone();
-    let t = base.modified;
-    couch
-        .replicate(
-            &a,
-            vec![
-                base.edit('b', json!({"flags": ["b"], "pvt_modified": t + 1})),
-                base.edit(
-                    'c',
-                    json!({"music_on_hold": {"media_id": "m"}, "pvt_modified": t + 1}),
-                ),
-            ],
-        )
-        .await;
+    let Conflicted {
+        couch, app, a, id, ..
+    } = conflicted(json!({"name": "G"}), |base| {
+        let t = base.modified;
+        vec![
+            base.edit('b', json!({"flags": ["b"], "pvt_modified": t + 1})),
+            base.edit(
+                'c',
+                json!({"music_on_hold": {"media_id": "m"}, "pvt_modified": t + 1}),
+            ),
+        ]
+    })
+    .await;
     let resp = app.patch_group(&a, &id, json!({"name": "Patched"})).await;
     assert_eq!(resp.status, 200, "{}", resp.text);
     let data = &resp.json["data"];
@@ -464,22 +479,17 @@ async fn a_patch_of_a_conflicted_group_applies_to_the_merged_group() {
 
 #[tokio::test]
 async fn a_soft_delete_on_one_node_holds_against_an_edit_on_another() {
-    let couch = Couch::new();
-    let app = couch_app().await;
-    let a = app.create_account(None).await;
-    let base = stored_group(&app, &couch, &a, json!({"name": "G"})).await;
-    let id = base.id.clone();
-    let t = base.modified;
-    couch
-        .replicate(
-            &a,
-            vec![
-                // CouchDB's winner is the edit.
-                base.edit('f', json!({"name": "Edited", "pvt_modified": t + 1})),
-                base.edit('1', json!({"pvt_deleted": true, "pvt_modified": t + 1})),
-            ],
-        )
-        .await;
+    let Conflicted {
+        couch, app, a, id, ..
+    } = conflicted(json!({"name": "G"}), |base| {
+        let t = base.modified;
+        vec![
+            // CouchDB's winner is the edit.
+            base.edit('f', json!({"name": "Edited", "pvt_modified": t + 1})),
+            base.edit('1', json!({"pvt_deleted": true, "pvt_modified": t + 1})),
+        ]
+    })
+    .await;
     let resp = app.get_group(&a, &id).await;
     assert_eq!(resp.status, 404, "{}", resp.text);
     let stored = resolved(&couch, &a, &id).await;
