@@ -134,9 +134,15 @@ struct Verified {
     jwt: Arc<Jwt>,
 }
 
-/// The weight of a verified token's entry: its digest, kid and key revision, and the parsed
-/// token (a Kazoo token's claims are well under a kilobyte parsed).
-const VERIFIED_WEIGHT: usize = 1024;
+/// What the verified-token cache may hold per entry it is sized for: a Kazoo token is about
+/// 650 characters, its entry (digest, kid, key revision, the token parsed) about 1.6 KB.
+const VERIFIED_BUDGET: usize = 2048;
+
+/// The weight of a verified token's entry: its fixed part, and the parsed token at about twice
+/// the token's length (its claims and header as maps, the signed text, the signature).
+fn verified_weight(token: &str) -> usize {
+    256 + 2 * token.len()
+}
 
 pub struct Authenticator {
     store: Store,
@@ -161,7 +167,7 @@ impl Authenticator {
             store,
             verified: Bounded::new(
                 verified_tokens,
-                verified_tokens.saturating_mul(VERIFIED_WEIGHT),
+                verified_tokens.saturating_mul(VERIFIED_BUDGET),
             ),
             key_ttl,
             keys: RwLock::new(HashMap::new()),
@@ -198,7 +204,8 @@ impl Authenticator {
         let Some(kid) = jwt.kid().and_then(DocId::parse) else {
             return Ok(TokenCheck::Invalid);
         };
-        if !self.signature_ok(&jwt, digest, known, &kid).await? {
+        let verified = (digest, verified_weight(token));
+        if !self.signature_ok(&jwt, verified, known, &kid).await? {
             return Ok(TokenCheck::Invalid);
         }
         match jwt.check_expiry(clock::unix_now()) {
@@ -277,11 +284,12 @@ impl Authenticator {
     }
 
     /// Whether the token's signature verifies with the key `kid` names. `known`: the token's
-    /// entry among the verified ones, which holds while that key's document is unchanged.
+    /// entry among the verified ones, which holds while that key's document is unchanged;
+    /// `(digest, weight)`: where a verification is remembered, and what it weighs.
     async fn signature_ok(
         &self,
         jwt: &Arc<Jwt>,
-        digest: [u8; 32],
+        (digest, weight): ([u8; 32], usize),
         known: Option<Verified>,
         kid: &DocId,
     ) -> StoreResult<bool> {
@@ -306,7 +314,7 @@ impl Authenticator {
                 key_rev: rev,
                 jwt: jwt.clone(),
             };
-            self.verified.insert(digest, entry, VERIFIED_WEIGHT);
+            self.verified.insert(digest, entry, weight);
         };
         if jwt.verify_signature(&key).is_ok() {
             remember(rev);
