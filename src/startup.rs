@@ -184,7 +184,7 @@ async fn unreachable_cause(url: &str, timeout: Duration) -> Option<String> {
 /// What is missing of the signing material logins need, said with what to run (`None`: all
 /// there). A store error is reported the same way, since logins would fail too.
 pub async fn missing_signing_material(store: &Store) -> Option<String> {
-    match Issuer::new(store.clone(), Duration::ZERO)
+    match Issuer::new(store.clone(), store.clone(), Duration::ZERO)
         .missing_material()
         .await
     {

@@ -21,8 +21,13 @@ struct SigningKey {
     key: Arc<RsaPrivateKey>,
 }
 
+/// Reads go past the caches (`fresh`): a login must see signing material `kz-groups init` has
+/// just made, and the identity revision it writes over. Writes go through them (`writes`), so
+/// the tokens issued verify at once: every cached copy of a document it writes is dropped
+/// before the login answers.
 pub struct Issuer {
-    store: Store,
+    fresh: Store,
+    writes: Store,
     signing: TtlCell<Option<SigningKey>>,
 }
 
@@ -36,9 +41,11 @@ pub struct Subject<'a> {
 }
 
 impl Issuer {
-    pub fn new(store: Store, key_ttl: Duration) -> Self {
+    /// `fresh`: the store itself; `writes`: the store as requests read it (with its caches).
+    pub fn new(fresh: Store, writes: Store, key_ttl: Duration) -> Self {
         Self {
-            store,
+            fresh,
+            writes,
             signing: TtlCell::new(key_ttl),
         }
     }
@@ -119,7 +126,7 @@ impl Issuer {
 
     async fn config_auth(&self) -> StoreResult<Option<Value>> {
         let db = DbName::system(DbName::SYSTEM_CONFIG);
-        self.store
+        self.fresh
             .get_doc(&db, &DocId::parse("auth").expect("static id"))
             .await
     }
@@ -147,7 +154,7 @@ impl Issuer {
         };
         let db = DbName::system(DbName::SYSTEM_AUTH);
         let Some(pem) = self
-            .store
+            .fresh
             .get_attachment(&db, &kid, "private_key.pem")
             .await?
         else {
@@ -174,7 +181,7 @@ impl Issuer {
         id: &DocId,
     ) -> StoreResult<Option<String>> {
         for _ in 0..5 {
-            let Some(Value::Object(mut doc)) = self.store.get_doc(&account.db(), id).await? else {
+            let Some(Value::Object(mut doc)) = self.fresh.get_doc(&account.db(), id).await? else {
                 return Ok(None);
             };
             if let Some(secret) = doc.get("pvt_signature_secret").and_then(Value::as_str) {
@@ -183,7 +190,7 @@ impl Issuer {
             let secret = random_hex(16);
             doc.insert("pvt_signature_secret".into(), json!(secret));
             match self
-                .store
+                .writes
                 .put_doc(&account.db(), id, &Value::Object(doc))
                 .await
             {
@@ -202,11 +209,11 @@ impl Issuer {
     async fn copy_secret_to_accounts_db(&self, id: &DocId, secret: &str) -> StoreResult<()> {
         let db = DbName::system(DbName::ACCOUNTS);
         for _ in 0..5 {
-            let Some(Value::Object(mut doc)) = self.store.get_doc(&db, id).await? else {
+            let Some(Value::Object(mut doc)) = self.fresh.get_doc(&db, id).await? else {
                 return Ok(());
             };
             doc.insert("pvt_signature_secret".into(), json!(secret));
-            match self.store.put_doc(&db, id, &Value::Object(doc)).await {
+            match self.writes.put_doc(&db, id, &Value::Object(doc)).await {
                 Err(StoreError::Conflict) => continue,
                 other => return other.map(|_| ()),
             }

@@ -77,7 +77,7 @@ impl AppState {
             resolver,
             recent: RecentWrites::new(),
             auth: Authenticator::new(store.clone(), config.key_cache, config.token_cache_entries),
-            issuer: Issuer::new(direct, config.key_cache),
+            issuer: Issuer::new(direct, store.clone(), config.key_cache),
             store,
             caches,
             views,

@@ -22,9 +22,11 @@
 //!   [`CachedStore::heard`]: they only make changes arrive sooner);
 //! - an entry is kept only when no change was announced while it was being read, so a change
 //!   racing a read never leaves the old value behind;
-//! - a database no feed guards (a feed not yet running, lost, or beyond the limit) keeps its
-//!   entries for `KZ_GROUPS_CACHE_TTL_MS` at most; a lost feed drops every entry it guarded.
-//!
+//! - nothing is kept while a feed that should guard it is starting or being restarted after a
+//!   loss (a change made before the feed's start point would never drop it), so no entry is
+//!   older than the store from the first request on; a lost feed drops every entry it guarded;
+//! - a database no feed can guard (feeds turned off, or none for that database) keeps its
+//!   entries for `KZ_GROUPS_CACHE_TTL_MS` at most;
 //! - what a feed reported is dropped again 2 s later ([`REDROP_AFTER`]): on a cluster, a view
 //!   copy can receive a change after the feed announced it;
 //! - a listing that must see this process's own recent write reads past the cache
@@ -32,7 +34,7 @@
 //!
 //! So a change anyone makes is seen here within the feed's delay (about 0.1 s on CouchDB 3; on a
 //! cluster, listings within 2 s at most), or the TTL where no feed can be had.
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -433,10 +435,42 @@ impl DocStore for CachedStore {
     }
 }
 
-/// A read that may be kept: when it started, and whether a feed guarded its database then.
+/// A read that may be kept: when it started, and how a feed guarded its database then.
 pub struct Read {
     epoch: u64,
-    guarded: bool,
+    guard: Guard,
+}
+
+/// How a database's cached entries are kept true.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Guard {
+    /// A live feed: an entry is kept until the feed reports a change.
+    Live = 1,
+    /// A feed is meant to run but has no start point yet (starting, or retrying after a loss):
+    /// what is read now is not kept, since a change made before the feed starts would never
+    /// drop it. So from the first request on, no entry outlives a change it missed.
+    Pending = 0,
+    /// No feed can be had (none configured, or none for this database): entries are kept
+    /// for the TTL.
+    Unfollowed = 2,
+}
+
+/// A feed's [`Guard`], shared between its task and the reads it guards.
+#[derive(Clone, Default)]
+struct FeedState(Arc<AtomicU8>);
+
+impl FeedState {
+    fn set(&self, guard: Guard) {
+        self.0.store(guard as u8, Ordering::Release);
+    }
+
+    fn get(&self) -> Guard {
+        match self.0.load(Ordering::Acquire) {
+            x if x == Guard::Live as u8 => Guard::Live,
+            x if x == Guard::Unfollowed as u8 => Guard::Unfollowed,
+            _ => Guard::Pending,
+        }
+    }
 }
 
 /// The feeds that keep the caches true, and the epoch that says whether a change was
@@ -447,7 +481,7 @@ struct Coherence {
     invalidate: Invalidate,
     /// Moves on at every change announced and every feed that starts or stops.
     epoch: Arc<AtomicU64>,
-    /// The server-wide feed: `Some(live)` once it is known to exist.
+    /// The server-wide feed, once asked for.
     server: Mutex<ServerFeed>,
     /// Per-database feeds, least recently used first.
     dbs: Mutex<LruCache<String, DbFeed>>,
@@ -456,14 +490,14 @@ struct Coherence {
 enum ServerFeed {
     /// Not asked yet.
     Unknown,
-    /// Being started, or running (`live` once its start point is known).
-    Running(Arc<AtomicBool>),
+    /// Being started, or running (live once its start point is known).
+    Running(FeedState),
     /// The store has none: databases are followed one by one.
     Absent,
 }
 
 struct DbFeed {
-    live: Arc<AtomicBool>,
+    state: FeedState,
     task: JoinHandle<()>,
 }
 
@@ -495,41 +529,46 @@ impl Coherence {
         let epoch = self.epoch.load(Ordering::Acquire);
         Read {
             epoch,
-            guarded: self.guards(db),
+            guard: self.guard(db),
         }
     }
 
     /// After the read: whether its value may be kept, and until when (`Some(None)`: while a
-    /// feed guards it; `Some(Some(t))`: until `t`; `None`: not at all, a change raced it).
+    /// feed guards it; `Some(Some(t))`: until `t`; `None`: not at all, a change raced it or
+    /// no feed was live yet).
     fn keep(&self, read: Read) -> Option<Option<Instant>> {
         if self.epoch.load(Ordering::Acquire) != read.epoch {
             return None;
         }
-        Some((!read.guarded).then(|| Instant::now() + self.limits.ttl))
+        match read.guard {
+            Guard::Live => Some(None),
+            Guard::Pending => None,
+            Guard::Unfollowed => Some(Some(Instant::now() + self.limits.ttl)),
+        }
     }
 
-    /// Whether a live feed guards `db`; starts the feed that would.
-    fn guards(self: &Arc<Self>, db: &DbName) -> bool {
+    /// How `db`'s entries are guarded; starts the feed that would guard them.
+    fn guard(self: &Arc<Self>, db: &DbName) -> Guard {
         if self.limits.feeds == 0 {
-            return false;
+            return Guard::Unfollowed;
         }
         {
             let mut server = self.server.lock().unwrap_or_else(|p| p.into_inner());
             match &*server {
-                ServerFeed::Running(live) => return live.load(Ordering::Acquire),
+                ServerFeed::Running(state) => return state.get(),
                 ServerFeed::Unknown => {
-                    let live = Arc::new(AtomicBool::new(false));
-                    *server = ServerFeed::Running(live.clone());
+                    let state = FeedState::default();
+                    *server = ServerFeed::Running(state.clone());
                     let this = self.clone();
-                    tokio::spawn(async move { this.follow_server(live).await });
-                    return false;
+                    tokio::spawn(async move { this.follow_server(state).await });
+                    return Guard::Pending;
                 }
                 ServerFeed::Absent => {}
             }
         }
         let mut dbs = self.dbs.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(feed) = dbs.get(db.as_str()) {
-            return feed.live.load(Ordering::Acquire);
+            return feed.state.get();
         }
         while dbs.len() >= self.limits.feeds {
             // The least recently used database's feed stops; what it guarded goes.
@@ -538,16 +577,16 @@ impl Coherence {
                 (self.invalidate)(Some(&Changed::Db(dropped)));
             }
         }
-        let live = Arc::new(AtomicBool::new(false));
+        let state = FeedState::default();
         let this = self.clone();
-        let (name, flag) = (db.clone(), live.clone());
-        let task = tokio::spawn(async move { this.follow_db(name, flag).await });
-        dbs.put(db.as_str().to_owned(), DbFeed { live, task });
-        false
+        let (name, shared) = (db.clone(), state.clone());
+        let task = tokio::spawn(async move { this.follow_db(name, shared).await });
+        dbs.put(db.as_str().to_owned(), DbFeed { state, task });
+        Guard::Pending
     }
 
     /// The server-wide feed: where the store has none, databases are followed one by one.
-    async fn follow_server(self: Arc<Self>, live: Arc<AtomicBool>) {
+    async fn follow_server(self: Arc<Self>, state: FeedState) {
         let mut pause = FEED_RETRY;
         loop {
             let start = match self.store.feed_end(Feed::Server).await {
@@ -566,10 +605,10 @@ impl Coherence {
             };
             // Reads that began before this point were not guarded: they are not kept.
             self.announce();
-            live.store(true, Ordering::Release);
+            state.set(Guard::Live);
             log::info!("following the store's server-wide change feed");
             let lost = self.run(Feed::Server, start).await;
-            live.store(false, Ordering::Release);
+            state.set(Guard::Pending);
             self.announce();
             (self.invalidate)(None);
             log::warn!("server-wide change feed lost: {lost}; every cached entry dropped");
@@ -579,14 +618,17 @@ impl Coherence {
     }
 
     /// One database's feed, until it is stopped (its task aborted) or the database is gone.
-    async fn follow_db(self: Arc<Self>, name: DbName, live: Arc<AtomicBool>) {
+    async fn follow_db(self: Arc<Self>, name: DbName, state: FeedState) {
         let db = name.as_str().to_owned();
         let mut pause = FEED_RETRY;
         loop {
             let start = match self.store.feed_end(Feed::Db(&name)).await {
                 Ok(Some(seq)) => seq,
                 // No feed for this database (or no database): its entries keep their TTL.
-                Ok(None) | Err(StoreError::NotFound) => return,
+                Ok(None) | Err(StoreError::NotFound) => {
+                    state.set(Guard::Unfollowed);
+                    return;
+                }
                 Err(e) => {
                     log::warn!("change feed of {db}: {e}; retrying in {pause:?}");
                     tokio::time::sleep(pause).await;
@@ -595,9 +637,9 @@ impl Coherence {
                 }
             };
             self.announce();
-            live.store(true, Ordering::Release);
+            state.set(Guard::Live);
             let lost = self.run(Feed::Db(&name), start).await;
-            live.store(false, Ordering::Release);
+            state.set(Guard::Pending);
             self.announce();
             (self.invalidate)(Some(&Changed::Db(db.clone())));
             if matches!(lost, StoreError::NotFound) {

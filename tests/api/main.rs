@@ -15,6 +15,7 @@ mod bus_worker;
 mod caches;
 mod conflicts;
 mod durability;
+mod first_use;
 mod groups;
 mod hostile;
 mod login;
