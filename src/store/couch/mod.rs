@@ -681,15 +681,32 @@ fn parse_rev(body: Value) -> StoreResult<String> {
         })
 }
 
+/// A failed call: an answer that is not the JSON it should be is a bad answer; anything else
+/// (refused, reset, timed out, TLS, or an answer cut short, which reqwest also reports as a
+/// "decode" error, with the connection's error as its cause) is an unreachable store.
 fn transport_error(e: reqwest::Error) -> StoreError {
-    if e.is_decode() {
+    if e.is_decode() && caused_by_json(&e) {
         return StoreError::Other {
             status: e.status().map(|s| s.as_u16()).unwrap_or(200),
             error: "bad_answer".into(),
             reason: format!("undecodable answer: {e}"),
         };
     }
+    if e.is_decode() {
+        return StoreError::Unreachable(format!("answer cut short: {}", tls::explain(&e)));
+    }
     StoreError::Unreachable(tls::explain(&e))
+}
+
+fn caused_by_json(e: &reqwest::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = cause {
+        if err.is::<serde_json::Error>() {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
 }
 
 #[cfg(test)]

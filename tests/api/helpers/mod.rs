@@ -6,6 +6,7 @@ pub mod bus;
 pub mod cli;
 mod client;
 pub mod couch_server;
+pub mod cut_proxy;
 pub mod process;
 pub mod tls_proxy;
 
