@@ -335,7 +335,11 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<Option<Instant>>) {
                 _ = stop.changed() => false,
                 event = open.events.next() => match event {
                     Some(Event::Error(e)) => {
-                        log::warn!("AMQP connection lost: {e}");
+                        log::warn!(
+                            "AMQP connection to the broker lost ({e}); reconnecting, change \
+                             notices wait in the queue ({} queued)",
+                            shared.queued()
+                        );
                         true
                     }
                     None => true,

@@ -66,11 +66,12 @@ fn changed(payload: &[u8], own_node: &str) -> Option<Changed> {
 pub fn start(url: String, node: String, on_change: OnChange) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut backoff = MIN_BACKOFF;
+        let mut failures = 0u32;
         loop {
             match consume(&url, &node).await {
                 Ok((connection, mut consumer)) => {
                     log::info!("hearing Kazoo's change notices on the {EXCHANGE} exchange");
-                    backoff = MIN_BACKOFF;
+                    (backoff, failures) = (MIN_BACKOFF, 0);
                     while let Some(delivery) = consumer.next().await {
                         match delivery {
                             Ok(delivery) => {
@@ -79,7 +80,11 @@ pub fn start(url: String, node: String, on_change: OnChange) -> tokio::task::Joi
                                 }
                             }
                             Err(e) => {
-                                log::warn!("change notices: {e}");
+                                log::warn!(
+                                    "stopped hearing Kazoo's change notices ({e}): the caches \
+                                     still follow the store's change feed; reconnecting in \
+                                     {backoff:?}"
+                                );
                                 break;
                             }
                         }
@@ -88,7 +93,17 @@ pub fn start(url: String, node: String, on_change: OnChange) -> tokio::task::Joi
                         let _ = connection.close(200, "reconnecting").await;
                     }
                 }
-                Err(e) => log::warn!("change notices: {e}; retrying in {backoff:?}"),
+                // The first failure of an outage is said, then every tenth.
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 || failures % 10 == 0 {
+                        log::warn!(
+                            "cannot hear Kazoo's change notices ({e}): the caches follow the \
+                             store's change feed alone; retrying in {backoff:?} (attempt \
+                             {failures})"
+                        );
+                    }
+                }
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);

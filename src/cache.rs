@@ -70,11 +70,22 @@ impl<K: Hash + Eq, V: Clone> Bounded<K, V> {
     /// Keeps `value` (weighing `bytes`), evicting the least recently used entries beyond the
     /// bounds. An entry heavier than the whole byte bound is not kept.
     pub fn insert(&self, key: K, value: V, bytes: usize) {
+        self.insert_if(key, value, bytes, || true);
+    }
+
+    /// [`Self::insert`], if `still_true()` holds at the moment the entry goes in. It is asked
+    /// under the cache's lock, which every removal takes too: a value read before a change is
+    /// either refused here or removed by that change's removal, never kept after it (the change
+    /// is announced where `still_true` looks before its entries are removed).
+    pub fn insert_if(&self, key: K, value: V, bytes: usize, still_true: impl FnOnce() -> bool) {
         if !self.is_on() || bytes > self.max_bytes {
             self.remove(&key);
             return;
         }
         let mut inner = self.lock();
+        if !still_true() {
+            return;
+        }
         if let Some((_, old)) = inner.entries.put(key, (value, bytes)) {
             inner.bytes -= old;
         }

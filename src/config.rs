@@ -30,6 +30,28 @@ impl LogFormat {
     }
 }
 
+/// Libraries whose lines say nothing an operator can act on, kept out unless `RUST_LOG` names
+/// them: lapin's connection loop is a `tracing` span at ERROR level (its enter and exit lines
+/// carry no message), and lapin warns of "vanished promises" when a connection drops. kz-groups
+/// says what happens to the broker connection in its own words (`bus`, `bus_listener`).
+const QUIET_TARGETS: &[&str] = &["tracing::span", "lapin"];
+
+/// The log filter: `RUST_LOG` (default `info`) with [`QUIET_TARGETS`] turned off where it does
+/// not name them itself.
+pub fn log_filter(rust_log: Option<&str>) -> String {
+    let mut filter = rust_log
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("info")
+        .to_owned();
+    for target in QUIET_TARGETS {
+        if !filter.contains(target) {
+            filter.push_str(&format!(",{target}=off"));
+        }
+    }
+    filter
+}
+
 /// Where the documents live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Backend {
@@ -73,6 +95,9 @@ pub struct Config {
     pub caches: CacheLimits,
     /// `KZ_GROUPS_BODY_TIMEOUT_MS`: the time a request body has to arrive in full.
     pub body_timeout: Duration,
+    /// `KZ_GROUPS_SHUTDOWN_GRACE_SECS`: how long a stop lets requests in flight finish (idle
+    /// keep-alive connections are closed at once) before it closes their connections.
+    pub shutdown_grace: Duration,
     /// `KZ_GROUPS_REQUEST_MEMORY_MB`: what request bodies and their parsed JSON may hold at once.
     pub request_memory_bytes: usize,
     /// `KZ_GROUPS_MAX_CONNECTIONS`: simultaneous client connections (default: what the open-file
@@ -165,6 +190,7 @@ impl Config {
                 ttl: Duration::from_millis(integer("KZ_GROUPS_CACHE_TTL_MS", 1_000, 0)?),
             },
             body_timeout: Duration::from_millis(number("KZ_GROUPS_BODY_TIMEOUT_MS", 15_000)?),
+            shutdown_grace: Duration::from_secs(integer("KZ_GROUPS_SHUTDOWN_GRACE_SECS", 30, 0)?),
             request_memory_bytes: number("KZ_GROUPS_REQUEST_MEMORY_MB", 256)?
                 .saturating_mul(1 << 20) as usize,
             max_connections: match lookup("KZ_GROUPS_MAX_CONNECTIONS") {
@@ -287,6 +313,20 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn library_noise_is_off_unless_rust_log_names_it() {
+        assert_eq!(log_filter(None), "info,tracing::span=off,lapin=off");
+        assert_eq!(log_filter(Some(" ")), "info,tracing::span=off,lapin=off");
+        assert_eq!(
+            log_filter(Some("debug")),
+            "debug,tracing::span=off,lapin=off"
+        );
+        assert_eq!(
+            log_filter(Some("info,lapin=debug")),
+            "info,lapin=debug,tracing::span=off"
+        );
     }
 
     #[test]

@@ -170,11 +170,19 @@ impl ApiError {
     /// The one place a store failure becomes an answer; its cause is logged (with the request's
     /// id, see `pipeline::request_id`), never sent.
     pub fn from_store(e: StoreError, context: StoreContext) -> Self {
-        match (&e, context) {
-            (StoreError::Unreachable(_), _) => log::warn!("{e}"),
-            (StoreError::Conflict, _) => {}
-            _ => log::error!("store failure: {e}"),
+        // A conflict is a client's lost race, not a failure.
+        let logged = (!matches!(e, StoreError::Conflict)).then(|| e.to_string());
+        let answer = Self::answer_to(e, context);
+        let status = answer.status().as_u16();
+        match logged {
+            None => {}
+            Some(cause) if status == 503 => log::warn!("{cause}: answered 503"),
+            Some(cause) => log::error!("store failure: {cause}: answered {status}"),
         }
+        answer
+    }
+
+    fn answer_to(e: StoreError, context: StoreContext) -> Self {
         match (e, context) {
             (StoreError::Conflict, StoreContext::Resource) => Self::Conflict,
             (_, StoreContext::Hook) => Self::DatastoreFatal,

@@ -9,12 +9,12 @@ fn main() -> std::process::ExitCode {
     let cli = kz_groups::cli::Cli::parse();
     let format = LogFormat::from_lookup(|name| std::env::var(name).ok());
     kz_groups::pipeline::request::set_log_format(format.clone().unwrap_or_default());
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(
-        // lapin's connection loop is a tracing span at error level: its enter/exit lines are noise.
-        "info,tracing::span=off",
-    ))
-    .format(kz_groups::pipeline::request::log_line)
-    .init();
+    env_logger::Builder::new()
+        .parse_filters(&kz_groups::config::log_filter(
+            std::env::var("RUST_LOG").ok().as_deref(),
+        ))
+        .format(kz_groups::pipeline::request::log_line)
+        .init();
     // The whole configuration is checked before any side effect (data directory, keys, bind).
     let outcome = format
         .clone()

@@ -27,19 +27,10 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub struct Metrics {
     registry: Registry,
-    http_requests: IntCounterVec,
-    http_duration: HistogramVec,
-    store_calls: IntCounterVec,
-    store_errors: IntCounterVec,
-    store_duration: HistogramVec,
-    /// Reads a cache answered, and those it passed to the store, as the caches count them
-    /// (followed at each scrape), with what each holds.
-    cache_hits: IntCounterVec,
-    cache_misses: IntCounterVec,
-    cache_entries: IntGaugeVec,
-    cache_bytes: IntGaugeVec,
-    /// Hits and misses of each cache as last scraped, so the counters follow them.
-    cache_seen: Mutex<HashMap<&'static str, (u64, u64)>>,
+    http: Http,
+    store: StoreCalls,
+    caches: Caches,
+    bus: Bus,
     /// Hook: a CouchDB document conflict resolved by kz-groups.
     pub conflicts_resolved: IntCounter,
     /// A write CouchDB answered `202 Accepted` (stored, quorum not yet reached): the store
@@ -47,13 +38,9 @@ pub struct Metrics {
     pub couchdb_accepted: IntCounter,
     /// The store's count as last scraped, so the counter follows it.
     couchdb_accepted_seen: Mutex<u64>,
-    amqp_enabled: IntGauge,
-    amqp_connected: IntGauge,
-    amqp_queue_depth: IntGauge,
-    amqp_queue_capacity: IntGauge,
-    amqp_dropped: IntCounter,
-    /// The bus's `dropped` as last scraped, so the counter follows it.
-    amqp_dropped_seen: Mutex<u64>,
+    /// Hook: a listing read again because its rows did not yet show a write this instance
+    /// acknowledged (a cluster's view copy lagging; never on a single node).
+    pub listing_rereads: IntCounter,
 }
 
 /// Registers `metric` and hands it back (names are fixed, so registering cannot fail).
@@ -91,6 +78,16 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     register(registry, IntGauge::new(name, help).expect("a metric"))
 }
 
+/// Moves `counter` on to `total`, a count kept elsewhere and read now; `seen` is what it was
+/// last time.
+fn follow(counter: &IntCounter, seen: &Mutex<u64>, total: u64) {
+    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+    if total > *seen {
+        counter.inc_by(total - *seen);
+        *seen = total;
+    }
+}
+
 /// A method as a label: the standard ones by name, anything else `OTHER`.
 fn method_label(method: &Method) -> &'static str {
     match *method {
@@ -117,6 +114,180 @@ fn error_kind(error: &StoreError) -> &'static str {
     }
 }
 
+/// HTTP requests answered.
+struct Http {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+}
+
+impl Http {
+    fn new(r: &Registry) -> Self {
+        Self {
+            requests: counter_vec(
+                r,
+                "kz_groups_http_requests_total",
+                "HTTP requests answered, by route name, method and status.",
+                &["route", "method", "status"],
+            ),
+            duration: histogram_vec(
+                r,
+                "kz_groups_http_request_duration_seconds",
+                "Time from a request's arrival to its answer's headers, by route name and method.",
+                &["route", "method"],
+            ),
+        }
+    }
+}
+
+/// Calls to the store.
+struct StoreCalls {
+    calls: IntCounterVec,
+    errors: IntCounterVec,
+    duration: HistogramVec,
+}
+
+impl StoreCalls {
+    fn new(r: &Registry) -> Self {
+        Self {
+            calls: counter_vec(
+                r,
+                "kz_groups_store_requests_total",
+                "Calls to the document store (CouchDB or embedded), by operation.",
+                &["operation"],
+            ),
+            errors: counter_vec(
+                r,
+                "kz_groups_store_errors_total",
+                "Store calls that failed, by operation and kind (unreachable, not_found, conflict, other).",
+                &["operation", "kind"],
+            ),
+            duration: histogram_vec(
+                r,
+                "kz_groups_store_request_duration_seconds",
+                "Duration of store calls (for row streams: until the first rows arrive), by operation.",
+                &["operation"],
+            ),
+        }
+    }
+}
+
+/// Reads a cache answered, and those it passed to the store, as the caches count them
+/// (followed at each scrape), with what each holds.
+struct Caches {
+    hits: IntCounterVec,
+    misses: IntCounterVec,
+    entries: IntGaugeVec,
+    bytes: IntGaugeVec,
+    /// Hits and misses of each cache as last scraped, so the counters follow them.
+    seen: Mutex<HashMap<&'static str, (u64, u64)>>,
+}
+
+impl Caches {
+    fn new(r: &Registry) -> Self {
+        Self {
+            hits: counter_vec(
+                r,
+                "kz_groups_cache_hits_total",
+                "Reads answered from an in-memory cache, by cache.",
+                &["cache"],
+            ),
+            misses: counter_vec(
+                r,
+                "kz_groups_cache_misses_total",
+                "Reads a cache could not answer and passed to the store, by cache.",
+                &["cache"],
+            ),
+            entries: gauge_vec(
+                r,
+                "kz_groups_cache_entries",
+                "Entries a cache holds now, by cache.",
+            ),
+            bytes: gauge_vec(
+                r,
+                "kz_groups_cache_bytes",
+                "The weight of what a cache holds now (its estimate of memory), by cache.",
+            ),
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Each cache's figures as read now.
+    fn follow(&self, caches: &[(&'static str, CacheStats)]) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, stats) in caches {
+            let (hits, misses) = seen.entry(name).or_default();
+            let labels = [*name];
+            self.hits
+                .with_label_values(&labels)
+                .inc_by(stats.hits.saturating_sub(*hits));
+            self.misses
+                .with_label_values(&labels)
+                .inc_by(stats.misses.saturating_sub(*misses));
+            (*hits, *misses) = (stats.hits, stats.misses);
+            self.entries
+                .with_label_values(&labels)
+                .set(stats.entries as i64);
+            self.bytes
+                .with_label_values(&labels)
+                .set(stats.bytes as i64);
+        }
+    }
+}
+
+/// The AMQP bus, read when scraped.
+struct Bus {
+    enabled: IntGauge,
+    connected: IntGauge,
+    queue_depth: IntGauge,
+    queue_capacity: IntGauge,
+    dropped: IntCounter,
+    /// The bus's `dropped` as last scraped, so the counter follows it.
+    dropped_seen: Mutex<u64>,
+}
+
+impl Bus {
+    fn new(r: &Registry) -> Self {
+        Self {
+            enabled: gauge(
+                r,
+                "kz_groups_amqp_enabled",
+                "1 when KZ_GROUPS_AMQP_URL is set, else 0.",
+            ),
+            connected: gauge(
+                r,
+                "kz_groups_amqp_connected",
+                "1 while the AMQP connection is up, else 0.",
+            ),
+            queue_depth: gauge(
+                r,
+                "kz_groups_amqp_queue_depth",
+                "Change notices waiting for the broker's confirm.",
+            ),
+            queue_capacity: gauge(
+                r,
+                "kz_groups_amqp_queue_capacity",
+                "Notices the queue holds at most (KZ_GROUPS_AMQP_QUEUE).",
+            ),
+            dropped: counter(
+                r,
+                "kz_groups_amqp_dropped_total",
+                "Change notices dropped because the queue was full.",
+            ),
+            dropped_seen: Mutex::new(0),
+        }
+    }
+
+    fn follow(&self, bus: Option<BusStatus>) {
+        self.enabled.set(bus.is_some() as i64);
+        if let Some(bus) = bus {
+            self.connected.set(bus.connected as i64);
+            self.queue_depth.set(bus.queued as i64);
+            self.queue_capacity.set(bus.capacity as i64);
+            follow(&self.dropped, &self.dropped_seen, bus.dropped);
+        }
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -135,59 +306,10 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         Self {
-            http_requests: counter_vec(
-                r,
-                "kz_groups_http_requests_total",
-                "HTTP requests answered, by route name, method and status.",
-                &["route", "method", "status"],
-            ),
-            http_duration: histogram_vec(
-                r,
-                "kz_groups_http_request_duration_seconds",
-                "Time from a request's arrival to its answer's headers, by route name and method.",
-                &["route", "method"],
-            ),
-            store_calls: counter_vec(
-                r,
-                "kz_groups_store_requests_total",
-                "Calls to the document store (CouchDB or embedded), by operation.",
-                &["operation"],
-            ),
-            store_errors: counter_vec(
-                r,
-                "kz_groups_store_errors_total",
-                "Store calls that failed, by operation and kind (unreachable, not_found, conflict, other).",
-                &["operation", "kind"],
-            ),
-            store_duration: histogram_vec(
-                r,
-                "kz_groups_store_request_duration_seconds",
-                "Duration of store calls (for row streams: until the first rows arrive), by operation.",
-                &["operation"],
-            ),
-            cache_hits: counter_vec(
-                r,
-                "kz_groups_cache_hits_total",
-                "Reads answered from an in-memory cache, by cache.",
-                &["cache"],
-            ),
-            cache_misses: counter_vec(
-                r,
-                "kz_groups_cache_misses_total",
-                "Reads a cache could not answer and passed to the store, by cache.",
-                &["cache"],
-            ),
-            cache_entries: gauge_vec(
-                r,
-                "kz_groups_cache_entries",
-                "Entries a cache holds now, by cache.",
-            ),
-            cache_bytes: gauge_vec(
-                r,
-                "kz_groups_cache_bytes",
-                "The weight of what a cache holds now (its estimate of memory), by cache.",
-            ),
-            cache_seen: Mutex::new(HashMap::new()),
+            http: Http::new(r),
+            store: StoreCalls::new(r),
+            caches: Caches::new(r),
+            bus: Bus::new(r),
             conflicts_resolved: counter(
                 r,
                 "kz_groups_conflicts_resolved_total",
@@ -198,33 +320,12 @@ impl Metrics {
                 "kz_groups_couchdb_accepted_writes_total",
                 "Writes CouchDB answered 202 Accepted (stored without write quorum).",
             ),
-            amqp_enabled: gauge(
-                r,
-                "kz_groups_amqp_enabled",
-                "1 when KZ_GROUPS_AMQP_URL is set, else 0.",
-            ),
-            amqp_connected: gauge(
-                r,
-                "kz_groups_amqp_connected",
-                "1 while the AMQP connection is up, else 0.",
-            ),
-            amqp_queue_depth: gauge(
-                r,
-                "kz_groups_amqp_queue_depth",
-                "Change notices waiting for the broker's confirm.",
-            ),
-            amqp_queue_capacity: gauge(
-                r,
-                "kz_groups_amqp_queue_capacity",
-                "Notices the queue holds at most (KZ_GROUPS_AMQP_QUEUE).",
-            ),
-            amqp_dropped: counter(
-                r,
-                "kz_groups_amqp_dropped_total",
-                "Change notices dropped because the queue was full.",
-            ),
-            amqp_dropped_seen: Mutex::new(0),
             couchdb_accepted_seen: Mutex::new(0),
+            listing_rereads: counter(
+                r,
+                "kz_groups_listing_rereads_total",
+                "Listings read again because they did not yet show a write this instance acknowledged (a cluster's view copy lagging).",
+            ),
             registry,
         }
     }
@@ -232,22 +333,26 @@ impl Metrics {
     /// One answered request; `route` is a name of the route table (`routes::route_name`).
     pub fn observe_request(&self, route: &str, method: &Method, status: u16, took: Duration) {
         let method = method_label(method);
-        self.http_requests
+        self.http
+            .requests
             .with_label_values(&[route, method, &status.to_string()])
             .inc();
-        self.http_duration
+        self.http
+            .duration
             .with_label_values(&[route, method])
             .observe(took.as_secs_f64());
     }
 
     /// One store call and its outcome.
     pub fn observe_store(&self, operation: &str, error: Option<&StoreError>, took: Duration) {
-        self.store_calls.with_label_values(&[operation]).inc();
-        self.store_duration
+        self.store.calls.with_label_values(&[operation]).inc();
+        self.store
+            .duration
             .with_label_values(&[operation])
             .observe(took.as_secs_f64());
         if let Some(error) = error {
-            self.store_errors
+            self.store
+                .errors
                 .with_label_values(&[operation, error_kind(error)])
                 .inc();
         }
@@ -255,52 +360,13 @@ impl Metrics {
 
     /// The store's count of writes answered `202 Accepted`, read at scrape time.
     pub fn accepted(&self, total: u64) {
-        let mut seen = self
-            .couchdb_accepted_seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if total > *seen {
-            self.couchdb_accepted.inc_by(total - *seen);
-            *seen = total;
-        }
+        follow(&self.couchdb_accepted, &self.couchdb_accepted_seen, total);
     }
 
     /// The text exposition of every metric, the bus's and the caches' read now.
     pub fn render(&self, bus: Option<BusStatus>, caches: &[(&'static str, CacheStats)]) -> String {
-        {
-            let mut seen = self.cache_seen.lock().unwrap_or_else(|p| p.into_inner());
-            for (name, stats) in caches {
-                let (hits, misses) = seen.entry(name).or_default();
-                let labels = [*name];
-                self.cache_hits
-                    .with_label_values(&labels)
-                    .inc_by(stats.hits.saturating_sub(*hits));
-                self.cache_misses
-                    .with_label_values(&labels)
-                    .inc_by(stats.misses.saturating_sub(*misses));
-                (*hits, *misses) = (stats.hits, stats.misses);
-                self.cache_entries
-                    .with_label_values(&labels)
-                    .set(stats.entries as i64);
-                self.cache_bytes
-                    .with_label_values(&labels)
-                    .set(stats.bytes as i64);
-            }
-        }
-        self.amqp_enabled.set(bus.is_some() as i64);
-        if let Some(bus) = bus {
-            self.amqp_connected.set(bus.connected as i64);
-            self.amqp_queue_depth.set(bus.queued as i64);
-            self.amqp_queue_capacity.set(bus.capacity as i64);
-            let mut seen = self
-                .amqp_dropped_seen
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if bus.dropped > *seen {
-                self.amqp_dropped.inc_by(bus.dropped - *seen);
-                *seen = bus.dropped;
-            }
-        }
+        self.caches.follow(caches);
+        self.bus.follow(bus);
         let mut text = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut text)
@@ -367,6 +433,7 @@ mod tests {
             "kz_groups_amqp_queue_depth 3",
             "kz_groups_amqp_dropped_total 2",
             "kz_groups_conflicts_resolved_total 0",
+            "kz_groups_listing_rereads_total 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

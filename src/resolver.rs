@@ -117,16 +117,22 @@ impl Resolver {
     /// Resolves the document, waiting at most [`READ_BUDGET`]; past it the resolution goes on
     /// in the background. Whether it finished.
     pub async fn settle(self: &Arc<Self>, db: &DbName, id: &DocId) -> bool {
-        let (this, db, id) = (self.clone(), db.clone(), id.clone());
-        let task = tokio::spawn(async move { this.resolve(&db, &id).await });
+        let (this, doc_db, doc_id) = (self.clone(), db.clone(), id.clone());
+        let task = tokio::spawn(async move { this.resolve(&doc_db, &doc_id).await });
         match tokio::time::timeout(READ_BUDGET, task).await {
             Ok(Ok(Ok(_))) => true,
             Ok(Ok(Err(e))) => {
-                log::warn!("resolving a conflict: {e}");
+                log::warn!(
+                    "resolving a conflict on {db}/{id} failed ({e}): the read answers the \
+                     winning revision; the change feed will try again"
+                );
                 false
             }
             Ok(Err(e)) => {
-                log::error!("resolving a conflict failed: {e}");
+                log::error!(
+                    "resolving a conflict on {db}/{id} stopped ({e}): the read answers the \
+                     winning revision; the change feed will try again"
+                );
                 false
             }
             Err(_) => false,
@@ -257,10 +263,16 @@ impl Resolver {
                 Ok(Some(start)) => {
                     pause = RETRY;
                     let lost = self.follow_server(start).await;
-                    log::warn!("conflict resolver: server-wide change feed lost: {lost}");
+                    log::warn!(
+                        "conflict resolver: the server-wide change feed was lost ({lost}); \
+                         reading it again in {pause:?}"
+                    );
                 }
                 Ok(None) => return self.poll().await,
-                Err(e) => log::warn!("conflict resolver: change feed: {e}; retrying in {pause:?}"),
+                Err(e) => log::warn!(
+                    "conflict resolver: cannot read the server-wide change feed ({e}); \
+                     retrying in {pause:?}"
+                ),
             }
             tokio::time::sleep(pause).await;
             self.poll_once().await;
@@ -332,13 +344,19 @@ impl Resolver {
                     return;
                 }
                 Err(e) => {
-                    log::warn!("conflict resolver: feed of {db}: {e}");
+                    log::warn!(
+                        "conflict resolver: cannot read the change feed of {db} ({e}); \
+                         trying again at the next poll"
+                    );
                     return;
                 }
             };
             for id in changes.branched.iter().filter_map(|id| DocId::parse(id)) {
                 if let Err(e) = self.resolve(db, &id).await {
-                    log::warn!("conflict resolver: {db}/{id}: {e}");
+                    log::warn!(
+                        "conflict resolver: resolving {db}/{id} failed ({e}); trying again \
+                         when the feed reports it next"
+                    );
                 }
             }
             let more = changes.changed.len() >= FEED_BATCH;

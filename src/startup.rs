@@ -207,7 +207,10 @@ pub fn connection_limit(configured: Option<usize>) -> usize {
     let files = match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(files) => files,
         Err(e) => {
-            log::warn!("cannot raise the open-file limit: {e}");
+            log::warn!(
+                "cannot raise the open-file limit ({e}): the connection limit comes from the \
+                 current one"
+            );
             rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
         }
     };
@@ -239,6 +242,9 @@ pub fn notifier(config: &Config) -> (Arc<dyn ChangeNotifier>, Option<Arc<Bus>>) 
 pub struct Application {
     port: u16,
     server: Server,
+    /// Notified when a stop begins (SIGTERM, SIGINT): the background workers end then.
+    draining: actix_server::GracefulShutdownSignal,
+    caches: Arc<CachedStore>,
     bus: Option<Arc<Bus>>,
     /// Kazoo's change notices, heard for the caches.
     hearing: Option<tokio::task::JoinHandle<()>>,
@@ -280,16 +286,26 @@ impl Application {
             bus_listener::start(amqp.url.clone(), config.node_name.clone(), on_change)
         });
         let state = web::Data::new(AppState::from_parts(
-            &config, caches, direct, views, schemas, notifier, metrics,
+            &config,
+            caches.clone(),
+            direct,
+            views,
+            schemas,
+            notifier,
+            metrics,
         ));
         let resolver = state.resolver.clone();
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let connections = connection_limit(config.max_connections);
         let access_log =
             log::log_enabled!(target: "actix_web::middleware::logger", log::Level::Info);
-        let server = actix_server::Server::build()
+        let builder = actix_server::Server::build()
             .workers(workers)
             .max_concurrent_connections(connections.div_ceil(workers))
+            .shutdown_timeout(config.shutdown_grace.as_secs());
+        let draining = builder.graceful_shutdown_signal();
+        let drain_connections = draining.clone();
+        let server = builder
             .listen("kz-groups", listener, move || {
                 let metrics = state.metrics.clone();
                 let app = App::new()
@@ -318,8 +334,15 @@ impl Application {
                     .app_data(state.clone())
                     .configure(routes::configure);
                 let expect_state = state.clone();
+                let drain = drain_connections.clone();
                 HttpService::build()
                     .client_request_timeout(HEADER_TIMEOUT)
+                    // At a stop, idle keep-alive connections close at once; a connection with a
+                    // request in flight closes once it is answered.
+                    .graceful_shutdown_signal(move || {
+                        let drain = drain.clone();
+                        async move { drain.notified().await }
+                    })
                     .expect(fn_service(move |req: Request| {
                         let refused = routes::refuse_announced_body(
                             req.head(),
@@ -357,6 +380,8 @@ impl Application {
         Ok(Self {
             port,
             server,
+            draining,
+            caches,
             bus,
             hearing,
             resolver,
@@ -367,24 +392,42 @@ impl Application {
         self.port
     }
 
-    /// Serves until SIGTERM/SIGINT; actix lets requests in flight finish, then the bus gets
-    /// its bounded flush of the notices still queued.
+    /// Serves until SIGTERM/SIGINT. A stop closes idle keep-alive connections at once, lets
+    /// requests in flight finish (for `KZ_GROUPS_SHUTDOWN_GRACE_SECS` at most, then closes
+    /// their connections), and ends the background workers as it begins, quietly: the cache
+    /// feeds, Kazoo's notices heard, the conflict resolver (what its feed would still find waits
+    /// for the next start, or another instance). Then the bus gets its bounded flush of the
+    /// notices still queued.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let workers: Vec<tokio::task::AbortHandle> = [&self.hearing, &self.resolver]
+            .into_iter()
+            .flatten()
+            .map(tokio::task::JoinHandle::abort_handle)
+            .collect();
+        let (draining, caches) = (self.draining.clone(), self.caches.clone());
+        let quiet = tokio::spawn(async move {
+            draining.notified().await;
+            log::info!("stopping: idle connections closed, requests in flight finishing");
+            workers.iter().for_each(tokio::task::AbortHandle::abort);
+            caches.stop_feeds();
+        });
         let served = self.server.await;
-        if let Some(hearing) = &self.hearing {
-            hearing.abort();
+        quiet.abort();
+        for worker in [&self.hearing, &self.resolver].into_iter().flatten() {
+            worker.abort();
         }
-        // Resolutions under way finish their request; what the feeds would still find waits
-        // for the next start (or another instance).
-        if let Some(resolver) = &self.resolver {
-            resolver.abort();
-        }
+        self.caches.stop_feeds();
         if let Some(bus) = &self.bus {
             let left = bus.shutdown().await;
             if left > 0 {
-                log::error!("{left} change notices were not delivered to the AMQP broker");
+                log::error!(
+                    "{left} change notices were not delivered to the AMQP broker before the \
+                     stop (each is logged above): Kazoo's caches may hold those documents \
+                     until they expire"
+                );
             }
         }
+        log::info!("stopped");
         served
     }
 }

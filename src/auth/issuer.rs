@@ -63,7 +63,8 @@ impl Issuer {
         };
         let Some(server_secret) = self.server_secret().await? else {
             log::warn!(
-                "system_config/auth has no default.secret_for_user_signature; run `kz-groups init`"
+                "system_config/auth has no default.secret_for_user_signature: logins answer 401 \
+                 until `kz-groups init` is run"
             );
             return Ok(None);
         };
@@ -149,7 +150,10 @@ impl Issuer {
             .and_then(Value::as_str)
             .and_then(DocId::parse)
         else {
-            log::warn!("system_config/auth has no default.system_key; run `kz-groups init`");
+            log::warn!(
+                "system_config/auth has no default.system_key: logins answer 401 until \
+                 `kz-groups init` is run"
+            );
             return Ok(None);
         };
         let db = DbName::system(DbName::SYSTEM_AUTH);
@@ -158,7 +162,10 @@ impl Issuer {
             .get_attachment(&db, &kid, "private_key.pem")
             .await?
         else {
-            log::warn!("system_auth/{kid} has no private_key.pem");
+            log::warn!(
+                "system_auth/{kid} has no private_key.pem: logins answer 401 until `kz-groups \
+                 init` is run"
+            );
             return Ok(None);
         };
         match keys::private_key_from_pem(&String::from_utf8_lossy(&pem)) {
@@ -167,7 +174,10 @@ impl Issuer {
                 key: Arc::new(key),
             })),
             Err(e) => {
-                log::warn!("system_auth/{kid}: unusable private_key.pem: {e}");
+                log::warn!(
+                    "system_auth/{kid}: unusable private_key.pem ({e}): logins answer 401 until \
+                     a usable one is stored"
+                );
                 Ok(None)
             }
         }

@@ -376,7 +376,10 @@ impl Authenticator {
         let key = match keys::public_key_from_private_pem(&String::from_utf8_lossy(&pem)) {
             Ok(key) => key,
             Err(e) => {
-                log::warn!("system_auth/{kid}: unusable private_key.pem: {e}");
+                log::warn!(
+                    "system_auth/{kid}: unusable private_key.pem ({e}): tokens of that key \
+                     answer 401 until a usable one is stored"
+                );
                 forget();
                 return Ok(None);
             }

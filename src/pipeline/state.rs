@@ -118,7 +118,7 @@ impl AppState {
     ) -> Result<T, ApiError> {
         let _slot = self.parse_slots.acquire().await;
         tokio::task::spawn_blocking(job).await.map_err(|e| {
-            log::error!("parsing a body failed: {e}");
+            log::error!("parsing a request body stopped ({e}): answered 500");
             ApiError::Bare(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR)
         })
     }

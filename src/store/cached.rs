@@ -34,7 +34,7 @@
 //!
 //! So a change anyone makes is seen here within the feed's delay (about 0.1 s on CouchDB 3; on a
 //! cluster, listings within 2 s at most), or the TTL where no feed can be had.
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -195,6 +195,11 @@ impl CachedStore {
         self.forget(Some(change));
     }
 
+    /// Stops the change feeds for good, quietly: the process is stopping.
+    pub fn stop_feeds(&self) {
+        self.coherence.stop();
+    }
+
     /// Drops what a write through this process touched, before its answer.
     fn written(&self, db: &DbName, id: &str) {
         self.heard(&Changed::Doc {
@@ -276,13 +281,13 @@ impl DocStore for CachedStore {
         let doc = self.inner.get_shared(db, id).await?;
         let cache = self.cache_of(db, id, doc.as_deref());
         if cache.is_on() {
-            if let Some(expires) = self.coherence.keep(read) {
+            if let Some(expires) = self.coherence.expiry(&read) {
                 let weight = doc_weight(doc.as_deref());
                 let entry = Entry {
                     value: doc.clone(),
                     expires,
                 };
-                cache.insert(key, entry, weight);
+                cache.insert_if(key, entry, weight, || self.coherence.unchanged(&read));
             }
         }
         Ok(doc)
@@ -398,13 +403,14 @@ impl DocStore for CachedStore {
                     .try_collect()
                     .await?;
                 let rows = Arc::new(rows);
-                if let Some(expires) = self.coherence.keep(read) {
+                if let Some(expires) = self.coherence.expiry(&read) {
                     let weight = rows_weight(&rows);
                     let entry = Entry {
                         value: rows.clone(),
                         expires,
                     };
-                    self.listings.insert(key, entry, weight);
+                    let unchanged = || self.coherence.unchanged(&read);
+                    self.listings.insert_if(key, entry, weight, unchanged);
                 }
                 rows
             }
@@ -485,13 +491,16 @@ struct Coherence {
     server: Mutex<ServerFeed>,
     /// Per-database feeds, least recently used first.
     dbs: Mutex<LruCache<String, DbFeed>>,
+    /// Set when the process stops: no feed starts, and what a stop does to a feed's connection
+    /// is not reported as a lost feed.
+    stopped: AtomicBool,
 }
 
 enum ServerFeed {
     /// Not asked yet.
     Unknown,
     /// Being started, or running (live once its start point is known).
-    Running(FeedState),
+    Running(FeedState, JoinHandle<()>),
     /// The store has none: databases are followed one by one.
     Absent,
 }
@@ -516,7 +525,23 @@ impl Coherence {
             epoch: Arc::new(AtomicU64::new(0)),
             server: Mutex::new(ServerFeed::Unknown),
             dbs: Mutex::new(LruCache::unbounded()),
+            stopped: AtomicBool::new(false),
         }
+    }
+
+    /// Stops every feed, for good: the process is stopping.
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        if let ServerFeed::Running(_, task) =
+            &*self.server.lock().unwrap_or_else(|p| p.into_inner())
+        {
+            task.abort();
+        }
+        self.dbs.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
     }
 
     fn announce(&self) {
@@ -533,13 +558,17 @@ impl Coherence {
         }
     }
 
-    /// After the read: whether its value may be kept, and until when (`Some(None)`: while a
-    /// feed guards it; `Some(Some(t))`: until `t`; `None`: not at all, a change raced it or
-    /// no feed was live yet).
-    fn keep(&self, read: Read) -> Option<Option<Instant>> {
-        if self.epoch.load(Ordering::Acquire) != read.epoch {
-            return None;
-        }
+    /// Whether no change was announced since `read` began: asked as its value goes into a
+    /// cache, under that cache's lock ([`Bounded::insert_if`]), since every change is announced
+    /// before the entries it touches are removed.
+    fn unchanged(&self, read: &Read) -> bool {
+        self.epoch.load(Ordering::Acquire) == read.epoch
+    }
+
+    /// After the read: how long its value may be kept, if no change raced it (`Some(None)`:
+    /// while a feed guards it; `Some(Some(t))`: until `t`; `None`: not at all, no feed was live
+    /// yet).
+    fn expiry(&self, read: &Read) -> Option<Option<Instant>> {
         match read.guard {
             Guard::Live => Some(None),
             Guard::Pending => None,
@@ -552,15 +581,19 @@ impl Coherence {
         if self.limits.feeds == 0 {
             return Guard::Unfollowed;
         }
+        if self.stopped() {
+            return Guard::Pending;
+        }
         {
             let mut server = self.server.lock().unwrap_or_else(|p| p.into_inner());
             match &*server {
-                ServerFeed::Running(state) => return state.get(),
+                ServerFeed::Running(state, _) => return state.get(),
                 ServerFeed::Unknown => {
                     let state = FeedState::default();
-                    *server = ServerFeed::Running(state.clone());
                     let this = self.clone();
-                    tokio::spawn(async move { this.follow_server(state).await });
+                    let shared = state.clone();
+                    let task = tokio::spawn(async move { this.follow_server(shared).await });
+                    *server = ServerFeed::Running(state, task);
                     return Guard::Pending;
                 }
                 ServerFeed::Absent => {}
@@ -596,8 +629,12 @@ impl Coherence {
                     *self.server.lock().unwrap_or_else(|p| p.into_inner()) = ServerFeed::Absent;
                     return;
                 }
+                Err(_) if self.stopped() => return,
                 Err(e) => {
-                    log::warn!("change feed: {e}; retrying in {pause:?}");
+                    log::warn!(
+                        "cannot start the store's change feed ({e}): nothing cached until it \
+                         starts; retrying in {pause:?}"
+                    );
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(FEED_RETRY_MAX);
                     continue;
@@ -611,7 +648,13 @@ impl Coherence {
             state.set(Guard::Pending);
             self.announce();
             (self.invalidate)(None);
-            log::warn!("server-wide change feed lost: {lost}; every cached entry dropped");
+            if self.stopped() {
+                return;
+            }
+            log::warn!(
+                "the store's server-wide change feed was lost ({lost}): every cached entry \
+                 dropped, nothing cached until it is read again in {pause:?}"
+            );
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(FEED_RETRY_MAX);
         }
@@ -629,8 +672,12 @@ impl Coherence {
                     state.set(Guard::Unfollowed);
                     return;
                 }
+                Err(_) if self.stopped() => return,
                 Err(e) => {
-                    log::warn!("change feed of {db}: {e}; retrying in {pause:?}");
+                    log::warn!(
+                        "cannot start the change feed of {db} ({e}): nothing of it cached until \
+                         it starts; retrying in {pause:?}"
+                    );
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(FEED_RETRY_MAX);
                     continue;
@@ -642,10 +689,13 @@ impl Coherence {
             state.set(Guard::Pending);
             self.announce();
             (self.invalidate)(Some(&Changed::Db(db.clone())));
-            if matches!(lost, StoreError::NotFound) {
+            if matches!(lost, StoreError::NotFound) || self.stopped() {
                 return;
             }
-            log::warn!("change feed of {db} lost: {lost}; its cached entries dropped");
+            log::warn!(
+                "the change feed of {db} was lost ({lost}): its cached entries dropped, nothing \
+                 of it cached until it is read again in {pause:?}"
+            );
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(FEED_RETRY_MAX);
         }

@@ -227,7 +227,7 @@ async fn stalled_sockets_beyond_the_connection_limit_are_freed_and_others_still_
             ("KZ_GROUPS_MAX_CONNECTIONS", "100"),
         ],
     );
-    let sockets_before = server.open_tcp_sockets();
+    let sockets_before = server.open_client_connections();
     let mut stalled = Vec::new();
     for _ in 0..300 {
         let mut s = server.connect();
@@ -236,7 +236,7 @@ async fn stalled_sockets_beyond_the_connection_limit_are_freed_and_others_still_
         stalled.push(s);
     }
     std::thread::sleep(Duration::from_millis(200));
-    let sockets_during = server.open_tcp_sockets();
+    let sockets_during = server.open_client_connections();
     eprintln!("{sockets_during} sockets open with 300 stalled uploads (from {sockets_before})");
     // Admitted connections are capped (give or take the few being handed to a worker); the
     // rest wait in the kernel's listen queue.
@@ -268,10 +268,10 @@ async fn stalled_sockets_beyond_the_connection_limit_are_freed_and_others_still_
     );
     drop(stalled);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while server.open_tcp_sockets() > sockets_before && Instant::now() < deadline {
+    while server.open_client_connections() > sockets_before && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let sockets_after = server.open_tcp_sockets();
+    let sockets_after = server.open_client_connections();
     assert!(
         sockets_after <= sockets_before,
         "their sockets are freed: {sockets_after} open (from {sockets_before})"

@@ -18,6 +18,7 @@ mod durability;
 mod first_use;
 mod groups;
 mod hostile;
+mod lifecycle;
 mod login;
 mod openapi;
 mod operators;

@@ -270,10 +270,10 @@ pub async fn summary(
 ) -> Result<Outcome, ApiError> {
     let listing = parse_request(req)?;
     let state = req.state;
-    let writes: Vec<Written> = state.recent.of(&req.account.db()).into_iter().collect();
+    let db = req.account.db();
     if !listing.paginate {
-        if !writes.is_empty() {
-            if let Some(outcome) = whole_checked(req, views, user, &listing, &writes).await? {
+        if !state.recent.of(&db).is_empty() {
+            if let Some(outcome) = whole_checked(req, views, user, &listing).await? {
                 return Ok(outcome);
             }
         }
@@ -283,6 +283,7 @@ pub async fn summary(
     let deadline = Instant::now() + REREAD_BUDGET;
     let mut fresh = false;
     let (rows, next) = loop {
+        let before = state.recent.of(&db);
         // The page and the row after it (where the next page starts) in one call.
         let chunk = listing.page_size.saturating_add(1);
         let mut reader = reader(req, views, user, &listing, chunk, fresh);
@@ -298,6 +299,7 @@ pub async fn summary(
         } else {
             None
         };
+        let writes = settled(before, &state.recent.of(&db));
         if writes.is_empty()
             || Instant::now() >= deadline
             || !stale(&rows, next.is_some(), &listing, user, &writes)
@@ -305,6 +307,7 @@ pub async fn summary(
             break (rows, next.map(|row| resume_key(user, &row)));
         }
         fresh = true;
+        state.metrics.listing_rereads.inc();
         tokio::time::sleep(REREAD_PAUSE).await;
     };
     let items: Vec<_> = rows.into_iter().map(|row| row.value).collect();
@@ -327,9 +330,20 @@ pub async fn summary(
     }))
 }
 
+/// The recent writes a read must show: those acknowledged before it began (`before`) and not
+/// written again while it ran (still in `after` under the same sequence number). A write made
+/// while the read ran may or may not be in it, so the read is not held to it.
+fn settled(before: Vec<Written>, after: &[Written]) -> Vec<Written> {
+    before
+        .into_iter()
+        .filter(|w| after.iter().any(|a| a.seq == w.seq))
+        .collect()
+}
+
 /// Whether `rows` (the rows of one page, `more` when rows follow it) disagree with a recent write
-/// in the range they cover: a group it left live missing, or one it deleted present. With
-/// filters, a missing group may just not pass them, so only presences are judged.
+/// in the range they cover: a group it left live (and passing the listing's filters) missing,
+/// or one it deleted present. A write kept without its document is judged on presence only
+/// when the listing has filters.
 fn stale(
     rows: &[ViewRow],
     more: bool,
@@ -338,16 +352,16 @@ fn stale(
     writes: &[Written],
 ) -> bool {
     let user_id = user.map(DocId::as_str);
-    writes.iter().any(|w| {
+    writes.iter().filter(|w| !w.pending).any(|w| {
         let present = rows.iter().any(|row| row.id == w.id);
-        let expected = w.listed_for(user_id);
-        if present == expected {
-            return false;
-        }
-        if present {
+        let listed = w.listed_for(user_id);
+        if present && !listed {
             return true;
         }
-        listing.filters.is_empty() && covers(rows, more, listing, user, &w.id)
+        let expected = listed
+            && (listing.filters.is_empty()
+                || w.doc.as_deref().is_some_and(|d| listing.filters.matches(d)));
+        !present && expected && covers(rows, more, listing, user, &w.id)
     })
 }
 
@@ -405,13 +419,14 @@ async fn whole_checked(
     views: &Installed,
     user: Option<&DocId>,
     listing: &ListingRequest,
-    writes: &[Written],
 ) -> Result<Option<Outcome>, ApiError> {
     let state = req.state;
+    let db = req.account.db();
     let fail = |e| view_error(&state.views, &req.account, e);
     let deadline = Instant::now() + REREAD_BUDGET;
     let mut fresh = false;
     let rows = loop {
+        let before = state.recent.of(&db);
         let mut reader = reader(req, views, user, listing, STREAM_CHUNK, fresh);
         let mut rows = Vec::new();
         while let Some(mut row) = reader.next_passing(&listing.filters).await.map_err(fail)? {
@@ -422,10 +437,12 @@ async fn whole_checked(
             row.doc = None;
             rows.push(row);
         }
-        if Instant::now() >= deadline || !stale(&rows, false, listing, user, writes) {
+        let writes = settled(before, &state.recent.of(&db));
+        if Instant::now() >= deadline || !stale(&rows, false, listing, user, &writes) {
             break rows;
         }
         fresh = true;
+        state.metrics.listing_rereads.inc();
         tokio::time::sleep(REREAD_PAUSE).await;
     };
     let revision = if rows.is_empty() {
@@ -647,5 +664,67 @@ mod tests {
         // Resumed after g1 by our own cursor: g1 is on an earlier page.
         let resumed = listing(Some(json!(["u1", "g1x"])), false);
         assert!(!stale(&[], false, &resumed, Some(&u), &recent[..1]));
+    }
+
+    #[test]
+    fn a_filtered_listing_expects_the_created_groups_that_pass_its_filters() {
+        let created = writes(&[
+            ("g1", Some(json!({"pvt_type": "group", "name": "G1"}))),
+            ("g2", Some(json!({"pvt_type": "group", "name": "G2"}))),
+        ]);
+        let mut by_name = listing(None, false);
+        by_name.filters = Filters::from_query(&[("filter_name".into(), Some("G1".into()))]);
+        // g1 passes `filter_name=G1` and is missing: stale; g2 does not pass, so its absence is
+        // as it should be.
+        assert!(stale(&[], false, &by_name, None, &created));
+        assert!(!stale(
+            &[row("g1", json!("g1"))],
+            false,
+            &by_name,
+            None,
+            &created
+        ));
+    }
+
+    #[test]
+    fn a_read_is_held_only_to_the_writes_settled_before_it_and_not_rewritten_during_it() {
+        let recent = RecentWrites::new();
+        let db = AccountId::parse("4b31dd1d32ce6d249897c06332375d65")
+            .unwrap()
+            .db();
+        let (g1, g2) = (DocId::parse("g1").unwrap(), DocId::parse("g2").unwrap());
+        let group = json!({"pvt_type": "group"});
+        recent.record(&db, &g1, group.as_object());
+        recent.record(&db, &g2, group.as_object());
+        let before = recent.of(&db);
+        // While the read runs: g1 is hard-deleted, g3 is created.
+        recent.record(&db, &g1, None);
+        recent.record(&db, &DocId::parse("g3").unwrap(), group.as_object());
+        let judged = settled(before, &recent.of(&db));
+        let ids: Vec<&str> = judged.iter().map(|w| w.id.as_str()).collect();
+        assert_eq!(ids, ["g2"]);
+        // So a view that no longer holds g1 (nor yet g3) is not stale.
+        let rows = [row("g2", json!("g2"))];
+        assert!(!stale(&rows, false, &listing(None, false), None, &judged));
+        // A write sent to the store but not yet answered holds a read to nothing: g2 may be
+        // gone from the view before its delete is acknowledged.
+        let without_g2 = [row("g3", json!("g3"))];
+        let judged = settled(recent.of(&db), &recent.of(&db));
+        assert!(stale(
+            &without_g2,
+            false,
+            &listing(None, false),
+            None,
+            &judged
+        ));
+        recent.begin(&db, &g2);
+        let judged = settled(recent.of(&db), &recent.of(&db));
+        assert!(!stale(
+            &without_g2,
+            false,
+            &listing(None, false),
+            None,
+            &judged
+        ));
     }
 }

@@ -19,6 +19,7 @@ use crate::notices::{Change, ChangeAction, DocChange};
 use crate::pipeline::reply::{Outcome, Revision, Success};
 use crate::pipeline::AppState;
 use crate::store::views::Installed;
+use crate::store::StoreError;
 use request::GroupRequest;
 
 /// What every groups request does before its handler: the account's design documents are
@@ -130,11 +131,27 @@ async fn save(
     action: ChangeAction,
 ) -> Result<(String, Map<String, Value>), ApiError> {
     let doc = Value::Object(doc);
-    let rev = req.state.store.put_doc(&req.account.db(), id, &doc).await?;
+    req.state.recent.begin(&req.account.db(), id);
+    let rev = req
+        .state
+        .store
+        .put_doc(&req.account.db(), id, &doc)
+        .await
+        .map_err(|e| write_failed(req, e))?;
     let doc = into_object(doc);
     req.state.recent.record(&req.account.db(), id, Some(&doc));
     announce(req, id, &doc, &rev, action);
     Ok((rev, doc))
+}
+
+/// A write that failed: a document gone meanwhile (another request deleted it between our read
+/// and our write) is answered as a missing group, as Crossbar's `handle_datamgr_errors` does
+/// (404 `bad_identifier`); anything else as the store said.
+fn write_failed(req: &GroupRequest<'_>, e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound => req.not_found(),
+        e => e.into(),
+    }
 }
 
 /// One notice per successful write (amqp-notices §1.4), queued for the bus; never waits for it.
@@ -293,11 +310,13 @@ pub async fn delete(req: &GroupRequest<'_>) -> Result<Outcome, ApiError> {
         stamp(req, &mut doc);
         save(req, &id, doc, ChangeAction::Deleted { soft: true }).await?;
     } else {
+        req.state.recent.begin(&req.account.db(), &id);
         let new_rev = req
             .state
             .store
             .delete_doc(&req.account.db(), &id, &stored.rev)
-            .await?;
+            .await
+            .map_err(|e| write_failed(req, e))?;
         req.state.recent.record(&req.account.db(), &id, None);
         // The notice describes the doc as it was before the delete, with the tombstone's rev.
         announce(

@@ -567,7 +567,7 @@ impl CouchClient {
 }
 
 fn leak_reason(e: serde_json::Error) -> &'static str {
-    log::warn!("unreadable view row: {e}");
+    log::warn!("CouchDB sent a view row that is not a row ({e}): the listing answers 500");
     "a view row is not a row"
 }
 

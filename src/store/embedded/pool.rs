@@ -126,7 +126,10 @@ impl Drop for Snapshot<'_> {
                 .prepare_cached("ROLLBACK")
                 .and_then(|mut rollback| rollback.execute([]));
             if let Err(e) = ended {
-                log::error!("a read transaction did not end: {e}");
+                log::error!(
+                    "an embedded store read transaction did not end ({e}): that reader may \
+                     answer from an old snapshot until kz-groups restarts"
+                );
             }
         }
     }

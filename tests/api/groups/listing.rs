@@ -229,3 +229,56 @@ async fn listings_made_right_after_writes_show_them() {
     let mine = app.list_user_groups(&a, &u, "").await;
     assert_eq!(mine.listed("id"), [kept.as_str()], "{}", mine.text);
 }
+
+/// Issue 15.4: on one store node, a view always holds every acknowledged write, so listings made
+/// while the same instance creates and hard-deletes groups of the account are never read again
+/// (a listing used to wait out its whole 2 s budget for a group deleted while it read).
+#[tokio::test]
+async fn listings_amid_creates_and_hard_deletes_of_the_same_instance_are_never_read_again() {
+    let (app, a) = setup().await;
+    let u = a.user_id.clone();
+    let writer = async {
+        for i in 0..25 {
+            let group =
+                json!({"name": format!("G{i}"), "endpoints": {u.clone(): {"type": "user"}}});
+            let id = app.add_group(&a, group).await.id;
+            let resp = app
+                .with_token(&a.token)
+                .request(
+                    "DELETE",
+                    format!("{}?should_soft_delete=false", a.group_path(&id)),
+                )
+                .send()
+                .await;
+            assert_eq!(resp.status, 200, "{}", resp.text);
+        }
+    };
+    let reader = async {
+        let mut slowest = std::time::Duration::ZERO;
+        for i in 0..60 {
+            let started = std::time::Instant::now();
+            let resp = match i % 3 {
+                0 => app.list_groups(&a, "").await,
+                1 => app.list_groups(&a, "paginate=false").await,
+                _ => app.list_user_groups(&a, &u, "").await,
+            };
+            slowest = slowest.max(started.elapsed());
+            assert_eq!(resp.status, 200, "{}", resp.text);
+        }
+        slowest
+    };
+    let ((), slowest) = futures::future::join(writer, reader).await;
+    let metrics = app.probe("/metrics").await.text;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "kz_groups_listing_rereads_total 0"),
+        "listings were read again (slowest took {slowest:?}):\n{}",
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("kz_groups_listing"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    eprintln!("slowest of 60 listings amid 50 writes: {slowest:?}");
+}

@@ -102,6 +102,21 @@ impl ServerProcess {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, as systemd, Docker or an operator's `kill` sends it; waits for the process to
+    /// exit, `limit` at most, and says how long that took (`None`: still running at `limit`).
+    pub fn terminate(&mut self, limit: Duration) -> Option<Duration> {
+        let started = Instant::now();
+        // SAFETY: kill(2) on the pid of a child this helper owns and has not yet reaped.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        while started.elapsed() < limit {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Some(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -135,10 +150,14 @@ impl ServerProcess {
             .expect("resetting the peak through /proc/PID/clear_refs");
     }
 
-    /// Open TCP sockets of the process (its listener, its clients, its connections to the
-    /// store), found by their inodes in the kernel's TCP tables.
-    pub fn open_tcp_sockets(&self) -> usize {
-        let tcp: std::collections::HashSet<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+    /// The client connections the process holds open: its TCP sockets on its own listening
+    /// port, not the listener itself. Its connections to CouchDB and the broker (change feeds,
+    /// pooled connections, which a real CouchDB with `_db_updates` holds more of than
+    /// pouchdb-server) are not counted.
+    pub fn open_client_connections(&self) -> usize {
+        const LISTEN: &str = "0A";
+        let port = format!("{:04X}", self.port);
+        let clients: std::collections::HashSet<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
             .iter()
             .flat_map(|table| {
                 std::fs::read_to_string(table)
@@ -147,7 +166,13 @@ impl ServerProcess {
                     .map(str::to_owned)
                     .collect::<Vec<_>>()
             })
-            .filter_map(|line| line.split_whitespace().nth(9).map(str::to_owned))
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let local_port = fields.get(1)?.rsplit(':').next()?;
+                (local_port == port && *fields.get(3)? != LISTEN)
+                    .then(|| fields.get(9).map(|inode| inode.to_string()))
+                    .flatten()
+            })
             .collect();
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
             .unwrap()
@@ -160,7 +185,7 @@ impl ServerProcess {
                     .to_owned();
                 Some(inode)
             })
-            .filter(|inode| tcp.contains(inode))
+            .filter(|inode| clients.contains(inode))
             .count()
     }
 
