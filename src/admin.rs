@@ -83,51 +83,71 @@ pub async fn init(store: &Store) -> Result<InitReport, String> {
     };
     let kid_id = DocId::parse(&kid)
         .ok_or_else(|| format!("system_key {kid:?} is not a usable document id"))?;
-    let key_doc = match store
-        .get_doc(&auth_db, &kid_id)
-        .await
-        .map_err(couch_err("system_auth"))?
-    {
-        Some(doc) => doc,
-        None => {
-            let now = clock::gregorian_now();
-            let doc = json!({
-                "_id": kid,
-                "pvt_type": "system_key",
-                "pvt_account_id": "system_auth",
-                "pvt_account_db": "system_auth",
-                "pvt_created": now,
-                "pvt_modified": now,
-            });
-            let rev = store
-                .put_doc(&auth_db, &kid_id, &doc)
-                .await
-                .map_err(couch_err("system_auth"))?;
-            created.push(format!("system_auth/{kid}"));
-            json!({"_rev": rev})
+    // Another `init` may create the same documents meanwhile (the suite runs several at once,
+    // a deployment may too): a conflict means it did, so read again and go on from there.
+    let mut key_doc = loop {
+        if let Some(doc) = store
+            .get_doc(&auth_db, &kid_id)
+            .await
+            .map_err(couch_err("system_auth"))?
+        {
+            break doc;
+        }
+        let now = clock::gregorian_now();
+        let doc = json!({
+            "_id": kid,
+            "pvt_type": "system_key",
+            "pvt_account_id": "system_auth",
+            "pvt_account_db": "system_auth",
+            "pvt_created": now,
+            "pvt_modified": now,
+        });
+        match store.put_doc(&auth_db, &kid_id, &doc).await {
+            Ok(rev) => {
+                created.push(format!("system_auth/{kid}"));
+                break json!({"_rev": rev});
+            }
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(format!("system_auth: {e}")),
         }
     };
-    if key_doc.pointer("/_attachments/private_key.pem").is_none() {
-        let key =
-            keys::generate_private_key().map_err(|e| format!("generating the RSA key: {e}"))?;
-        let pem =
-            keys::private_key_to_pem(&key).map_err(|e| format!("encoding the RSA key: {e}"))?;
+    let mut pem = None;
+    while key_doc.pointer("/_attachments/private_key.pem").is_none() {
+        if pem.is_none() {
+            let key =
+                keys::generate_private_key().map_err(|e| format!("generating the RSA key: {e}"))?;
+            pem = Some(
+                keys::private_key_to_pem(&key).map_err(|e| format!("encoding the RSA key: {e}"))?,
+            );
+        }
         let rev = key_doc
             .get("_rev")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        store
+        let put = store
             .put_attachment(
                 &auth_db,
                 &kid_id,
                 "private_key.pem",
                 rev,
                 "application/x-pem-file",
-                pem.into_bytes(),
+                pem.clone().unwrap_or_default().into_bytes(),
             )
-            .await
-            .map_err(couch_err("system_auth private_key.pem"))?;
-        created.push(format!("system_auth/{kid}/private_key.pem"));
+            .await;
+        match put {
+            Ok(_) => {
+                created.push(format!("system_auth/{kid}/private_key.pem"));
+                break;
+            }
+            Err(StoreError::Conflict) => {
+                key_doc = store
+                    .get_doc(&auth_db, &kid_id)
+                    .await
+                    .map_err(couch_err("system_auth"))?
+                    .ok_or_else(|| format!("system_auth/{kid} was deleted while init ran"))?;
+            }
+            Err(e) => return Err(format!("system_auth private_key.pem: {e}")),
+        }
     }
     Ok(InitReport { kid, created })
 }

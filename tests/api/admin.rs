@@ -187,6 +187,43 @@ async fn concurrent_first_account_creates_make_exactly_one_master() {
 }
 
 #[test]
+fn concurrent_inits_agree_on_one_key_and_each_piece_is_created_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, backend) = empty_backend(dir.path());
+    let runs: Vec<cli::CliRun> = std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| cli::run(&backend, &["init"])))
+            .collect();
+        runs.into_iter().map(|run| run.join().unwrap()).collect()
+    });
+    for run in &runs {
+        assert!(run.ok, "every run succeeds: {}", run.output);
+    }
+    let kid = runs[0].json["kid"].as_str().unwrap();
+    let mut created = Vec::new();
+    for run in &runs {
+        assert_eq!(run.json["kid"], kid, "{}", run.output);
+        created.extend(
+            run.json["created"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|piece| piece.as_str().unwrap().to_owned()),
+        );
+    }
+    created.sort();
+    assert_eq!(
+        created,
+        [
+            format!("system_auth/{kid}"),
+            format!("system_auth/{kid}/private_key.pem"),
+            "system_config/auth default.secret_for_user_signature".to_owned(),
+            "system_config/auth default.system_key".to_owned(),
+        ]
+    );
+}
+
+#[test]
 fn each_commands_help_documents_its_options_and_the_variables_it_reads() {
     let help = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_kz-groups"))

@@ -81,8 +81,9 @@ impl CouchClient {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
+        let tls = tls::client_config(ca)?;
         let client = |read_timeout: Duration| {
-            tls::client_builder(ca)
+            tls::client_builder(&tls)
                 .connect_timeout(timeout)
                 .read_timeout(read_timeout)
                 .pool_idle_timeout(Duration::from_secs(30))

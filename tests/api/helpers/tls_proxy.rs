@@ -1,6 +1,7 @@
-//! A TLS endpoint a test sets up itself: a private CA made at test time, server certificates it
-//! signs, and a TLS-terminating TCP proxy (on a thread and runtime of its own, so blocking test
-//! code never starves it) in front of a plain-HTTP CouchDB.
+//! A TLS endpoint a test sets up itself: a private CA made at test time and server certificates
+//! it signs, or a certificate and key from PEM files (as an operator hands them to CouchDB), and
+//! a TLS-terminating TCP proxy (on a thread and runtime of its own, so blocking test code never
+//! starves it) in front of a plain-HTTP CouchDB.
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,8 +9,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio_rustls::rustls::{crypto, ServerConfig};
+use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::rustls::sign::{CertifiedKey, SingleCertAndKey};
+use tokio_rustls::rustls::{crypto, ServerConfig, SupportedProtocolVersion};
 use tokio_rustls::TlsAcceptor;
 
 /// A certificate authority of the test's own, trusted by nobody else.
@@ -61,6 +64,34 @@ impl TestCa {
                 .unwrap();
         Arc::new(config)
     }
+}
+
+/// A server's TLS configuration presenting the certificate chain of the PEM file `cert` with the
+/// key of the PEM file `key`, over `versions` of TLS.
+pub fn pem_server_config(
+    cert: &Path,
+    key: &Path,
+    versions: &[&'static SupportedProtocolVersion],
+) -> Arc<ServerConfig> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let provider = Arc::new(crypto::ring::default_provider());
+    let key = provider
+        .key_provider
+        .load_private_key(PrivateKeyDer::from_pem_file(key).unwrap())
+        .unwrap();
+    // Not `with_single_cert`: it checks the key against the certificate by reading the
+    // certificate as webpki does, which refuses a version 1 certificate
+    // (`UnsupportedCertVersion`); CouchDB (Erlang's ssl) serves one.
+    let certified = CertifiedKey::new(chain, key);
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
+    Arc::new(config)
 }
 
 /// TLS on a free port of 127.0.0.1, each connection relayed in the clear to `upstream` (the
