@@ -27,6 +27,7 @@ use crate::store::embedded::EmbeddedStore;
 use crate::store::views::{DesignDoc, ViewInstaller};
 use crate::store::{Store, StoreError};
 use crate::store_metrics::MeteredStore;
+use crate::systemd;
 use crate::validation::Schemas;
 
 /// The design documents ship inside the binary, from `couch_views/`.
@@ -370,7 +371,10 @@ impl Application {
     /// Serves until SIGTERM/SIGINT; actix lets requests in flight finish, then the bus gets
     /// its bounded flush of the notices still queued.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        // Bound and accepting since `build`: under systemd's `Type=notify`, started now.
+        systemd::ready();
         let served = self.server.await;
+        systemd::stopping();
         if let Some(hearing) = &self.hearing {
             hearing.abort();
         }
