@@ -102,6 +102,21 @@ impl ServerProcess {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, as systemd or Docker stops a service; waits up to `limit` for the process to
+    /// exit and returns its status (`None`: still running, then killed) and how long it took.
+    pub fn terminate(mut self, limit: Duration) -> (Option<std::process::ExitStatus>, Duration) {
+        let started = Instant::now();
+        // SAFETY: kill(2) on the pid of a child this handle has not reaped yet.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        while started.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (Some(status), started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (None, started.elapsed())
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
