@@ -171,43 +171,6 @@ async fn users_create_reads_the_password_from_the_file_its_file_form_names() {
 }
 
 #[test]
-fn help_lists_the_file_form_of_every_secret_variable() {
-    let help = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_kz-groups"))
-            .args(args)
-            .arg("--help")
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    for (args, wanted) in [
-        (&[][..], &["COUCHDB_URL_FILE"][..]),
-        (&["serve"], &["COUCHDB_URL_FILE", "KZ_GROUPS_AMQP_URL_FILE"]),
-        (&["init"], &["COUCHDB_URL_FILE"]),
-        (
-            &["accounts", "create"],
-            &["COUCHDB_URL_FILE", "KZ_GROUPS_AMQP_URL_FILE"],
-        ),
-        (
-            &["users", "create"],
-            &[
-                "COUCHDB_URL_FILE",
-                "KZ_GROUPS_AMQP_URL_FILE",
-                "KZ_GROUPS_USER_PASSWORD_FILE",
-            ],
-        ),
-    ] {
-        let text = help(args);
-        for word in wanted {
-            assert!(
-                text.contains(word),
-                "`{args:?} --help` lacks {word}:\n{text}"
-            );
-        }
-    }
-}
-
-#[test]
 fn under_systemd_the_server_says_ready_once_listening_then_stopping_and_exits_0_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("notify");
