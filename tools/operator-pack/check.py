@@ -12,6 +12,9 @@
   in that scrape, and every label it matches or groups by must be one of that metric's labels
   (or `job`/`instance`, which Prometheus adds; `up` is Prometheus' own series). The values of
   `route` and `kind` matchers must be names the README documents.
+- With `--prometheus`, a real Prometheus scrapes that process (as the README's scrape
+  configuration does, job `kz-groups`) while more traffic comes, and evaluates every query and
+  rule: each must evaluate without an error (many-to-many matches and the like only show there).
 - The same process then gets SIGTERM and must exit 0 within a few seconds.
 
 Standard library only. Run by scripts/check-operator-pack, which installs promtool first.
@@ -21,12 +24,14 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -286,9 +291,9 @@ class Service:
             print(f"kz-groups exited 0 {took:.2f} s after SIGTERM")
 
 
-def traffic(service, tmp):
+def traffic(service, tmp, round=1):
     """Enough traffic for every metric family the pack reads to have a sample."""
-    account = service.cli(["accounts", "create", "--name", "Operator Pack"])
+    account = service.cli(["accounts", "create", "--name", f"Operator Pack {round}"])
     password = os.path.join(tmp, "password")
     with open(password, "w") as f:
         f.write("Secret1\n")
@@ -314,6 +319,63 @@ def traffic(service, tmp):
         status, text = service.request(method, path, body, token)
         if status != expected:
             fail(f"{method} {path} answered {status}, not {expected}: {text[:300]}")
+
+
+class Prometheus:
+    """Debian's Prometheus server scraping `target` every second, with a store of its own."""
+
+    def __init__(self, binary, tmp, target):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        config = os.path.join(tmp, "prometheus.yml")
+        with open(config, "w") as f:
+            f.write("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+                    "scrape_configs:\n  - job_name: kz-groups\n    metrics_path: /metrics\n"
+                    f"    static_configs:\n      - targets: [\"{target}\"]\n")
+        self.base = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(
+            [binary, f"--config.file={config}", f"--storage.tsdb.path={os.path.join(tmp, 'tsdb')}",
+             f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def query(self, expr):
+        url = f"{self.base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        try:
+            with urllib.request.urlopen(url, timeout=30) as resp:
+                return json.load(resp)
+        except urllib.error.HTTPError as e:
+            return json.load(e)
+
+    def scraped(self, samples):
+        """Waits until `samples` scrapes of kz-groups were stored (30 s at most)."""
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                got = self.query('count_over_time(up{job="kz-groups"}[5m])')
+                if got["data"]["result"] and float(got["data"]["result"][0]["value"][1]) >= samples:
+                    return True
+            except (OSError, KeyError, ValueError):
+                pass
+            time.sleep(0.5)
+        return False
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def evaluate(prometheus, expressions):
+    """Every expression evaluated by a Prometheus that scraped the service."""
+    with_data = 0
+    for where, expr in expressions:
+        got = prometheus.query(expr)
+        if got.get("status") != "success":
+            fail(f"{where}: Prometheus cannot evaluate it: {got.get('error')}: {expr}")
+        elif got["data"]["result"]:
+            with_data += 1
+    print(f"a Prometheus that scraped kz-groups evaluates all {len(expressions)} expressions; "
+          f"{with_data} return series (alerts quiet, panels of events that did not happen empty)")
 
 
 def scrape(service):
@@ -388,6 +450,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--binary", required=True)
     parser.add_argument("--promtool", default="promtool")
+    parser.add_argument("--prometheus", help="a Prometheus server binary, to evaluate every expression")
     parser.add_argument("--amqp-url", default=os.environ.get(
         "KZ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"))
     args = parser.parse_args()
@@ -411,6 +474,17 @@ def main():
         try:
             traffic(service, tmp)
             exported = scrape(service)
+            if args.prometheus:
+                prometheus = Prometheus(args.prometheus, tmp, service.base.split("//", 1)[1])
+                try:
+                    if not prometheus.scraped(2):
+                        sys.exit("Prometheus did not scrape kz-groups within 30 s")
+                    traffic(service, tmp, 2)
+                    if not prometheus.scraped(6):
+                        sys.exit("Prometheus did not scrape kz-groups within 30 s")
+                    evaluate(prometheus, parsed)
+                finally:
+                    prometheus.stop()
         finally:
             service.stop()
     checked = check_names(expressions, exported, documented_values())
