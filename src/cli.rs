@@ -4,7 +4,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
 use crate::admin::{self, NewAccount, NewUser};
-use crate::config::{Backend, Config};
+use crate::config::{secret, Backend, Config};
 use crate::domain::ids::{AccountId, DbName};
 use crate::startup::{self, Application};
 use crate::store::views::{self, ensure_design, DesignDb, Refresh};
@@ -15,6 +15,8 @@ const STORE_ENV: &str = "\
 Environment (store and logs):
   COUCHDB_URL                 CouchDB base URL with credentials, e.g. http://admin:secret@127.0.0.1:5984;
                               unset: the embedded store in KZ_GROUPS_DATA
+  COUCHDB_URL_FILE            a file holding COUCHDB_URL (a Docker secret, a systemd credential);
+                              not with COUCHDB_URL
   KZ_GROUPS_COUCHDB_CA        PEM file of CA certificates trusted for an https:// COUCHDB_URL,
                               besides the system's roots
   KZ_GROUPS_DATA              directory of the embedded store [default: ./data]
@@ -25,6 +27,7 @@ Environment (store and logs):
 
 /// What `accounts create` and `users create` read besides: the bus they announce writes on.
 const BUS_ENV: &str = "  KZ_GROUPS_AMQP_URL          AMQP broker to announce the new documents on (amqp://…); unset: none
+  KZ_GROUPS_AMQP_URL_FILE     a file holding KZ_GROUPS_AMQP_URL; not with KZ_GROUPS_AMQP_URL
   KZ_GROUPS_AMQP_FLUSH_SECS   how long to wait for the broker's confirms before exiting [default: 5]
   KZ_GROUPS_NODE              the notices' Node [default: kz-groups@<hostname>]";
 
@@ -48,7 +51,9 @@ Environment (server):
   KZ_GROUPS_BODY_TIMEOUT_MS   time a request body has to arrive [default: 15000]
   KZ_GROUPS_REQUEST_MEMORY_MB memory request bodies may hold at once [default: 256]
   KZ_GROUPS_MAX_CONNECTIONS   simultaneous client connections [default: from the open-file limit]
+  KZ_GROUPS_SHUTDOWN_GRACE_SECS  how long a stop lets requests in flight finish [default: 30]
   KZ_GROUPS_AMQP_URL          AMQP broker for change notices (amqp://…); unset: none
+  KZ_GROUPS_AMQP_URL_FILE     a file holding KZ_GROUPS_AMQP_URL; not with KZ_GROUPS_AMQP_URL
   KZ_GROUPS_AMQP_QUEUE        notices held while the broker has not confirmed them [default: 10000]
   KZ_GROUPS_AMQP_FLUSH_SECS   how long a stopping server tries to deliver them [default: 5]";
 
@@ -63,8 +68,8 @@ Environment (server):
                   their progress on stderr.",
     after_help = concat!(
         "Environment (store and logs):\n",
-        "  COUCHDB_URL, KZ_GROUPS_COUCHDB_CA, KZ_GROUPS_DATA, KZ_GROUPS_COUCH_TIMEOUT_MS, RUST_LOG,\n",
-        "  KZ_GROUPS_LOG_FORMAT\n",
+        "  COUCHDB_URL (or COUCHDB_URL_FILE), KZ_GROUPS_COUCHDB_CA, KZ_GROUPS_DATA,\n",
+        "  KZ_GROUPS_COUCH_TIMEOUT_MS, RUST_LOG, KZ_GROUPS_LOG_FORMAT\n",
         "Each command's --help lists every variable it reads."
     )
 )]
@@ -168,9 +173,10 @@ pub enum UsersCommand {
         long_about = "Create a user who can log in with `PUT /v2/user_auth`. The password \
                       comes from --password-stdin (the first line of standard input), else \
                       --password (visible to other local users in the process list), else \
-                      KZ_GROUPS_USER_PASSWORD. Prints {\"id\", \"user_id\", \"account_id\", \"username\"}.",
+                      KZ_GROUPS_USER_PASSWORD or the file KZ_GROUPS_USER_PASSWORD_FILE names. Prints {\"id\", \"user_id\", \"account_id\", \"username\"}.",
         after_help = format!(
-            "{STORE_ENV}\n  KZ_GROUPS_USER_PASSWORD     the new user's password (instead of --password)\n{BUS_ENV}"
+            "{STORE_ENV}\n  KZ_GROUPS_USER_PASSWORD     the new user's password (instead of --password)\n  \
+             KZ_GROUPS_USER_PASSWORD_FILE  a file holding it; not with KZ_GROUPS_USER_PASSWORD\n{BUS_ENV}"
         )
     )]
     Create(UserArgs),
@@ -218,8 +224,12 @@ pub struct UserArgs {
 }
 
 impl UserArgs {
-    /// The password from standard input, the environment or the command line.
+    /// The password from standard input, the command line, the environment or the file
+    /// `KZ_GROUPS_USER_PASSWORD_FILE` names.
     fn password(&self) -> Result<String, String> {
+        // Read (and both forms refused) whichever source wins: a broken setting never passes
+        // unnoticed. `self.password` already holds the variable's value, if it is set.
+        let variable = secret(|name| std::env::var(name).ok(), "KZ_GROUPS_USER_PASSWORD")?;
         if self.password_stdin {
             let mut line = String::new();
             std::io::stdin()
@@ -231,8 +241,9 @@ impl UserArgs {
             }
             return Ok(password);
         }
-        self.password.clone().ok_or_else(|| {
-            "a password is required: --password-stdin, KZ_GROUPS_USER_PASSWORD or --password".into()
+        self.password.clone().or(variable).ok_or_else(|| {
+            "a password is required: --password-stdin, KZ_GROUPS_USER_PASSWORD(_FILE) or --password"
+                .into()
         })
     }
 }

@@ -55,7 +55,7 @@ pub fn log_filter(rust_log: Option<&str>) -> String {
 /// Where the documents live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Backend {
-    /// `COUCHDB_URL`, credentials included.
+    /// `COUCHDB_URL` (or the file `COUCHDB_URL_FILE` names), credentials included.
     CouchDb { url: String },
     /// No `COUCHDB_URL`: the embedded store in `KZ_GROUPS_DATA` (default `./data`).
     Embedded { dir: PathBuf },
@@ -113,7 +113,8 @@ pub struct Config {
 /// Where and how document-change notices are published (amqp-notices.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AmqpConfig {
-    /// `KZ_GROUPS_AMQP_URL`, credentials included; never logged.
+    /// `KZ_GROUPS_AMQP_URL` (or the file `KZ_GROUPS_AMQP_URL_FILE` names), credentials
+    /// included; never logged.
     pub url: String,
     /// `KZ_GROUPS_AMQP_QUEUE`: notices held while the broker has not confirmed them.
     pub queue_capacity: usize,
@@ -133,7 +134,7 @@ impl Config {
 
     /// Reads the variables through `lookup`, so tests need not touch the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let backend = match lookup("COUCHDB_URL").filter(|s| !s.trim().is_empty()) {
+        let backend = match secret(&lookup, "COUCHDB_URL")? {
             Some(url) => Backend::CouchDb {
                 url: check_couchdb_url(url.trim())?,
             },
@@ -197,7 +198,7 @@ impl Config {
                 None => None,
                 Some(_) => Some(number("KZ_GROUPS_MAX_CONNECTIONS", 0)? as usize),
             },
-            amqp: match lookup("KZ_GROUPS_AMQP_URL").filter(|s| !s.trim().is_empty()) {
+            amqp: match secret(&lookup, "KZ_GROUPS_AMQP_URL")? {
                 None => None,
                 Some(url) => Some(AmqpConfig {
                     url: check_amqp_url(url.trim())?,
@@ -211,6 +212,36 @@ impl Config {
             },
             clock: Clock::System,
         })
+    }
+}
+
+/// A secret's value: `NAME`, or the content of the file `NAME_FILE` names, as the official
+/// container images read theirs (`file_env` in their `docker-entrypoint.sh`), so Docker secrets
+/// and systemd credentials can hold it instead of the environment. The file's trailing line ends
+/// are dropped, as the images' `$(< file)` drops them (`\r\n` too). Both forms set is an error,
+/// so neither silently wins; so is a file that cannot be read, or an empty one: an empty
+/// `COUCHDB_URL` would mean the embedded store. An empty variable counts as unset, as there.
+pub fn secret(
+    lookup: impl Fn(&str) -> Option<String>,
+    name: &str,
+) -> Result<Option<String>, String> {
+    let file_var = format!("{name}_FILE");
+    let set = |var: &str| lookup(var).filter(|v| !v.trim().is_empty());
+    match (set(name), set(&file_var)) {
+        (Some(_), Some(_)) => Err(format!("set {name} or {file_var}, not both")),
+        (value, None) => Ok(value),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("{file_var}={path:?}: cannot read the file: {e}"))?;
+            let mut value = text.as_str();
+            while let Some(line) = value.strip_suffix('\n') {
+                value = line.strip_suffix('\r').unwrap_or(line);
+            }
+            if value.trim().is_empty() {
+                return Err(format!("{file_var}={path:?}: the file is empty"));
+            }
+            Ok(Some(value.to_owned()))
+        }
     }
 }
 
@@ -474,5 +505,111 @@ mod tests {
             let e = config(&vars).unwrap_err();
             assert!(e.contains(var), "{var}={value}: {e}");
         }
+    }
+
+    /// A secret file of this test's own, holding `content`.
+    fn secret_file(dir: &tempfile::TempDir, name: &str, content: &str) -> String {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        path.to_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn a_secret_comes_from_its_variable_or_from_the_file_its_file_form_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let couch = secret_file(&dir, "couchdb_url", "http://admin:s3cret@couch:5984\n");
+        let amqp = secret_file(&dir, "amqp_url", "amqp://kazoo:pw@rabbit:5672/%2f\r\n");
+        let c = config(&[
+            ("COUCHDB_URL_FILE", &couch),
+            ("KZ_GROUPS_AMQP_URL_FILE", &amqp),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.backend,
+            Backend::CouchDb {
+                url: "http://admin:s3cret@couch:5984".into()
+            }
+        );
+        assert_eq!(c.amqp.unwrap().url, "amqp://kazoo:pw@rabbit:5672/%2f");
+        let c = config(&[("COUCHDB_URL", "http://x:5984"), ("COUCHDB_URL_FILE", "")]).unwrap();
+        assert_eq!(
+            c.backend,
+            Backend::CouchDb {
+                url: "http://x:5984".into()
+            },
+            "an empty variable counts as unset, as in the images' file_env"
+        );
+    }
+
+    #[test]
+    fn a_secret_files_trailing_line_ends_are_dropped_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        for (content, value) in [
+            ("Secret1", "Secret1"),
+            ("Secret1\n", "Secret1"),
+            ("Secret1\r\n", "Secret1"),
+            ("Secret1\n\n", "Secret1"),
+            (" Secret1 \n", " Secret1 "),
+            ("two\nlines\n", "two\nlines"),
+        ] {
+            let path = secret_file(&dir, "password", content);
+            let lookup =
+                |name: &str| (name == "KZ_GROUPS_USER_PASSWORD_FILE").then(|| path.clone());
+            assert_eq!(
+                secret(lookup, "KZ_GROUPS_USER_PASSWORD")
+                    .unwrap()
+                    .as_deref(),
+                Some(value),
+                "{content:?}"
+            );
+        }
+        assert_eq!(secret(|_| None, "KZ_GROUPS_USER_PASSWORD").unwrap(), None);
+    }
+
+    #[test]
+    fn setting_a_secret_in_both_forms_is_an_error_naming_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = secret_file(&dir, "secret", "amqp://h/%2f");
+        for name in [
+            "COUCHDB_URL",
+            "KZ_GROUPS_AMQP_URL",
+            "KZ_GROUPS_USER_PASSWORD",
+        ] {
+            let file_var = format!("{name}_FILE");
+            let lookup = |var: &str| {
+                if var == name {
+                    Some("amqp://h/%2f".to_owned())
+                } else {
+                    (var == file_var).then(|| file.clone())
+                }
+            };
+            assert_eq!(
+                secret(lookup, name).unwrap_err(),
+                format!("set {name} or {name}_FILE, not both")
+            );
+        }
+        let e = config(&[
+            ("COUCHDB_URL", "http://x:5984"),
+            ("COUCHDB_URL_FILE", &file),
+        ])
+        .unwrap_err();
+        assert_eq!(e, "set COUCHDB_URL or COUCHDB_URL_FILE, not both");
+    }
+
+    #[test]
+    fn a_missing_or_empty_secret_file_is_an_error_naming_the_variable_and_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nowhere").to_str().unwrap().to_owned();
+        let empty = secret_file(&dir, "empty", "\n");
+        for (var, path) in [
+            ("COUCHDB_URL_FILE", &missing),
+            ("KZ_GROUPS_AMQP_URL_FILE", &missing),
+            ("COUCHDB_URL_FILE", &empty),
+        ] {
+            let e = config(&[(var, path)]).unwrap_err();
+            assert!(e.starts_with(&format!("{var}={path:?}: ")), "{e}");
+        }
+        let e = config(&[("COUCHDB_URL_FILE", &empty)]).unwrap_err();
+        assert!(e.ends_with("the file is empty"), "{e}");
     }
 }

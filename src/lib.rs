@@ -18,4 +18,5 @@ pub mod routes;
 pub mod startup;
 pub mod store;
 pub mod store_metrics;
+pub mod systemd;
 pub mod validation;

@@ -27,6 +27,7 @@ use crate::store::embedded::EmbeddedStore;
 use crate::store::views::{DesignDoc, ViewInstaller};
 use crate::store::{Store, StoreError};
 use crate::store_metrics::MeteredStore;
+use crate::systemd;
 use crate::validation::Schemas;
 
 /// The design documents ship inside the binary, from `couch_views/`.
@@ -407,10 +408,13 @@ impl Application {
         let (draining, caches) = (self.draining.clone(), self.caches.clone());
         let quiet = tokio::spawn(async move {
             draining.notified().await;
+            systemd::stopping();
             log::info!("stopping: idle connections closed, requests in flight finishing");
             workers.iter().for_each(tokio::task::AbortHandle::abort);
             caches.stop_feeds();
         });
+        // Bound and accepting since `build`: under systemd's `Type=notify`, started now.
+        systemd::ready();
         let served = self.server.await;
         quiet.abort();
         for worker in [&self.hearing, &self.resolver].into_iter().flatten() {

@@ -236,21 +236,29 @@ fn each_commands_help_documents_its_options_and_the_variables_it_reads() {
     };
     let top = help(&[]);
     assert!(top.contains("embedded store"), "{top}");
+    assert!(top.contains("COUCHDB_URL_FILE"), "{top}");
     for (args, wanted) in [
         (
             &["serve"][..],
             &[
                 "COUCHDB_URL",
+                "COUCHDB_URL_FILE",
                 "KZ_GROUPS_COUCHDB_CA",
                 "KZ_GROUPS_DATA",
                 "KZ_GROUPS_LISTEN",
                 "KZ_GROUPS_AMQP_URL",
+                "KZ_GROUPS_AMQP_URL_FILE",
                 "KZ_GROUPS_LOG_FORMAT",
             ][..],
         ),
         (
             &["init"],
-            &["COUCHDB_URL", "KZ_GROUPS_COUCHDB_CA", "KZ_GROUPS_DATA"],
+            &[
+                "COUCHDB_URL",
+                "COUCHDB_URL_FILE",
+                "KZ_GROUPS_COUCHDB_CA",
+                "KZ_GROUPS_DATA",
+            ],
         ),
         (&["refresh-views"], &["COUCHDB_URL", "KZ_GROUPS_DATA"]),
         (
@@ -261,6 +269,7 @@ fn each_commands_help_documents_its_options_and_the_variables_it_reads() {
                 "--realm",
                 "--superduper-admin",
                 "KZ_GROUPS_AMQP_URL",
+                "KZ_GROUPS_AMQP_URL_FILE",
             ],
         ),
         (&["accounts", "list"], &["COUCHDB_URL"]),
@@ -270,8 +279,11 @@ fn each_commands_help_documents_its_options_and_the_variables_it_reads() {
             &[
                 "--password-stdin",
                 "KZ_GROUPS_USER_PASSWORD",
+                "KZ_GROUPS_USER_PASSWORD_FILE",
                 "--priv-level",
                 "COUCHDB_URL",
+                "COUCHDB_URL_FILE",
+                "KZ_GROUPS_AMQP_URL_FILE",
             ],
         ),
         (&["users", "list"], &["--account", "COUCHDB_URL"]),

@@ -143,7 +143,8 @@ fn a_stop_closes_idle_connections_at_once_and_finishes_a_request_in_flight_quiet
         assert!(closed, "its connection closed after the answer");
         stopping.join().unwrap()
     });
-    let took = stop.expect("kz-groups stopped");
+    let (status, took) = stop.expect("kz-groups stopped");
+    assert!(status.success(), "{status:?}");
     assert!(took < PROMPTLY, "the stop took {took:?}");
     let log = server.log(Duration::ZERO);
     assert_eq!(
@@ -239,7 +240,7 @@ async fn a_start_a_broker_outage_and_a_stop_log_only_kz_groups_own_words() {
     .await
     .unwrap();
     let (took, log) = stopped;
-    assert!(took.is_some(), "kz-groups stopped");
+    assert!(took.is_some_and(|(status, _)| status.success()), "kz-groups stopped");
     for line in log.lines() {
         assert!(
             !line.contains("lapin") && !line.contains("tracing"),

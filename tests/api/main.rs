@@ -14,6 +14,7 @@ mod bus;
 mod bus_worker;
 mod caches;
 mod conflicts;
+mod deployment;
 mod durability;
 mod first_use;
 mod groups;

@@ -103,14 +103,15 @@ impl ServerProcess {
     }
 
     /// SIGTERM, as systemd, Docker or an operator's `kill` sends it; waits for the process to
-    /// exit, `limit` at most, and says how long that took (`None`: still running at `limit`).
-    pub fn terminate(&mut self, limit: Duration) -> Option<Duration> {
+    /// exit, `limit` at most, and gives its status and how long it took (`None`: still running
+    /// at `limit`).
+    pub fn terminate(&mut self, limit: Duration) -> Option<(std::process::ExitStatus, Duration)> {
         let started = Instant::now();
         // SAFETY: kill(2) on the pid of a child this helper owns and has not yet reaped.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         while started.elapsed() < limit {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return Some(started.elapsed());
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some((status, started.elapsed()));
             }
             std::thread::sleep(Duration::from_millis(5));
         }
