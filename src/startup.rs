@@ -131,9 +131,19 @@ pub async fn probe(config: &Config, store: &Store) -> Result<(), String> {
     match store.ping().await {
         Ok(()) => Ok(()),
         Err(StoreError::Unreachable(e)) => {
-            let cause = unreachable_cause(url, config.couch_timeout)
-                .await
-                .unwrap_or(e);
+            let https = url.starts_with("https:");
+            let cause = match unreachable_cause(url, config.couch_timeout).await {
+                Some(cause) => cause,
+                // TCP connects, yet nothing answers in time: a plain-HTTP server (CouchDB's
+                // 5984, say) waiting for a request line while we wait for its TLS handshake.
+                None if https && e.contains("timed out") => format!(
+                    "TLS handshake with {} got no answer within {} ms \
+                     (KZ_GROUPS_COUCH_TIMEOUT_MS): does it serve https on that port?",
+                    store.describe(),
+                    config.couch_timeout.as_millis()
+                ),
+                None => e,
+            };
             Err(format!(
                 "cannot reach {} (COUCHDB_URL): {cause}",
                 store.describe()

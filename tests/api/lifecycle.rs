@@ -240,7 +240,10 @@ async fn a_start_a_broker_outage_and_a_stop_log_only_kz_groups_own_words() {
     .await
     .unwrap();
     let (took, log) = stopped;
-    assert!(took.is_some_and(|(status, _)| status.success()), "kz-groups stopped");
+    assert!(
+        took.is_some_and(|(status, _)| status.success()),
+        "kz-groups stopped"
+    );
     for line in log.lines() {
         assert!(
             !line.contains("lapin") && !line.contains("tracing"),
