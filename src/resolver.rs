@@ -1,14 +1,24 @@
-//! Conflicted group documents, found and resolved (issue 10). On a CouchDB cluster two writes
-//! coordinated by different nodes can both be acknowledged and later meet as sibling leaf
+//! Conflicted group documents, found and resolved (issues 10 and 16). On a CouchDB cluster two
+//! writes coordinated by different nodes can both be acknowledged and later meet as sibling leaf
 //! revisions; CouchDB then shows one (the winner by revision hash) and keeps the other hidden.
 //! This worker finds such documents and merges every live leaf into the winner with
 //! `domain::conflict` (a three-way merge against the leaves' common ancestor when CouchDB still
-//! has its body): the merged revision on top of the winner, then a tombstone on every other
-//! live leaf (two `_bulk_docs` requests, in that order, so a reader never sees a loser win and a
-//! resolution cut short between them loses nothing). The merged revision is announced like a
-//! POST's.
+//! has its body).
+//!
+//! A resolution reads every leaf from every copy ([`Resolver::read_leaves`]), then writes
+//! ([`Resolver::write_resolution`]): the merged revision on top of the winner, always (also when
+//! the winner already holds every change), then a tombstone on each other live leaf whose every
+//! change that merged revision holds (checked: merging the leaf into it again changes nothing),
+//! naming it ([`MERGED_INTO`]). So no leaf is closed unless a revision this resolution wrote
+//! holds its changes; a resolution that wrote nothing closes nothing; and a tombstone names the
+//! exact leaf revision read, which CouchDB refuses to close once something extended it (the
+//! resolution then reads again). The merged revision is announced like a POST's.
 //!
 //! Where conflicts are found:
+//! - a write CouchDB stored on fewer copies than its quorum (202): a copy refused it, most
+//!   often because it took a concurrent write through another node first; the document's
+//!   leaves are read from every copy at once, without waiting for internal replication (which
+//!   CouchDB pushes seconds later) to bring the sibling to the feeds;
 //! - a read of a group (`get_doc` carries `_conflicts`): the request waits up to [`READ_BUDGET`]
 //!   for the resolution, so its client sees the merged document;
 //! - the change feeds, with every leaf of each changed document (`style=all_docs`): the
@@ -19,18 +29,17 @@
 //!   the first time is read from its start. The worker runs over CouchDB only: the embedded
 //!   store has one writer, hence no conflicts.
 //!
-//! Bounds and convergence: a resolution whose `_bulk_docs` meets a conflict (another writer, or
-//! another instance resolving the same document) reads the leaves again and retries, at most
-//! [`ATTEMPTS`] times. Every step is deterministic (the same leaves give the same merged body,
-//! and CouchDB derives a revision id from its parent and body), so two instances resolving at
-//! once write the same revisions: one of them wins, the other finds nothing left to do (or only
-//! the losers' tombstones, when it reads between the winner's two requests: a winner that holds
-//! every leaf's changes is not written again), and on a cluster the identical revisions simply
-//! coincide. Nothing is stamped with the time.
+//! Bounds and convergence: a resolution that meets a conflict (another writer, another
+//! instance resolving the same document, a leaf that grew since the read) reads the leaves
+//! again and retries, at most [`ATTEMPTS`] times. Every step is deterministic (the same leaves
+//! give the same merged body, and CouchDB derives a revision id from its parent and body), so
+//! instances resolving at once from the same leaves write the same revisions; from different
+//! leaves (one read before a sibling arrived) they write different merged revisions on the
+//! winner, a new conflict whose leaves each hold what they closed, merged by the next round.
 //!
-//! A tombstone leaf counts as a delete of the group only when it deleted a revision a live leaf
-//! also descends from (the delete was concurrent with the surviving edits); the tombstones a
-//! resolution leaves behind deleted a leaf nothing descends from, so they never count again.
+//! A tombstone leaf counts as a delete of the group only when it is no resolution's (it does not
+//! name a merged revision) and it deleted a revision a live leaf also descends from (the delete
+//! was concurrent with the surviving edits).
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -103,10 +112,50 @@ impl Resolver {
         }
     }
 
-    /// Starts the worker that follows the change feeds; it runs until its handle is aborted.
+    /// Starts the worker that follows the change feeds and the writes CouchDB stored on fewer
+    /// copies than its quorum; it runs until its handle is aborted.
     pub fn start(self: &Arc<Self>) -> JoinHandle<()> {
         let this = self.clone();
-        tokio::spawn(async move { this.follow().await })
+        let accepted = self.store.accepted_docs();
+        tokio::spawn(async move {
+            let feeds = this.clone().follow();
+            match accepted {
+                Some(accepted) => {
+                    futures::future::join(feeds, this.follow_accepted(accepted)).await;
+                }
+                None => feeds.await,
+            }
+        })
+    }
+
+    /// A write answered 202 was refused by a copy: most often because that copy took a
+    /// concurrent write through another node first, which left sibling revisions. Every leaf
+    /// is read at once (from every copy), so such a conflict is resolved within moments rather
+    /// than when internal replication brings it to the feeds (CouchDB pushes it seconds later).
+    async fn follow_accepted(
+        self: Arc<Self>,
+        mut accepted: tokio::sync::broadcast::Receiver<(DbName, DocId)>,
+    ) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match accepted.recv().await {
+                Ok((db, id)) => {
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = this.resolve(&db, &id).await {
+                            log::warn!(
+                                "conflict resolver: checking {db}/{id} after a write CouchDB \
+                                 stored without quorum failed ({e}); the change feed will \
+                                 report a conflict if there is one"
+                            );
+                        }
+                    });
+                }
+                // Missed ones are reported by the change feeds, later.
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return,
+            }
+        }
     }
 
     /// Notes that a request served `db` (it is then followed where there is no server feed).
@@ -164,81 +213,114 @@ impl Resolver {
     async fn resolve_now(&self, db: &DbName, id: &DocId) -> StoreResult<Resolved> {
         let mut pause = Duration::from_millis(20);
         for attempt in 1..=ATTEMPTS {
-            let leaves = self.store.leaves(db, id).await?;
-            let Some(plan) = Plan::of(id, &leaves) else {
-                return Ok(Resolved::Nothing);
-            };
-            let ancestor = match &plan.ancestor {
-                Some(rev) => self
-                    .store
-                    .get_rev(db, id, rev)
-                    .await?
-                    .and_then(|doc| match doc {
-                        Value::Object(doc) => Some(fields_of(&doc)),
-                        _ => None,
-                    }),
-                None => None,
-            };
-            let writes = plan.writes(id, ancestor.as_ref());
-            let rev = match self.apply(db, id, &writes).await {
-                Ok(rev) => rev.unwrap_or_else(|| plan.winner.rev.clone()),
+            let reading = self.read_leaves(db, id).await?;
+            match self.write_resolution(db, id, &reading).await {
                 Err(StoreError::Conflict) if attempt < ATTEMPTS => {
                     log::info!(
                         "resolving {db}/{id}: met another write (attempt {attempt}), reading again"
                     );
                     tokio::time::sleep(pause).await;
                     pause *= 2;
-                    continue;
                 }
-                Err(e) => return Err(e),
-            };
-            self.metrics.conflicts_resolved.inc();
-            let resolved = match writes.outcome {
-                Outcome::Merged(_) => Resolved::Merged(rev),
-                Outcome::Deleted(_) => Resolved::Deleted(rev),
-            };
-            log::info!(
-                "resolved the conflict of {db}/{id} ({} leaves): {resolved:?}",
-                plan.live.len() + plan.deletes.len()
-            );
-            return Ok(resolved);
+                outcome => return outcome,
+            }
         }
         Err(StoreError::Conflict)
     }
 
-    /// Makes the requests in order; the revision they announce is announced as soon as it is
-    /// written (a later request's conflict makes the resolution read the leaves again, and the
-    /// announced revision is then the winner, not written again). That revision, if any.
-    async fn apply(&self, db: &DbName, id: &DocId, writes: &Writes) -> StoreResult<Option<String>> {
-        let mut announced = None;
-        for (i, docs) in writes.requests.iter().enumerate() {
-            if docs.is_empty() {
-                continue;
-            }
-            let results = self.store.bulk_docs(db, docs).await?;
-            if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
-                return Err(clone_error(e));
-            }
-            if writes.announced == Some(i) {
-                let rev = results.into_iter().next().and_then(Result::ok);
-                let rev = rev.unwrap_or_default();
-                match &writes.outcome {
-                    Outcome::Merged(fields) => {
-                        let action = if group::is_soft_deleted(fields) {
-                            ChangeAction::Deleted { soft: true }
-                        } else {
-                            ChangeAction::Edited
-                        };
-                        self.announce(db, id, fields, &rev, action);
+    /// A resolution's first step: every leaf of the document (from every copy), and the fields
+    /// of their common ancestor where CouchDB still has them.
+    pub async fn read_leaves(&self, db: &DbName, id: &DocId) -> StoreResult<Reading> {
+        let leaves = self.store.leaves(db, id).await?;
+        let ancestor_rev = Plan::of(id, &leaves).and_then(|plan| plan.ancestor);
+        let ancestor = match ancestor_rev {
+            Some(rev) => self
+                .store
+                .get_rev(db, id, &rev)
+                .await?
+                .and_then(|doc| match doc {
+                    Value::Object(doc) if doc.get("_deleted") != Some(&Value::Bool(true)) => {
+                        Some(fields_of(&doc))
                     }
-                    Outcome::Deleted(winner) => {
-                        self.announce(db, id, winner, &rev, ChangeAction::Deleted { soft: false });
-                    }
-                }
-                announced = Some(rev);
+                    _ => None,
+                }),
+            None => None,
+        };
+        Ok(Reading { leaves, ancestor })
+    }
+
+    /// A resolution's second step, on what [`Self::read_leaves`] read: the merged revision on
+    /// the winner, then a tombstone on each other live leaf whose changes that revision holds
+    /// (a delete: a tombstone on every live leaf, the winner's last). Nothing is closed before
+    /// the merge is written, and a leaf written since the read is no leaf this step names, so
+    /// CouchDB refuses to close it (a conflict: the caller reads again). `Err(Conflict)`: another
+    /// write came first.
+    pub async fn write_resolution(
+        &self,
+        db: &DbName,
+        id: &DocId,
+        reading: &Reading,
+    ) -> StoreResult<Resolved> {
+        let Some(plan) = Plan::of(id, &reading.leaves) else {
+            return Ok(Resolved::Nothing);
+        };
+        let resolved = match conflict::resolve(reading.ancestor.as_ref(), &plan.merge_leaves()) {
+            Resolution::Merged(fields) => {
+                let rev = self.write_one(db, plan.merged(id, &fields)).await?;
+                self.announce(db, id, &fields, &rev, edit_action(&fields));
+                let closable = plan.closable(&fields, reading.ancestor.as_ref());
+                let tombstones: Vec<Value> = closable
+                    .iter()
+                    .map(|leaf| tombstone(id, &leaf.rev, Some(&rev)))
+                    .collect();
+                self.write_all(db, &tombstones).await?;
+                Resolved::Merged(rev)
             }
+            Resolution::Deleted => {
+                // The losers first, the winner last: until then readers see the winner as it was.
+                let losers: Vec<Value> = plan
+                    .losers()
+                    .map(|leaf| tombstone(id, &leaf.rev, None))
+                    .collect();
+                self.write_all(db, &losers).await?;
+                let rev = self
+                    .write_one(db, tombstone(id, &plan.winner.rev, None))
+                    .await?;
+                let winner = plan.winner_fields();
+                self.announce(db, id, &winner, &rev, ChangeAction::Deleted { soft: false });
+                Resolved::Deleted(rev)
+            }
+        };
+        self.metrics.conflicts_resolved.inc();
+        log::info!(
+            "resolved the conflict of {db}/{id} ({} leaves): {resolved:?}",
+            plan.live.len() + plan.deletes.len()
+        );
+        Ok(resolved)
+    }
+
+    /// One document written on its own (its answer then is surely its own: CouchDB's answer to
+    /// a request naming one document twice comes in no promised order); its new revision.
+    async fn write_one(&self, db: &DbName, doc: Value) -> StoreResult<String> {
+        match self.store.bulk_docs(db, &[doc]).await?.into_iter().next() {
+            Some(result) => result,
+            None => Err(StoreError::Other {
+                status: 200,
+                error: "bad_answer".into(),
+                reason: "no result for a _bulk_docs write".into(),
+            }),
         }
-        Ok(announced)
+    }
+
+    async fn write_all(&self, db: &DbName, docs: &[Value]) -> StoreResult<()> {
+        if docs.is_empty() {
+            return Ok(());
+        }
+        let results = self.store.bulk_docs(db, docs).await?;
+        match results.iter().find_map(|r| r.as_ref().err()) {
+            Some(e) => Err(clone_error(e)),
+            None => Ok(()),
+        }
     }
 
     /// The change notice of the resolution, as a POST (or a delete) announces its write.
@@ -418,22 +500,45 @@ struct Plan<'a> {
     ancestor: Option<String>,
 }
 
-enum Outcome {
-    Merged(Map<String, Value>),
-    /// The winner's fields, for the notice.
-    Deleted(Map<String, Value>),
+/// What one resolution read (see [`Resolver::read_leaves`]).
+pub struct Reading {
+    pub leaves: Vec<Leaf>,
+    /// The fields of the leaves' common ancestor, where CouchDB still has its body.
+    pub ancestor: Option<Map<String, Value>>,
 }
 
-/// A resolution's `_bulk_docs` requests, made in order; each leaves CouchDB's winner either as
-/// it was or as the resolution's result, so a reader between them never sees a loser. The
-/// revision announced is written in a request of its own: CouchDB's answer to a request that
-/// names one document twice comes in no promised order (pouchdb-server's swaps at times).
-struct Writes {
-    /// Empty requests are skipped.
-    requests: Vec<Vec<Value>>,
-    /// The request whose one document is the revision to announce.
-    announced: Option<usize>,
-    outcome: Outcome,
+/// The member a tombstone a resolution writes carries: the merged revision that holds what
+/// the closed leaf held. Such a tombstone is never a delete of the group; one without it (a
+/// client's delete, or a delete resolution) is.
+pub const MERGED_INTO: &str = "kz_groups_merged_into";
+
+/// A tombstone of leaf `rev`; a merge's names the revision that holds its changes.
+fn tombstone(id: &DocId, rev: &str, merged_into: Option<&str>) -> Value {
+    let mut doc = serde_json::json!({"_id": id.as_str(), "_rev": rev, "_deleted": true});
+    if let Some(merged) = merged_into {
+        doc[MERGED_INTO] = Value::from(merged);
+    }
+    doc
+}
+
+/// A merged revision's notice: a soft delete if the merge left the group soft-deleted.
+fn edit_action(fields: &Map<String, Value>) -> ChangeAction {
+    if group::is_soft_deleted(fields) {
+        ChangeAction::Deleted { soft: true }
+    } else {
+        ChangeAction::Edited
+    }
+}
+
+fn leaf_of(l: &Leaf) -> conflict::Leaf {
+    conflict::Leaf {
+        rev: l.rev.clone(),
+        deleted: l.deleted,
+        fields: match &l.doc {
+            Value::Object(doc) if !l.deleted => fields_of(doc),
+            _ => Map::new(),
+        },
+    }
 }
 
 impl<'a> Plan<'a> {
@@ -456,7 +561,7 @@ impl<'a> Plan<'a> {
         }
         let deletes: Vec<&Leaf> = leaves
             .iter()
-            .filter(|l| l.deleted)
+            .filter(|l| l.deleted && l.doc.get(MERGED_INTO).is_none())
             .filter(|l| {
                 l.history
                     .get(1)
@@ -480,63 +585,69 @@ impl<'a> Plan<'a> {
         })
     }
 
-    /// The requests that resolve the conflict, and what they amount to.
-    fn writes(&self, id: &DocId, ancestor: Option<&Map<String, Value>>) -> Writes {
-        let leaf_of = |l: &Leaf| conflict::Leaf {
-            rev: l.rev.clone(),
-            deleted: l.deleted,
-            fields: match &l.doc {
-                Value::Object(doc) if !l.deleted => fields_of(doc),
-                _ => Map::new(),
-            },
-        };
-        let leaves: Vec<conflict::Leaf> = self
-            .live
+    /// The leaves the merge takes: the live ones and the concurrent deletes.
+    fn merge_leaves(&self) -> Vec<conflict::Leaf> {
+        self.live
             .iter()
             .chain(self.deletes.iter())
             .map(|l| leaf_of(l))
-            .collect();
-        let tombstone =
-            |l: &Leaf| serde_json::json!({"_id": id.as_str(), "_rev": l.rev, "_deleted": true});
-        let losers: Vec<Value> = self
-            .live
-            .iter()
-            .filter(|l| l.rev != self.winner.rev)
-            .map(|l| tombstone(l))
-            .collect();
-        let winner_fields = match &self.winner.doc {
+            .collect()
+    }
+
+    /// The live leaves other than the winner.
+    fn losers(&self) -> impl Iterator<Item = &&'a Leaf> + '_ {
+        self.live.iter().filter(|l| l.rev != self.winner.rev)
+    }
+
+    fn winner_fields(&self) -> Map<String, Value> {
+        match &self.winner.doc {
             Value::Object(doc) => fields_of(doc),
             _ => Map::new(),
-        };
-        match conflict::resolve(ancestor, &leaves) {
-            Resolution::Merged(fields) => {
-                // The merged revision first: from then on it is CouchDB's winner. Where the
-                // winner holds every change already (an earlier resolution wrote it and was cut
-                // short), only the losers are left to delete.
-                let merged = (fields != winner_fields).then(|| {
-                    let mut merged = Map::new();
-                    merged.insert("_id".into(), Value::from(id.as_str()));
-                    merged.insert("_rev".into(), Value::from(self.winner.rev.as_str()));
-                    if let Some(stubs) = self.winner.doc.get("_attachments") {
-                        merged.insert("_attachments".into(), stubs.clone());
-                    }
-                    merged.extend(fields.clone());
-                    vec![Value::Object(merged)]
-                });
-                let announced = merged.as_ref().map(|_| 0);
-                Writes {
-                    requests: merged.into_iter().chain(Some(losers)).collect(),
-                    announced,
-                    outcome: Outcome::Merged(fields),
-                }
-            }
-            // The losers first, the winner last: until then readers see the winner as it was.
-            Resolution::Deleted => Writes {
-                requests: vec![losers, vec![tombstone(self.winner)]],
-                announced: Some(1),
-                outcome: Outcome::Deleted(winner_fields),
-            },
         }
+    }
+
+    /// The merged revision, on the winner (written even where the winner holds every change
+    /// already, as when an earlier resolution was cut short before its tombstones: only what
+    /// a resolution wrote itself lets it close a leaf).
+    fn merged(&self, id: &DocId, fields: &Map<String, Value>) -> Value {
+        let mut merged = Map::new();
+        merged.insert("_id".into(), Value::from(id.as_str()));
+        merged.insert("_rev".into(), Value::from(self.winner.rev.as_str()));
+        if let Some(stubs) = self.winner.doc.get("_attachments") {
+            merged.insert("_attachments".into(), stubs.clone());
+        }
+        merged.extend(fields.clone());
+        Value::Object(merged)
+    }
+
+    /// The losers the merged `fields` hold every change of: merging each with them again
+    /// changes nothing. A leaf that would add something is left open (and said), for the next
+    /// resolution to merge; with a correct merge there is none.
+    fn closable(
+        &self,
+        fields: &Map<String, Value>,
+        ancestor: Option<&Map<String, Value>>,
+    ) -> Vec<&'a Leaf> {
+        let merged = conflict::Leaf {
+            rev: format!("{}-merged", generation(&self.winner.rev) + 1),
+            deleted: false,
+            fields: fields.clone(),
+        };
+        self.losers()
+            .filter(|leaf| {
+                let again = conflict::resolve(ancestor, &[merged.clone(), leaf_of(leaf)]);
+                let holds = again == Resolution::Merged(fields.clone());
+                if !holds {
+                    log::error!(
+                        "resolving a conflict: the merged group does not hold every change of \
+                         leaf {}; that leaf is left open, to be merged again",
+                        leaf.rev
+                    );
+                }
+                holds
+            })
+            .copied()
+            .collect()
     }
 }
 
@@ -591,21 +702,20 @@ mod tests {
         ];
         let plan = Plan::of(&id(), &leaves).expect("a conflict");
         assert_eq!(plan.ancestor.as_deref(), Some("1-a"));
-        let writes = plan.writes(&id(), None);
-        assert!(matches!(writes.outcome, Outcome::Deleted(_)));
+        assert_eq!(plan.deletes.len(), 1);
         assert_eq!(
-            writes.requests,
-            vec![
-                vec![],
-                vec![json!({"_id": "g1", "_rev": "2-b", "_deleted": true})]
-            ]
+            conflict::resolve(None, &plan.merge_leaves()),
+            Resolution::Deleted
         );
-        assert_eq!(writes.announced, Some(1));
+        assert_eq!(
+            plan.losers().count(),
+            0,
+            "the winner alone is left to delete"
+        );
     }
 
-    #[test]
-    fn the_merge_goes_on_the_winner_and_the_others_are_deleted() {
-        let leaves = [
+    fn two_leaves() -> [Leaf; 2] {
+        [
             leaf(
                 "2-aaa",
                 &["2-aaa", "1-a"],
@@ -618,33 +728,58 @@ mod tests {
                 false,
                 json!({"_id": "g1", "_rev": "2-bbb", "pvt_type": "group", "endpoints": {"u2": {}}}),
             ),
-        ];
-        let plan = Plan::of(&id(), &leaves).expect("a conflict");
-        assert_eq!(plan.winner.rev, "2-bbb");
-        let base = json!({"pvt_type": "group", "endpoints": {}});
-        let writes = plan.writes(&id(), base.as_object());
-        // The merge alone first (its revision is announced), then the loser's tombstone.
-        assert_eq!(writes.announced, Some(0));
-        let [merged, losers] = &writes.requests[..] else {
-            panic!("two requests: {:?}", writes.requests)
-        };
-        assert_eq!(merged.len(), 1);
-        assert_eq!(merged[0]["_rev"], "2-bbb");
-        assert_eq!(merged[0]["endpoints"], json!({"u2": {}, "u1": {}}));
-        assert_eq!(
-            losers,
-            &[json!({"_id": "g1", "_rev": "2-aaa", "_deleted": true})]
-        );
-        // The same leaves in another order make the very same requests.
-        let reversed = [leaves[1].clone(), leaves[0].clone()];
-        let again = Plan::of(&id(), &reversed)
-            .unwrap()
-            .writes(&id(), base.as_object());
-        assert_eq!(writes.requests, again.requests);
+        ]
+    }
+
+    fn merged_fields(plan: &Plan, base: Option<&Map<String, Value>>) -> Map<String, Value> {
+        match conflict::resolve(base, &plan.merge_leaves()) {
+            Resolution::Merged(fields) => fields,
+            Resolution::Deleted => panic!("not a delete"),
+        }
     }
 
     #[test]
-    fn a_merge_cut_short_before_its_tombstones_is_not_written_again() {
+    fn the_merge_goes_on_the_winner_and_closes_the_leaves_it_holds() {
+        let leaves = two_leaves();
+        let plan = Plan::of(&id(), &leaves).expect("a conflict");
+        assert_eq!(plan.winner.rev, "2-bbb");
+        let base = json!({"pvt_type": "group", "endpoints": {}});
+        let fields = merged_fields(&plan, base.as_object());
+        let merged = plan.merged(&id(), &fields);
+        assert_eq!(merged["_rev"], "2-bbb");
+        assert_eq!(merged["endpoints"], json!({"u2": {}, "u1": {}}));
+        let closable: Vec<&str> = plan
+            .closable(&fields, base.as_object())
+            .iter()
+            .map(|l| l.rev.as_str())
+            .collect();
+        assert_eq!(closable, ["2-aaa"]);
+        // Its tombstone names the merged revision, so it never counts as a delete.
+        assert_eq!(
+            tombstone(&id(), "2-aaa", Some("3-m")),
+            json!({"_id": "g1", "_rev": "2-aaa", "_deleted": true, MERGED_INTO: "3-m"})
+        );
+        // The same leaves in another order make the very same merged revision.
+        let reversed = [leaves[1].clone(), leaves[0].clone()];
+        let again = Plan::of(&id(), &reversed).unwrap();
+        assert_eq!(
+            again.merged(&id(), &merged_fields(&again, base.as_object())),
+            merged
+        );
+    }
+
+    #[test]
+    fn a_leaf_the_merged_fields_do_not_hold_is_left_open() {
+        let leaves = two_leaves();
+        let plan = Plan::of(&id(), &leaves).expect("a conflict");
+        let base = json!({"pvt_type": "group", "endpoints": {}});
+        // As if a merge had dropped u1: the leaf that added it is not closed.
+        let winner_only = plan.winner_fields();
+        assert!(plan.closable(&winner_only, base.as_object()).is_empty());
+    }
+
+    #[test]
+    fn a_merge_cut_short_before_its_tombstones_is_written_again_before_any_leaf_is_closed() {
         let base = json!({"pvt_type": "group", "endpoints": {}});
         // 3-m merged 2-aaa and 2-bbb; the tombstone of 2-aaa was never written.
         let leaves = [
@@ -662,13 +797,43 @@ mod tests {
             ),
         ];
         let plan = Plan::of(&id(), &leaves).expect("a conflict");
-        let writes = plan.writes(&id(), base.as_object());
-        assert_eq!(writes.announced, None);
+        let fields = merged_fields(&plan, base.as_object());
+        assert_eq!(fields, plan.winner_fields(), "3-m holds every change");
+        // Written anyway, on 3-m: only what a resolution wrote itself lets it close 2-aaa.
+        assert_eq!(plan.merged(&id(), &fields)["_rev"], "3-m");
+        assert_eq!(plan.closable(&fields, base.as_object()).len(), 1);
+    }
+
+    #[test]
+    fn a_tombstone_a_merge_left_is_never_a_delete_even_when_its_leaf_grew_elsewhere() {
+        // 2-x was closed by a merge (3-t names 3-m), but another copy had taken a PATCH on 2-x
+        // first (3-p): 2-x is both a closed leaf's parent and a live leaf's ancestor.
+        let leaves = [
+            leaf(
+                "3-m",
+                &["3-m", "2-z", "1-a"],
+                false,
+                json!({"_id": "g1", "_rev": "3-m", "pvt_type": "group", "endpoints": {"x": {}, "z": {}}}),
+            ),
+            leaf(
+                "3-p",
+                &["3-p", "2-x", "1-a"],
+                false,
+                json!({"_id": "g1", "_rev": "3-p", "pvt_type": "group", "endpoints": {"x": {}, "p": {}}}),
+            ),
+            leaf(
+                "3-t",
+                &["3-t", "2-x", "1-a"],
+                true,
+                json!({"_id": "g1", "_rev": "3-t", "_deleted": true, MERGED_INTO: "3-m"}),
+            ),
+        ];
+        let plan = Plan::of(&id(), &leaves).expect("a conflict");
+        assert!(plan.deletes.is_empty(), "no delete of the group");
+        let base = json!({"pvt_type": "group", "endpoints": {}});
         assert_eq!(
-            writes.requests,
-            vec![vec![
-                json!({"_id": "g1", "_rev": "2-aaa", "_deleted": true})
-            ]]
+            merged_fields(&plan, base.as_object())["endpoints"],
+            json!({"x": {}, "p": {}, "z": {}})
         );
     }
 

@@ -86,6 +86,10 @@ impl DocStore for MeteredStore {
         self.inner.accepted_writes()
     }
 
+    fn accepted_docs(&self) -> Option<tokio::sync::broadcast::Receiver<(DbName, DocId)>> {
+        self.inner.accepted_docs()
+    }
+
     async fn get_attachment(
         &self,
         db: &DbName,

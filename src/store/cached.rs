@@ -427,6 +427,10 @@ impl DocStore for CachedStore {
         self.inner.accepted_writes()
     }
 
+    fn accepted_docs(&self) -> Option<tokio::sync::broadcast::Receiver<(DbName, DocId)>> {
+        self.inner.accepted_docs()
+    }
+
     async fn feed_end(&self, feed: Feed<'_>) -> StoreResult<Option<Value>> {
         self.inner.feed_end(feed).await
     }

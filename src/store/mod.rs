@@ -295,6 +295,13 @@ pub trait DocStore: Send + Sync {
         0
     }
 
+    /// The documents of such writes, as they are answered: a copy that refused the write may
+    /// hold a sibling revision of it (a concurrent write through another node), which a read of
+    /// every leaf sees at once. `None` for stores without quorums.
+    fn accepted_docs(&self) -> Option<tokio::sync::broadcast::Receiver<(DbName, DocId)>> {
+        None
+    }
+
     /// All the rows of a (small) view query at once.
     async fn query_view(
         &self,

@@ -602,3 +602,151 @@ async fn the_embedded_store_has_one_leaf_and_checks_each_bulk_write() {
         second
     );
 }
+
+/// A resolver of its own over the test's CouchDB, as another kz-groups instance runs one: tests
+/// drive its two steps (read every leaf, then write) around other writes.
+fn resolver() -> std::sync::Arc<kz_groups::resolver::Resolver> {
+    let store = kz_groups::startup::store(&config_for(Backend::CouchDb { url: couchdb_url() }))
+        .expect("the test CouchDB");
+    std::sync::Arc::new(kz_groups::resolver::Resolver::new(
+        store,
+        std::sync::Arc::new(kz_groups::notices::LogNotifier),
+        std::sync::Arc::new(kz_groups::metrics::Metrics::new()),
+    ))
+}
+
+fn ids(account: &Account, id: &str) -> (kz_groups::domain::ids::DbName, DocId) {
+    (account_db(&account.id), DocId::parse(id).unwrap())
+}
+
+fn endpoint_keys(doc: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = doc["endpoints"]
+        .as_object()
+        .map(|e| e.keys().cloned().collect())
+        .unwrap_or_default();
+    keys.sort();
+    keys
+}
+
+/// Issue 16: a resolution closed the loser `b`, but another copy had taken a PATCH on `b`
+/// first (leaf `p`, acknowledged; replication brings it here after the tombstone). `b` is then
+/// both a closed leaf's parent and the live `p`'s ancestor: the next resolution must merge `p`,
+/// not take the resolution's tombstone for a delete of the group.
+#[tokio::test]
+async fn a_patch_made_on_another_copy_of_a_leaf_a_resolution_closed_is_kept() {
+    let c = conflicted(json!({"name": "Sales"}), |base| {
+        vec![
+            base.edit('b', json!({"endpoints": {"kb": {"type": "device"}}})),
+            base.edit('c', json!({"endpoints": {"kc": {"type": "device"}}})),
+        ]
+    })
+    .await;
+    let (db, id) = ids(&c.a, &c.id);
+    let (first, second) = (resolver(), resolver());
+    let reading = first.read_leaves(&db, &id).await.unwrap();
+    assert_eq!(reading.leaves.len(), 2);
+    first.write_resolution(&db, &id, &reading).await.unwrap();
+    // The PATCH another node took on `b` before the tombstone reached its copy.
+    let b = reading
+        .leaves
+        .iter()
+        .find(|l| l.rev == rev(2, 'b'))
+        .expect("leaf b")
+        .doc
+        .clone();
+    let base_rev = reading.leaves[0].history.last().unwrap().clone();
+    let p = leaf(
+        &b,
+        3,
+        'p',
+        &[&rev(2, 'b'), &base_rev],
+        json!({"endpoints": {"kb": {"type": "device"}, "kp": {"type": "device"}}}),
+    );
+    c.couch.replicate(&c.a, vec![p]).await;
+
+    second.resolve(&db, &id).await.unwrap();
+    let doc = resolved(&c.couch, &c.a, &c.id).await;
+    assert_ne!(doc.get("_deleted"), Some(&Value::Bool(true)), "{doc}");
+    assert_eq!(endpoint_keys(&doc), ["kb", "kc", "kp"], "{doc}");
+    let resp = c.app.get_group(&c.a, &c.id).await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+}
+
+/// Issue 16: one resolver reads the leaves, a sibling arrives (internal replication), another
+/// resolver reads all three and resolves; the first then writes from its older reading. It
+/// closes nothing it did not merge, and what everyone acknowledged is there in the end.
+#[tokio::test]
+async fn a_leaf_arriving_between_one_resolvers_read_and_its_write_is_neither_closed_nor_lost() {
+    let c = conflicted(json!({"name": "Sales"}), |base| {
+        vec![
+            base.edit('b', json!({"endpoints": {"kb": {"type": "device"}}})),
+            base.edit('c', json!({"endpoints": {"kc": {"type": "device"}}})),
+        ]
+    })
+    .await;
+    let (db, id) = ids(&c.a, &c.id);
+    let (first, second) = (resolver(), resolver());
+    let stale = first.read_leaves(&db, &id).await.unwrap();
+    let base_rev = stale.leaves[0].history.last().unwrap().clone();
+    let base_doc = stale.leaves[0].doc.clone();
+    for (tag, key) in [('d', "kd"), ('a', "ka")] {
+        let sibling = leaf(
+            &base_doc,
+            2,
+            tag,
+            &[&base_rev],
+            json!({"endpoints": {key: {"type": "device"}}}),
+        );
+        c.couch.replicate(&c.a, vec![sibling]).await;
+        if tag == 'd' {
+            // The second resolver sees `d` (the winner now) and resolves b, c and d.
+            second.resolve(&db, &id).await.unwrap();
+        }
+    }
+    // The first writes from its reading of b and c: `c` is closed already, so CouchDB refuses
+    // its merge, and it closes nothing.
+    let outcome = first.write_resolution(&db, &id, &stale).await;
+    assert!(matches!(outcome, Err(StoreError::Conflict)), "{outcome:?}");
+    // `a` arrived after both read: the next resolution merges it.
+    first.resolve(&db, &id).await.unwrap();
+    let doc = resolved(&c.couch, &c.a, &c.id).await;
+    assert_eq!(endpoint_keys(&doc), ["ka", "kb", "kc", "kd"], "{doc}");
+}
+
+/// Issue 16: a resolution cut short after its merge (the loser never closed) is finished by the
+/// next one with a revision of its own before it closes anything; its tombstone names it.
+#[tokio::test]
+async fn a_resolution_closes_a_leaf_only_after_writing_the_revision_that_holds_it() {
+    let c = conflicted(json!({"name": "Sales"}), |base| {
+        let c_leaf = base.edit('c', json!({"endpoints": {"kc": {"type": "device"}}}));
+        vec![
+            base.edit('b', json!({"endpoints": {"kb": {"type": "device"}}})),
+            // 3-m merged b into c; the tombstone of b was never written.
+            leaf(
+                &c_leaf,
+                3,
+                'm',
+                &[&rev(2, 'c'), &base.rev],
+                json!({"endpoints": {"kb": {"type": "device"}, "kc": {"type": "device"}}}),
+            ),
+        ]
+    })
+    .await;
+    let (db, id) = ids(&c.a, &c.id);
+    let resolved_as = resolver().resolve(&db, &id).await.unwrap();
+    let kz_groups::resolver::Resolved::Merged(written) = resolved_as else {
+        panic!("{resolved_as:?}")
+    };
+    assert_eq!(generation(&written), 4, "a revision of its own, on 3-m");
+    let doc = resolved(&c.couch, &c.a, &c.id).await;
+    assert_eq!(doc["_rev"], written.as_str());
+    assert_eq!(endpoint_keys(&doc), ["kb", "kc"]);
+    let closed = c
+        .couch
+        .leaves(&c.a, &c.id)
+        .await
+        .into_iter()
+        .find(|l| l["_deleted"] == true)
+        .expect("b's tombstone");
+    assert_eq!(closed[kz_groups::resolver::MERGED_INTO], written.as_str());
+}

@@ -47,7 +47,19 @@ pub struct CouchClient {
     timeout: Duration,
     /// Writes answered `202 Accepted` (fewer copies than the write quorum), shared by clones.
     accepted: Arc<AtomicU64>,
+    /// The documents of those writes, told to whoever listens (the conflict resolver): a copy
+    /// that refused such a write may hold a sibling revision. Bounded; a listener that falls
+    /// behind misses some, which the change feeds still report.
+    accepted_docs: tokio::sync::broadcast::Sender<(DbName, DocId)>,
+    /// How many copies each database keeps (`cluster.n` of its info), read once: a read of
+    /// every leaf asks them all.
+    copies: Arc<std::sync::Mutex<lru::LruCache<String, u32>>>,
 }
+
+/// Documents of 202 writes held for a listener that has not read them yet.
+const ACCEPTED_BACKLOG: usize = 1024;
+/// Databases whose number of copies is remembered.
+const COPIES_KNOWN: usize = 10_000;
 
 #[derive(Deserialize)]
 struct WriteResponse {
@@ -97,6 +109,10 @@ impl CouchClient {
             user,
             timeout,
             accepted: Arc::new(AtomicU64::new(0)),
+            accepted_docs: tokio::sync::broadcast::channel(ACCEPTED_BACKLOG).0,
+            copies: Arc::new(std::sync::Mutex::new(lru::LruCache::new(
+                COPIES_KNOWN.try_into().expect("non-zero"),
+            ))),
         })
     }
 
@@ -181,6 +197,49 @@ impl CouchClient {
             .map_err(transport_error)
     }
 
+    /// A write of the documents `ids` of `db`: its answer as JSON; a 202 (fewer copies than the
+    /// quorum) is told to the listeners of [`DocStore::accepted_docs`].
+    async fn write(
+        &self,
+        builder: reqwest::RequestBuilder,
+        db: &DbName,
+        ids: &[&str],
+    ) -> StoreResult<Value> {
+        let response = self.send(builder).await?;
+        if response.status() == StatusCode::ACCEPTED && self.accepted_docs.receiver_count() > 0 {
+            for id in ids.iter().filter_map(|id| DocId::parse(id)) {
+                let _ = self.accepted_docs.send((db.clone(), id));
+            }
+        }
+        response.json().await.map_err(transport_error)
+    }
+
+    /// How many copies CouchDB keeps of `db` (1 where its info does not say, as
+    /// pouchdb-server's does not).
+    async fn copies(&self, db: &DbName) -> StoreResult<u32> {
+        let known = self
+            .copies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(db.as_str())
+            .copied();
+        if let Some(n) = known {
+            return Ok(n);
+        }
+        let info = self
+            .json(self.request(Method::GET, self.url(&[db.as_str()], &[])))
+            .await?;
+        let n = info
+            .pointer("/cluster/n")
+            .and_then(Value::as_u64)
+            .map_or(1, |n| n.clamp(1, 64) as u32);
+        self.copies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(db.as_str().to_owned(), n);
+        Ok(n)
+    }
+
     /// A document by its full id, or `None` on a 404.
     async fn get_raw(
         &self,
@@ -210,13 +269,15 @@ impl CouchClient {
             }
             None => self.request(Method::PUT, url).json(doc),
         };
-        parse_rev(self.json(request).await?)
+        parse_rev(self.write(request, db, &[id]).await?)
     }
 
     /// Deletes revision `rev` of a document by its full id; returns the tombstone's revision.
     async fn delete_raw(&self, db: &DbName, id: &str, rev: &str) -> StoreResult<String> {
         let url = self.doc_url(db, id, &[("rev", rev.to_owned())]);
-        let body = self.json(self.request(Method::DELETE, url)).await?;
+        let body = self
+            .write(self.request(Method::DELETE, url), db, &[id])
+            .await?;
         parse_rev(body)
     }
 
@@ -277,12 +338,23 @@ impl DocStore for CouchClient {
             .await
     }
 
-    /// `open_revs=all` answers multipart unless JSON is asked for.
+    /// `open_revs=all` answers multipart unless JSON is asked for. Every copy is asked (`r`
+    /// = their number): on a cluster, a leaf a write left on one copy alone (answered 202)
+    /// is then seen at once, not after internal replication carried it to a quorum.
     async fn leaves(&self, db: &DbName, id: &DocId) -> StoreResult<Vec<Leaf>> {
+        let copies = match self.copies(db).await {
+            Ok(n) => n,
+            Err(StoreError::NotFound) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
         let url = self.doc_url(
             db,
             id.as_str(),
-            &[("open_revs", "all".to_owned()), ("revs", "true".to_owned())],
+            &[
+                ("open_revs", "all".to_owned()),
+                ("revs", "true".to_owned()),
+                ("r", copies.to_string()),
+            ],
         );
         let request = self
             .request(Method::GET, url)
@@ -306,8 +378,12 @@ impl DocStore for CouchClient {
     async fn bulk_docs(&self, db: &DbName, docs: &[Value]) -> StoreResult<Vec<BulkResult>> {
         let url = self.url(&[db.as_str(), "_bulk_docs"], &[]);
         let body = serde_json::json!({ "docs": docs });
+        let ids: Vec<&str> = docs
+            .iter()
+            .filter_map(|doc| doc.get("_id").and_then(Value::as_str))
+            .collect();
         let answer = self
-            .json(self.request(Method::POST, url).json(&body))
+            .write(self.request(Method::POST, url).json(&body), db, &ids)
             .await?;
         let Value::Array(rows) = answer else {
             return Err(bad_answer("a _bulk_docs answer is no array"));
@@ -383,7 +459,7 @@ impl DocStore for CouchClient {
             .request(Method::PUT, url)
             .header(reqwest::header::CONTENT_TYPE, content_type)
             .body(body);
-        parse_rev(self.json(request).await?)
+        parse_rev(self.write(request, db, &[id.as_str()]).await?)
     }
 
     async fn create_db(&self, db: &DbName) -> StoreResult<()> {
@@ -482,6 +558,10 @@ impl DocStore for CouchClient {
             changed,
             branched,
         })
+    }
+
+    fn accepted_docs(&self) -> Option<tokio::sync::broadcast::Receiver<(DbName, DocId)>> {
+        Some(self.accepted_docs.subscribe())
     }
 
     fn accepted_writes(&self) -> u64 {
