@@ -250,6 +250,89 @@ pub fn notifier(config: &Config) -> (Arc<dyn ChangeNotifier>, Option<Arc<Bus>>) 
     }
 }
 
+/// Kazoo's own change notices, heard on the bus (with `KZ_GROUPS_AMQP_URL`), drop what they
+/// name from the caches.
+fn hear_kazoo(config: &Config, caches: &Arc<CachedStore>) -> Option<tokio::task::JoinHandle<()>> {
+    config.amqp.as_ref().map(|amqp| {
+        let caches = Arc::downgrade(caches);
+        let on_change: bus_listener::OnChange = Arc::new(move |change| {
+            if let Some(caches) = caches.upgrade() {
+                caches.heard(change);
+            }
+        });
+        bus_listener::start(amqp.url.clone(), config.node_name.clone(), on_change)
+    })
+}
+
+/// One worker's HTTP service: the route table behind the request metrics and the access log,
+/// `Expect: 100-continue` refused where the body would be, and idle connections closed as a
+/// stop begins.
+fn http_service(
+    state: web::Data<AppState>,
+    drain: actix_server::GracefulShutdownSignal,
+    access_log: bool,
+) -> impl actix_service::ServiceFactory<
+    actix_web::rt::net::TcpStream,
+    Config = (),
+    Response = (),
+    Error = actix_http::error::DispatchError,
+    InitError = (),
+> {
+    let metrics = state.metrics.clone();
+    let app = App::new()
+        .wrap_fn(move |req, service| {
+            let route = routes::route_name(req.path());
+            let method = req.method().clone();
+            let start = Instant::now();
+            let metrics = metrics.clone();
+            let answer = service.call(req);
+            async move {
+                let response = answer.await?;
+                let status = response.status().as_u16();
+                metrics.observe_request(route, &method, status, start.elapsed());
+                Ok(response)
+            }
+        })
+        // The request line without its secrets (`auth_token=` and the like); not even
+        // formatted where the log level leaves access lines out.
+        .wrap(actix_web::middleware::Condition::new(
+            access_log,
+            actix_web::middleware::Logger::new(
+                "%a \"%{request}xi\" %s %b %Dms request_id=%{x-request-id}o",
+            )
+            .custom_request_replace("request", request::logged_request_line),
+        ))
+        .app_data(state.clone())
+        .configure(routes::configure);
+    HttpService::build()
+        .client_request_timeout(HEADER_TIMEOUT)
+        // At a stop, idle keep-alive connections close at once; a connection with a request in
+        // flight closes once it is answered.
+        .graceful_shutdown_signal(move || {
+            let drain = drain.clone();
+            async move { drain.notified().await }
+        })
+        .expect(fn_service(move |req: Request| {
+            let refused = routes::refuse_announced_body(req.head(), req.peer_addr(), &state);
+            if let Some(answer) = &refused {
+                state.metrics.observe_request(
+                    routes::route_name(req.path()),
+                    req.method(),
+                    answer.status().as_u16(),
+                    Duration::ZERO,
+                );
+            }
+            async move {
+                match refused {
+                    Some(answer) => Err(Refused(answer)),
+                    None => Ok(req),
+                }
+            }
+        }))
+        .finish(map_config(app, |_| AppConfig::default()))
+        .tcp()
+}
+
 pub struct Application {
     port: u16,
     server: Server,
@@ -287,15 +370,7 @@ impl Application {
         let port = address.port();
         // Started last, once nothing else can fail, so a failed build leaves no worker behind.
         let (notifier, bus) = notifier(&config);
-        let hearing = config.amqp.as_ref().map(|amqp| {
-            let caches = Arc::downgrade(&caches);
-            let on_change: bus_listener::OnChange = Arc::new(move |change| {
-                if let Some(caches) = caches.upgrade() {
-                    caches.heard(change);
-                }
-            });
-            bus_listener::start(amqp.url.clone(), config.node_name.clone(), on_change)
-        });
+        let hearing = hear_kazoo(&config, &caches);
         let state = web::Data::new(AppState::from_parts(
             &config,
             caches.clone(),
@@ -315,68 +390,10 @@ impl Application {
             .max_concurrent_connections(connections.div_ceil(workers))
             .shutdown_timeout(config.shutdown_grace.as_secs());
         let draining = builder.graceful_shutdown_signal();
-        let drain_connections = draining.clone();
+        let drain = draining.clone();
         let server = builder
             .listen("kz-groups", listener, move || {
-                let metrics = state.metrics.clone();
-                let app = App::new()
-                    .wrap_fn(move |req, service| {
-                        let route = routes::route_name(req.path());
-                        let method = req.method().clone();
-                        let start = Instant::now();
-                        let metrics = metrics.clone();
-                        let answer = service.call(req);
-                        async move {
-                            let response = answer.await?;
-                            let status = response.status().as_u16();
-                            metrics.observe_request(route, &method, status, start.elapsed());
-                            Ok(response)
-                        }
-                    })
-                    // The request line without its secrets (`auth_token=` and the like); not
-                    // even formatted where the log level leaves access lines out.
-                    .wrap(actix_web::middleware::Condition::new(
-                        access_log,
-                        actix_web::middleware::Logger::new(
-                            "%a \"%{request}xi\" %s %b %Dms request_id=%{x-request-id}o",
-                        )
-                        .custom_request_replace("request", request::logged_request_line),
-                    ))
-                    .app_data(state.clone())
-                    .configure(routes::configure);
-                let expect_state = state.clone();
-                let drain = drain_connections.clone();
-                HttpService::build()
-                    .client_request_timeout(HEADER_TIMEOUT)
-                    // At a stop, idle keep-alive connections close at once; a connection with a
-                    // request in flight closes once it is answered.
-                    .graceful_shutdown_signal(move || {
-                        let drain = drain.clone();
-                        async move { drain.notified().await }
-                    })
-                    .expect(fn_service(move |req: Request| {
-                        let refused = routes::refuse_announced_body(
-                            req.head(),
-                            req.peer_addr(),
-                            &expect_state,
-                        );
-                        if let Some(answer) = &refused {
-                            expect_state.metrics.observe_request(
-                                routes::route_name(req.path()),
-                                req.method(),
-                                answer.status().as_u16(),
-                                Duration::ZERO,
-                            );
-                        }
-                        async move {
-                            match refused {
-                                Some(answer) => Err(Refused(answer)),
-                                None => Ok(req),
-                            }
-                        }
-                    }))
-                    .finish(map_config(app, |_| AppConfig::default()))
-                    .tcp()
+                http_service(state.clone(), drain.clone(), access_log)
             })
             .map_err(|e| e.to_string())?
             .run();
