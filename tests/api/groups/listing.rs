@@ -232,7 +232,8 @@ async fn listings_made_right_after_writes_show_them() {
 
 /// Issue 15.4: on one store node, a view always holds every acknowledged write, so listings made
 /// while the same instance creates and hard-deletes groups of the account are never read again
-/// (a listing used to wait out its whole 2 s budget for a group deleted while it read).
+/// (a listing used to wait out its whole 2 s budget for a group deleted while it read); on a
+/// cluster, where a view copy may lag, none waits out its budget.
 #[tokio::test]
 async fn listings_amid_creates_and_hard_deletes_of_the_same_instance_are_never_read_again() {
     let (app, a) = setup().await;
@@ -268,6 +269,14 @@ async fn listings_amid_creates_and_hard_deletes_of_the_same_instance_are_never_r
         slowest
     };
     let ((), slowest) = futures::future::join(writer, reader).await;
+    eprintln!("slowest of 60 listings amid 50 writes: {slowest:?}");
+    if crate::helpers::on_a_cluster().await {
+        // A view copy may lag there: a listing may be read again, but never waits out its
+        // whole budget for a write it read past.
+        let budget = kz_groups::routes::groups::listing::REREAD_BUDGET;
+        assert!(slowest < budget, "a listing took {slowest:?}");
+        return;
+    }
     let metrics = app.probe("/metrics").await.text;
     assert!(
         metrics
@@ -280,5 +289,4 @@ async fn listings_amid_creates_and_hard_deletes_of_the_same_instance_are_never_r
             .collect::<Vec<_>>()
             .join("\n")
     );
-    eprintln!("slowest of 60 listings amid 50 writes: {slowest:?}");
 }

@@ -58,6 +58,22 @@ pub fn couchdb_url() -> String {
     )
 }
 
+/// Whether the suite's store is a CouchDB cluster of several nodes (`/_membership`), where a
+/// view copy may lag a write the cluster acknowledged.
+pub async fn on_a_cluster() -> bool {
+    if embedded_backend() {
+        return false;
+    }
+    let url = format!("{}/_membership", couchdb_url().trim_end_matches('/'));
+    let membership: Value = match reqwest::get(url).await {
+        Ok(resp) => resp.json().await.unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    };
+    membership["cluster_nodes"]
+        .as_array()
+        .is_some_and(|nodes| nodes.len() > 1)
+}
+
 /// `KZ_TEST_BACKEND=embedded` runs the suite against the embedded store; otherwise against the
 /// CouchDB in `COUCHDB_URL`. scripts/test runs it both ways.
 pub fn embedded_backend() -> bool {
