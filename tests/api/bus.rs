@@ -224,14 +224,7 @@ async fn hard_delete_publishes_doc_deleted_with_the_tombstone_revision() {
     let id = app.add_group(&a, json!({"name": "G2"})).await.id;
     q.expect(1).await;
     let before = raw(&app, &a, &id).await;
-    let resp = app
-        .with_token(&a.token)
-        .request(
-            "DELETE",
-            format!("{}?should_soft_delete=false", a.group_path(&id)),
-        )
-        .send()
-        .await;
+    let resp = app.hard_delete_group(&a, &id).await;
     assert_eq!(resp.status, 200, "{}", resp.text);
     let m = q.expect(1).await.remove(0);
     assert_kazoo_message(&m);

@@ -66,7 +66,13 @@ impl Couch {
 
     /// Writes revisions as they are (`new_edits: false`), each with its `_revisions`.
     async fn replicate(&self, account: &Account, docs: Vec<Value>) {
-        let url = self.url(account, "_bulk_docs");
+        self.replicate_into(&self.url(account, "_bulk_docs"), docs)
+            .await;
+    }
+
+    /// The same into the database whose `_bulk_docs` is at `url`.
+    async fn replicate_into(&self, url: &str, docs: Vec<Value>) {
+        let url = url.to_owned();
         let answer = self
             .call(
                 reqwest::Method::POST,
@@ -682,20 +688,7 @@ impl Private {
 
     async fn replicate(&self, docs: Vec<Value>) {
         let url = format!("{}{}/_bulk_docs", self.couch.base, self.db.encoded());
-        let answer = self
-            .couch
-            .call(
-                reqwest::Method::POST,
-                url,
-                Some(json!({"docs": docs, "new_edits": false})),
-            )
-            .await;
-        assert!(
-            answer
-                .as_array()
-                .is_some_and(|rows| rows.iter().all(|r| r.get("error").is_none())),
-            "replicated revisions refused: {answer}"
-        );
+        self.couch.replicate_into(&url, docs).await;
     }
 
     /// Every leaf, and the winner as CouchDB serves it.

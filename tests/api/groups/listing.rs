@@ -243,14 +243,7 @@ async fn listings_amid_creates_and_hard_deletes_of_the_same_instance_are_never_r
             let group =
                 json!({"name": format!("G{i}"), "endpoints": {u.clone(): {"type": "user"}}});
             let id = app.add_group(&a, group).await.id;
-            let resp = app
-                .with_token(&a.token)
-                .request(
-                    "DELETE",
-                    format!("{}?should_soft_delete=false", a.group_path(&id)),
-                )
-                .send()
-                .await;
+            let resp = app.hard_delete_group(&a, &id).await;
             assert_eq!(resp.status, 200, "{}", resp.text);
         }
     };

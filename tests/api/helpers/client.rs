@@ -200,6 +200,12 @@ impl<'a> Caller<'a> {
         self.send("DELETE", account.group_path(id), None).await
     }
 
+    /// `DELETE …/groups/{id}?should_soft_delete=false`: the document removed.
+    pub async fn hard_delete_group(&self, account: &Account, id: &str) -> Response {
+        let path = format!("{}?should_soft_delete=false", account.group_path(id));
+        self.send("DELETE", path, None).await
+    }
+
     /// `PUT /v2/api_auth` with `{"data": data}`.
     pub async fn api_auth(&self, data: Value) -> Response {
         self.send("PUT", "/v2/api_auth", Some(data)).await
@@ -278,6 +284,10 @@ impl TestApp {
 
     pub async fn delete_group(&self, account: &Account, id: &str) -> Response {
         self.admin_of(account).delete_group(account, id).await
+    }
+
+    pub async fn hard_delete_group(&self, account: &Account, id: &str) -> Response {
+        self.admin_of(account).hard_delete_group(account, id).await
     }
 
     /// A group made for a test's setup: created through the API, which must answer 201.
