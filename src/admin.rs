@@ -39,86 +39,117 @@ pub async fn init(store: &Store) -> Result<InitReport, String> {
         store.create_db(db).await.map_err(couch_err(db.as_str()))?;
     }
     let mut created = Vec::new();
+    let kid = auth_config(store, &config_db, &mut created).await?;
+    let kid_id = DocId::parse(&kid)
+        .ok_or_else(|| format!("system_key {kid:?} is not a usable document id"))?;
+    let key_doc = key_doc(store, &auth_db, &kid_id, &mut created).await?;
+    private_key(store, &auth_db, &kid_id, key_doc, &mut created).await?;
+    Ok(InitReport { kid, created })
+}
+
+/// `system_config/auth` with its secrets, written when one is missing (again after a conflict:
+/// another `init` wrote it meanwhile). Returns the key id, `default.system_key`.
+async fn auth_config(
+    store: &Store,
+    config_db: &DbName,
+    created: &mut Vec<String>,
+) -> Result<String, String> {
     let auth_id = static_id("auth");
-    let kid = loop {
+    loop {
         let stored = store
-            .get_doc(&config_db, &auth_id)
+            .get_doc(config_db, &auth_id)
             .await
             .map_err(couch_err("system_config/auth"))?;
-        let mut doc = stored.clone().unwrap_or_else(|| json!({"_id": "auth"}));
-        let Some(default) = doc
-            .as_object_mut()
-            .map(|d| d.entry("default").or_insert_with(|| json!({})))
-            .and_then(Value::as_object_mut)
-        else {
-            return Err("system_config/auth: `default` is not an object".into());
-        };
-        let mut added = Vec::new();
-        if !default.get("system_key").is_some_and(Value::is_string) {
-            default.insert("system_key".into(), json!(random_hex(16)));
-            added.push("system_config/auth default.system_key".to_owned());
-        }
-        if !default
-            .get("secret_for_user_signature")
-            .is_some_and(Value::is_string)
-        {
-            default.insert("secret_for_user_signature".into(), json!(random_hex(16)));
-            added.push("system_config/auth default.secret_for_user_signature".to_owned());
-        }
-        let kid = default["system_key"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let mut doc = stored.unwrap_or_else(|| json!({"_id": "auth"}));
+        let (kid, added) = add_missing_secrets(&mut doc)?;
         if added.is_empty() {
-            break kid;
+            return Ok(kid);
         }
-        match store.put_doc(&config_db, &auth_id, &doc).await {
+        match store.put_doc(config_db, &auth_id, &doc).await {
             Ok(_) => {
                 created.extend(added);
-                break kid;
+                return Ok(kid);
             }
             Err(StoreError::Conflict) => continue,
             Err(e) => return Err(format!("system_config/auth: {e}")),
         }
+    }
+}
+
+/// Fills in `default.system_key` and `default.secret_for_user_signature` where they are not
+/// strings. Returns the key id and what was added.
+fn add_missing_secrets(doc: &mut Value) -> Result<(String, Vec<String>), String> {
+    let Some(default) = doc
+        .as_object_mut()
+        .map(|d| d.entry("default").or_insert_with(|| json!({})))
+        .and_then(Value::as_object_mut)
+    else {
+        return Err("system_config/auth: `default` is not an object".into());
     };
-    let kid_id = DocId::parse(&kid)
-        .ok_or_else(|| format!("system_key {kid:?} is not a usable document id"))?;
-    // Another `init` may create the same documents meanwhile (the suite runs several at once,
-    // a deployment may too): a conflict means it did, so read again and go on from there.
-    let mut key_doc = loop {
+    let mut added = Vec::new();
+    for secret in ["system_key", "secret_for_user_signature"] {
+        if !default.get(secret).is_some_and(Value::is_string) {
+            default.insert(secret.into(), json!(random_hex(16)));
+            added.push(format!("system_config/auth default.{secret}"));
+        }
+    }
+    let kid = default["system_key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    Ok((kid, added))
+}
+
+/// `system_auth/<kid>`, created when missing. Another `init` may create it meanwhile (the suite
+/// runs several at once, a deployment may too): a conflict means it did, so read it again.
+/// Returns the document as stored, or only its `_rev` when this call created it.
+async fn key_doc(
+    store: &Store,
+    auth_db: &DbName,
+    kid: &DocId,
+    created: &mut Vec<String>,
+) -> Result<Value, String> {
+    loop {
         if let Some(doc) = store
-            .get_doc(&auth_db, &kid_id)
+            .get_doc(auth_db, kid)
             .await
             .map_err(couch_err("system_auth"))?
         {
-            break doc;
+            return Ok(doc);
         }
         let now = clock::gregorian_now();
         let doc = json!({
-            "_id": kid,
+            "_id": kid.as_str(),
             "pvt_type": "system_key",
             "pvt_account_id": "system_auth",
             "pvt_account_db": "system_auth",
             "pvt_created": now,
             "pvt_modified": now,
         });
-        match store.put_doc(&auth_db, &kid_id, &doc).await {
+        match store.put_doc(auth_db, kid, &doc).await {
             Ok(rev) => {
                 created.push(format!("system_auth/{kid}"));
-                break json!({"_rev": rev});
+                return Ok(json!({"_rev": rev}));
             }
             Err(StoreError::Conflict) => continue,
             Err(e) => return Err(format!("system_auth: {e}")),
         }
-    };
+    }
+}
+
+/// The `private_key.pem` attachment of `system_auth/<kid>`, added when missing; after a conflict
+/// the document is read again, and the attachment another `init` added is kept.
+async fn private_key(
+    store: &Store,
+    auth_db: &DbName,
+    kid: &DocId,
+    mut key_doc: Value,
+    created: &mut Vec<String>,
+) -> Result<(), String> {
     let mut pem = None;
     while key_doc.pointer("/_attachments/private_key.pem").is_none() {
         if pem.is_none() {
-            let key =
-                keys::generate_private_key().map_err(|e| format!("generating the RSA key: {e}"))?;
-            pem = Some(
-                keys::private_key_to_pem(&key).map_err(|e| format!("encoding the RSA key: {e}"))?,
-            );
+            pem = Some(new_private_key_pem()?);
         }
         let rev = key_doc
             .get("_rev")
@@ -126,8 +157,8 @@ pub async fn init(store: &Store) -> Result<InitReport, String> {
             .unwrap_or_default();
         let put = store
             .put_attachment(
-                &auth_db,
-                &kid_id,
+                auth_db,
+                kid,
                 "private_key.pem",
                 rev,
                 "application/x-pem-file",
@@ -141,7 +172,7 @@ pub async fn init(store: &Store) -> Result<InitReport, String> {
             }
             Err(StoreError::Conflict) => {
                 key_doc = store
-                    .get_doc(&auth_db, &kid_id)
+                    .get_doc(auth_db, kid)
                     .await
                     .map_err(couch_err("system_auth"))?
                     .ok_or_else(|| format!("system_auth/{kid} was deleted while init ran"))?;
@@ -149,7 +180,12 @@ pub async fn init(store: &Store) -> Result<InitReport, String> {
             Err(e) => return Err(format!("system_auth private_key.pem: {e}")),
         }
     }
-    Ok(InitReport { kid, created })
+    Ok(())
+}
+
+fn new_private_key_pem() -> Result<String, String> {
+    let key = keys::generate_private_key().map_err(|e| format!("generating the RSA key: {e}"))?;
+    keys::private_key_to_pem(&key).map_err(|e| format!("encoding the RSA key: {e}"))
 }
 
 /// `accounts create` options.
