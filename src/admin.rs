@@ -258,96 +258,18 @@ pub async fn create_account(
         return Err("--name must not be empty".into());
     }
     let accounts_db = DbName::system(DbName::ACCOUNTS);
-    store
-        .create_db(&accounts_db)
-        .await
-        .map_err(couch_err("accounts"))?;
-    let accounts_views = install(store, &accounts_db, designs, DesignDb::Accounts).await?;
-    if view_has_key(
-        store,
-        &accounts_views,
-        &accounts_db,
-        View::AccountsListingByName,
-        &alphanum_name(name),
-    )
-    .await?
-    {
-        return Err(format!("an account named {name:?} already exists"));
-    }
     let realm = match &new.realm {
         Some(realm) => realm.replace(' ', "").to_lowercase(),
         None => format!("{}.sip.2600hz.com", random_hex(3)),
     };
-    if view_has_key(
-        store,
-        &accounts_views,
-        &accounts_db,
-        View::AccountsListingByRealm,
-        &realm,
-    )
-    .await?
-    {
-        return Err(format!("the realm {realm:?} is already in use"));
-    }
-    // The parent is the one given, else the master account; the first account becomes master.
-    let config_db = DbName::system(DbName::SYSTEM_CONFIG);
-    store
-        .create_db(&config_db)
-        .await
-        .map_err(couch_err("system_config"))?;
+    check_name_and_realm_free(store, designs, &accounts_db, name, &realm).await?;
     let id = AccountId::parse(&random_hex(16)).expect("32 lower-case hex");
-    let parent = match &new.parent {
-        Some(parent) => Some(parent.clone()),
-        None => Some(master_or_claim(store, &config_db, &id).await?).filter(|m| *m != id),
-    };
-    let (tree, enabled) = match &parent {
-        Some(parent) => {
-            let found = crate::store::account(store, parent)
-                .await
-                .map_err(couch_err("parent account"))?;
-            match found {
-                Some(account) => {
-                    let tree = account.tree().chain([parent.as_str()]).map(|id| json!(id));
-                    (tree.collect::<Vec<_>>(), account.is_enabled())
-                }
-                // The master another `accounts create` has just claimed, still being written:
-                // it is the root, so its tree is empty and it is enabled.
-                None if new.parent.is_none() => (vec![json!(parent.as_str())], true),
-                None => return Err(format!("parent account {parent} does not exist")),
-            }
-        }
-        None => (Vec::new(), true),
-    };
+    let placement = placement(store, &id, new.parent.as_ref()).await?;
     let db = id.db();
     store.create_db(&db).await.map_err(couch_err(db.as_str()))?;
     notifier.announce(Change::DbCreated(db.clone()));
     install(store, &db, designs, DesignDb::Account).await?;
-    let now = clock::gregorian_now();
-    let mut doc = json!({
-        "_id": id.as_str(),
-        "name": name,
-        "realm": realm,
-        "call_restriction": {},
-        "music_on_hold": {},
-        "preflow": {},
-        "ringtones": {},
-        "pvt_type": "account",
-        "pvt_vsn": "1",
-        "pvt_account_id": id.as_str(),
-        "pvt_account_db": db.encoded(),
-        "pvt_tree": tree,
-        "pvt_api_key": random_hex(32),
-        "pvt_enabled": enabled,
-        "pvt_alphanum_name": alphanum_name(name),
-        "pvt_created": now,
-        "pvt_modified": now,
-    });
-    if let Some(parent) = &parent {
-        doc["pvt_parent_id"] = json!(parent.as_str());
-    }
-    if new.superduper_admin {
-        doc["pvt_superduper_admin"] = json!(true);
-    }
+    let doc = account_doc(&id, name, &realm, placement, new.superduper_admin);
     let doc_id = DocId::from(id.clone());
     create_doc(store, notifier, &db, &doc_id, &doc, "account doc").await?;
     create_doc(
@@ -363,6 +285,123 @@ pub async fn create_account(
         Value::Object(map) => map,
         _ => Map::new(),
     })
+}
+
+/// Account names (compared as Kazoo does, letters and digits only) and realms are unique in the
+/// store: both are looked up in `accounts`, which is created with its views when missing.
+async fn check_name_and_realm_free(
+    store: &Store,
+    designs: &[DesignDoc],
+    accounts_db: &DbName,
+    name: &str,
+    realm: &str,
+) -> Result<(), String> {
+    store
+        .create_db(accounts_db)
+        .await
+        .map_err(couch_err("accounts"))?;
+    let views = install(store, accounts_db, designs, DesignDb::Accounts).await?;
+    let by_name = View::AccountsListingByName;
+    if view_has_key(store, &views, accounts_db, by_name, &alphanum_name(name)).await? {
+        return Err(format!("an account named {name:?} already exists"));
+    }
+    let by_realm = View::AccountsListingByRealm;
+    if view_has_key(store, &views, accounts_db, by_realm, realm).await? {
+        return Err(format!("the realm {realm:?} is already in use"));
+    }
+    Ok(())
+}
+
+/// Where a new account sits in the account tree.
+struct Placement {
+    parent: Option<AccountId>,
+    /// `pvt_tree`: the ids of its ancestors, the root first.
+    tree: Vec<Value>,
+    /// An account starts enabled when its parent is.
+    enabled: bool,
+}
+
+/// The parent is the one given, else the master account; the first account becomes master.
+async fn placement(
+    store: &Store,
+    id: &AccountId,
+    given: Option<&AccountId>,
+) -> Result<Placement, String> {
+    let config_db = DbName::system(DbName::SYSTEM_CONFIG);
+    store
+        .create_db(&config_db)
+        .await
+        .map_err(couch_err("system_config"))?;
+    let parent = match given {
+        Some(parent) => parent.clone(),
+        None => {
+            let master = master_or_claim(store, &config_db, id).await?;
+            if master == *id {
+                // This account just became master (the first one): the root of the tree.
+                return Ok(Placement {
+                    parent: None,
+                    tree: Vec::new(),
+                    enabled: true,
+                });
+            }
+            master
+        }
+    };
+    let found = crate::store::account(store, &parent)
+        .await
+        .map_err(couch_err("parent account"))?;
+    let (tree, enabled) = match found {
+        Some(account) => {
+            let tree = account.tree().chain([parent.as_str()]).map(|id| json!(id));
+            (tree.collect(), account.is_enabled())
+        }
+        // The master another `accounts create` has just claimed, still being written: it is
+        // the root, so its tree is empty and it is enabled.
+        None if given.is_none() => (vec![json!(parent.as_str())], true),
+        None => return Err(format!("parent account {parent} does not exist")),
+    };
+    Ok(Placement {
+        parent: Some(parent),
+        tree,
+        enabled,
+    })
+}
+
+/// The account document as Kazoo writes it, new API key included.
+fn account_doc(
+    id: &AccountId,
+    name: &str,
+    realm: &str,
+    placement: Placement,
+    superduper_admin: bool,
+) -> Value {
+    let now = clock::gregorian_now();
+    let mut doc = json!({
+        "_id": id.as_str(),
+        "name": name,
+        "realm": realm,
+        "call_restriction": {},
+        "music_on_hold": {},
+        "preflow": {},
+        "ringtones": {},
+        "pvt_type": "account",
+        "pvt_vsn": "1",
+        "pvt_account_id": id.as_str(),
+        "pvt_account_db": id.db().encoded(),
+        "pvt_tree": placement.tree,
+        "pvt_api_key": random_hex(32),
+        "pvt_enabled": placement.enabled,
+        "pvt_alphanum_name": alphanum_name(name),
+        "pvt_created": now,
+        "pvt_modified": now,
+    });
+    if let Some(parent) = &placement.parent {
+        doc["pvt_parent_id"] = json!(parent.as_str());
+    }
+    if superduper_admin {
+        doc["pvt_superduper_admin"] = json!(true);
+    }
+    doc
 }
 
 /// The master account named in `system_config/accounts`, or, when none is named yet, `candidate`
