@@ -594,3 +594,80 @@ pub async fn list_users(store: &Store, account: &AccountId) -> Result<Vec<Value>
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_secrets_are_added_and_named_and_present_ones_kept() {
+        let mut doc = json!({"_id": "auth", "default": {"system_key": "k1", "other": 1}});
+        let (kid, added) = add_missing_secrets(&mut doc).unwrap();
+        assert_eq!(kid, "k1");
+        assert_eq!(
+            added,
+            ["system_config/auth default.secret_for_user_signature"]
+        );
+        assert_eq!(doc["default"]["system_key"], "k1");
+        assert_eq!(doc["default"]["other"], 1);
+        let secret = doc["default"]["secret_for_user_signature"]
+            .as_str()
+            .unwrap();
+        assert_eq!(secret.len(), 32);
+
+        let (again, added) = add_missing_secrets(&mut doc).unwrap();
+        assert_eq!(again, "k1");
+        assert!(added.is_empty(), "nothing is replaced: {added:?}");
+    }
+
+    #[test]
+    fn a_new_auth_config_gets_both_secrets_and_the_key_id_is_the_system_key() {
+        let mut doc = json!({"_id": "auth"});
+        let (kid, added) = add_missing_secrets(&mut doc).unwrap();
+        assert_eq!(
+            added,
+            [
+                "system_config/auth default.system_key",
+                "system_config/auth default.secret_for_user_signature"
+            ]
+        );
+        assert_eq!(doc["default"]["system_key"], kid.as_str());
+    }
+
+    #[test]
+    fn a_default_that_is_not_an_object_is_refused() {
+        let mut doc = json!({"_id": "auth", "default": "x"});
+        assert_eq!(
+            add_missing_secrets(&mut doc).unwrap_err(),
+            "system_config/auth: `default` is not an object"
+        );
+    }
+
+    #[test]
+    fn an_account_doc_names_its_parent_and_tree_and_admin_flag_only_when_set() {
+        let id = AccountId::parse("4b31dd1d32ce6d249897c06332375d65").unwrap();
+        let root = Placement {
+            parent: None,
+            tree: Vec::new(),
+            enabled: true,
+        };
+        let doc = account_doc(&id, "Acme Inc", "acme.sip", root, false);
+        assert_eq!(doc["pvt_alphanum_name"], alphanum_name("Acme Inc"));
+        assert_eq!(doc["pvt_tree"], json!([]));
+        assert!(doc.get("pvt_parent_id").is_none());
+        assert!(doc.get("pvt_superduper_admin").is_none());
+
+        let parent = AccountId::parse("00000000000000000000000000000001").unwrap();
+        let child = Placement {
+            parent: Some(parent.clone()),
+            tree: vec![json!(parent.as_str())],
+            enabled: false,
+        };
+        let doc = account_doc(&id, "Acme", "acme.sip", child, true);
+        assert_eq!(doc["pvt_parent_id"], parent.as_str());
+        assert_eq!(doc["pvt_tree"], json!([parent.as_str()]));
+        assert_eq!(doc["pvt_enabled"], false);
+        assert_eq!(doc["pvt_superduper_admin"], true);
+        assert_eq!(doc["pvt_api_key"].as_str().unwrap().len(), 64);
+    }
+}
