@@ -572,26 +572,27 @@ mod tests {
     }
 
     #[test]
-    fn numeric_exclusive_bounds_render_as_minimum_and_maximum() {
+    fn bounds_render_as_minimum_and_maximum_quoted_as_the_schema_file_writes_them() {
         // Later drafts keep the bound in `exclusiveMinimum` itself: Kazoo quotes it then.
-        let schema = json!({"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
-            "properties": {"n": {"type": "number", "exclusiveMinimum": 3},
-                           "m": {"type": "number", "exclusiveMaximum": 3}}});
-        assert_eq!(
-            rendered(schema, json!({"n": 3, "m": 3})),
-            r#"{"n":{"minimum":{"message":"Value must be at least 3","target":3,"value":3}},"m":{"maximum":{"message":"Value must be at most 3","target":3,"value":3}}}"#
-        );
-    }
-
-    #[test]
-    fn bounds_are_quoted_as_the_schema_file_writes_them() {
-        let schema = json!({"type": "object", "properties": {
-            "lo": {"type": "number", "minimum": 2.5},
-            "hi": {"type": "number", "maximum": 5.0}}});
-        assert_eq!(
-            rendered(schema, json!({"lo": 1, "hi": 6.5})),
-            r#"{"lo":{"minimum":{"message":"Value must be at least 2.5","target":2.5,"value":1}},"hi":{"maximum":{"message":"Value must be at most 5.0","target":5.0,"value":6.5}}}"#
-        );
+        let exclusive = json!({"$schema": "http://json-schema.org/draft-07/schema#",
+            "type": "object", "properties": {"n": {"type": "number", "exclusiveMinimum": 3},
+                                             "m": {"type": "number", "exclusiveMaximum": 3}}});
+        let decimal = json!({"type": "object", "properties": {
+            "n": {"type": "number", "minimum": 2.5}, "m": {"type": "number", "maximum": 5.0}}});
+        for (schema, data, expected) in [
+            (
+                exclusive,
+                json!({"n": 3, "m": 3}),
+                r#"{"n":{"minimum":{"message":"Value must be at least 3","target":3,"value":3}},"m":{"maximum":{"message":"Value must be at most 3","target":3,"value":3}}}"#,
+            ),
+            (
+                decimal,
+                json!({"n": 1, "m": 6.5}),
+                r#"{"n":{"minimum":{"message":"Value must be at least 2.5","target":2.5,"value":1}},"m":{"maximum":{"message":"Value must be at most 5.0","target":5.0,"value":6.5}}}"#,
+            ),
+        ] {
+            assert_eq!(rendered(schema, data), expected);
+        }
     }
 
     #[test]
