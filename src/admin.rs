@@ -39,86 +39,117 @@ pub async fn init(store: &Store) -> Result<InitReport, String> {
         store.create_db(db).await.map_err(couch_err(db.as_str()))?;
     }
     let mut created = Vec::new();
+    let kid = auth_config(store, &config_db, &mut created).await?;
+    let kid_id = DocId::parse(&kid)
+        .ok_or_else(|| format!("system_key {kid:?} is not a usable document id"))?;
+    let key_doc = key_doc(store, &auth_db, &kid_id, &mut created).await?;
+    private_key(store, &auth_db, &kid_id, key_doc, &mut created).await?;
+    Ok(InitReport { kid, created })
+}
+
+/// `system_config/auth` with its secrets, written when one is missing (again after a conflict:
+/// another `init` wrote it meanwhile). Returns the key id, `default.system_key`.
+async fn auth_config(
+    store: &Store,
+    config_db: &DbName,
+    created: &mut Vec<String>,
+) -> Result<String, String> {
     let auth_id = static_id("auth");
-    let kid = loop {
+    loop {
         let stored = store
-            .get_doc(&config_db, &auth_id)
+            .get_doc(config_db, &auth_id)
             .await
             .map_err(couch_err("system_config/auth"))?;
-        let mut doc = stored.clone().unwrap_or_else(|| json!({"_id": "auth"}));
-        let Some(default) = doc
-            .as_object_mut()
-            .map(|d| d.entry("default").or_insert_with(|| json!({})))
-            .and_then(Value::as_object_mut)
-        else {
-            return Err("system_config/auth: `default` is not an object".into());
-        };
-        let mut added = Vec::new();
-        if !default.get("system_key").is_some_and(Value::is_string) {
-            default.insert("system_key".into(), json!(random_hex(16)));
-            added.push("system_config/auth default.system_key".to_owned());
-        }
-        if !default
-            .get("secret_for_user_signature")
-            .is_some_and(Value::is_string)
-        {
-            default.insert("secret_for_user_signature".into(), json!(random_hex(16)));
-            added.push("system_config/auth default.secret_for_user_signature".to_owned());
-        }
-        let kid = default["system_key"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let mut doc = stored.unwrap_or_else(|| json!({"_id": "auth"}));
+        let (kid, added) = add_missing_secrets(&mut doc)?;
         if added.is_empty() {
-            break kid;
+            return Ok(kid);
         }
-        match store.put_doc(&config_db, &auth_id, &doc).await {
+        match store.put_doc(config_db, &auth_id, &doc).await {
             Ok(_) => {
                 created.extend(added);
-                break kid;
+                return Ok(kid);
             }
             Err(StoreError::Conflict) => continue,
             Err(e) => return Err(format!("system_config/auth: {e}")),
         }
+    }
+}
+
+/// Fills in `default.system_key` and `default.secret_for_user_signature` where they are not
+/// strings. Returns the key id and what was added.
+fn add_missing_secrets(doc: &mut Value) -> Result<(String, Vec<String>), String> {
+    let Some(default) = doc
+        .as_object_mut()
+        .map(|d| d.entry("default").or_insert_with(|| json!({})))
+        .and_then(Value::as_object_mut)
+    else {
+        return Err("system_config/auth: `default` is not an object".into());
     };
-    let kid_id = DocId::parse(&kid)
-        .ok_or_else(|| format!("system_key {kid:?} is not a usable document id"))?;
-    // Another `init` may create the same documents meanwhile (the suite runs several at once,
-    // a deployment may too): a conflict means it did, so read again and go on from there.
-    let mut key_doc = loop {
+    let mut added = Vec::new();
+    for secret in ["system_key", "secret_for_user_signature"] {
+        if !default.get(secret).is_some_and(Value::is_string) {
+            default.insert(secret.into(), json!(random_hex(16)));
+            added.push(format!("system_config/auth default.{secret}"));
+        }
+    }
+    let kid = default["system_key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    Ok((kid, added))
+}
+
+/// `system_auth/<kid>`, created when missing. Another `init` may create it meanwhile (the suite
+/// runs several at once, a deployment may too): a conflict means it did, so read it again.
+/// Returns the document as stored, or only its `_rev` when this call created it.
+async fn key_doc(
+    store: &Store,
+    auth_db: &DbName,
+    kid: &DocId,
+    created: &mut Vec<String>,
+) -> Result<Value, String> {
+    loop {
         if let Some(doc) = store
-            .get_doc(&auth_db, &kid_id)
+            .get_doc(auth_db, kid)
             .await
             .map_err(couch_err("system_auth"))?
         {
-            break doc;
+            return Ok(doc);
         }
         let now = clock::gregorian_now();
         let doc = json!({
-            "_id": kid,
+            "_id": kid.as_str(),
             "pvt_type": "system_key",
             "pvt_account_id": "system_auth",
             "pvt_account_db": "system_auth",
             "pvt_created": now,
             "pvt_modified": now,
         });
-        match store.put_doc(&auth_db, &kid_id, &doc).await {
+        match store.put_doc(auth_db, kid, &doc).await {
             Ok(rev) => {
                 created.push(format!("system_auth/{kid}"));
-                break json!({"_rev": rev});
+                return Ok(json!({"_rev": rev}));
             }
             Err(StoreError::Conflict) => continue,
             Err(e) => return Err(format!("system_auth: {e}")),
         }
-    };
+    }
+}
+
+/// The `private_key.pem` attachment of `system_auth/<kid>`, added when missing; after a conflict
+/// the document is read again, and the attachment another `init` added is kept.
+async fn private_key(
+    store: &Store,
+    auth_db: &DbName,
+    kid: &DocId,
+    mut key_doc: Value,
+    created: &mut Vec<String>,
+) -> Result<(), String> {
     let mut pem = None;
     while key_doc.pointer("/_attachments/private_key.pem").is_none() {
         if pem.is_none() {
-            let key =
-                keys::generate_private_key().map_err(|e| format!("generating the RSA key: {e}"))?;
-            pem = Some(
-                keys::private_key_to_pem(&key).map_err(|e| format!("encoding the RSA key: {e}"))?,
-            );
+            pem = Some(new_private_key_pem()?);
         }
         let rev = key_doc
             .get("_rev")
@@ -126,8 +157,8 @@ pub async fn init(store: &Store) -> Result<InitReport, String> {
             .unwrap_or_default();
         let put = store
             .put_attachment(
-                &auth_db,
-                &kid_id,
+                auth_db,
+                kid,
                 "private_key.pem",
                 rev,
                 "application/x-pem-file",
@@ -141,7 +172,7 @@ pub async fn init(store: &Store) -> Result<InitReport, String> {
             }
             Err(StoreError::Conflict) => {
                 key_doc = store
-                    .get_doc(&auth_db, &kid_id)
+                    .get_doc(auth_db, kid)
                     .await
                     .map_err(couch_err("system_auth"))?
                     .ok_or_else(|| format!("system_auth/{kid} was deleted while init ran"))?;
@@ -149,7 +180,12 @@ pub async fn init(store: &Store) -> Result<InitReport, String> {
             Err(e) => return Err(format!("system_auth private_key.pem: {e}")),
         }
     }
-    Ok(InitReport { kid, created })
+    Ok(())
+}
+
+fn new_private_key_pem() -> Result<String, String> {
+    let key = keys::generate_private_key().map_err(|e| format!("generating the RSA key: {e}"))?;
+    keys::private_key_to_pem(&key).map_err(|e| format!("encoding the RSA key: {e}"))
 }
 
 /// `accounts create` options.
@@ -222,96 +258,18 @@ pub async fn create_account(
         return Err("--name must not be empty".into());
     }
     let accounts_db = DbName::system(DbName::ACCOUNTS);
-    store
-        .create_db(&accounts_db)
-        .await
-        .map_err(couch_err("accounts"))?;
-    let accounts_views = install(store, &accounts_db, designs, DesignDb::Accounts).await?;
-    if view_has_key(
-        store,
-        &accounts_views,
-        &accounts_db,
-        View::AccountsListingByName,
-        &alphanum_name(name),
-    )
-    .await?
-    {
-        return Err(format!("an account named {name:?} already exists"));
-    }
     let realm = match &new.realm {
         Some(realm) => realm.replace(' ', "").to_lowercase(),
         None => format!("{}.sip.2600hz.com", random_hex(3)),
     };
-    if view_has_key(
-        store,
-        &accounts_views,
-        &accounts_db,
-        View::AccountsListingByRealm,
-        &realm,
-    )
-    .await?
-    {
-        return Err(format!("the realm {realm:?} is already in use"));
-    }
-    // The parent is the one given, else the master account; the first account becomes master.
-    let config_db = DbName::system(DbName::SYSTEM_CONFIG);
-    store
-        .create_db(&config_db)
-        .await
-        .map_err(couch_err("system_config"))?;
+    check_name_and_realm_free(store, designs, &accounts_db, name, &realm).await?;
     let id = AccountId::parse(&random_hex(16)).expect("32 lower-case hex");
-    let parent = match &new.parent {
-        Some(parent) => Some(parent.clone()),
-        None => Some(master_or_claim(store, &config_db, &id).await?).filter(|m| *m != id),
-    };
-    let (tree, enabled) = match &parent {
-        Some(parent) => {
-            let found = crate::store::account(store, parent)
-                .await
-                .map_err(couch_err("parent account"))?;
-            match found {
-                Some(account) => {
-                    let tree = account.tree().chain([parent.as_str()]).map(|id| json!(id));
-                    (tree.collect::<Vec<_>>(), account.is_enabled())
-                }
-                // The master another `accounts create` has just claimed, still being written:
-                // it is the root, so its tree is empty and it is enabled.
-                None if new.parent.is_none() => (vec![json!(parent.as_str())], true),
-                None => return Err(format!("parent account {parent} does not exist")),
-            }
-        }
-        None => (Vec::new(), true),
-    };
+    let placement = placement(store, &id, new.parent.as_ref()).await?;
     let db = id.db();
     store.create_db(&db).await.map_err(couch_err(db.as_str()))?;
     notifier.announce(Change::DbCreated(db.clone()));
     install(store, &db, designs, DesignDb::Account).await?;
-    let now = clock::gregorian_now();
-    let mut doc = json!({
-        "_id": id.as_str(),
-        "name": name,
-        "realm": realm,
-        "call_restriction": {},
-        "music_on_hold": {},
-        "preflow": {},
-        "ringtones": {},
-        "pvt_type": "account",
-        "pvt_vsn": "1",
-        "pvt_account_id": id.as_str(),
-        "pvt_account_db": db.encoded(),
-        "pvt_tree": tree,
-        "pvt_api_key": random_hex(32),
-        "pvt_enabled": enabled,
-        "pvt_alphanum_name": alphanum_name(name),
-        "pvt_created": now,
-        "pvt_modified": now,
-    });
-    if let Some(parent) = &parent {
-        doc["pvt_parent_id"] = json!(parent.as_str());
-    }
-    if new.superduper_admin {
-        doc["pvt_superduper_admin"] = json!(true);
-    }
+    let doc = account_doc(&id, name, &realm, placement, new.superduper_admin);
     let doc_id = DocId::from(id.clone());
     create_doc(store, notifier, &db, &doc_id, &doc, "account doc").await?;
     create_doc(
@@ -327,6 +285,123 @@ pub async fn create_account(
         Value::Object(map) => map,
         _ => Map::new(),
     })
+}
+
+/// Account names (compared as Kazoo does, letters and digits only) and realms are unique in the
+/// store: both are looked up in `accounts`, which is created with its views when missing.
+async fn check_name_and_realm_free(
+    store: &Store,
+    designs: &[DesignDoc],
+    accounts_db: &DbName,
+    name: &str,
+    realm: &str,
+) -> Result<(), String> {
+    store
+        .create_db(accounts_db)
+        .await
+        .map_err(couch_err("accounts"))?;
+    let views = install(store, accounts_db, designs, DesignDb::Accounts).await?;
+    let by_name = View::AccountsListingByName;
+    if view_has_key(store, &views, accounts_db, by_name, &alphanum_name(name)).await? {
+        return Err(format!("an account named {name:?} already exists"));
+    }
+    let by_realm = View::AccountsListingByRealm;
+    if view_has_key(store, &views, accounts_db, by_realm, realm).await? {
+        return Err(format!("the realm {realm:?} is already in use"));
+    }
+    Ok(())
+}
+
+/// Where a new account sits in the account tree.
+struct Placement {
+    parent: Option<AccountId>,
+    /// `pvt_tree`: the ids of its ancestors, the root first.
+    tree: Vec<Value>,
+    /// An account starts enabled when its parent is.
+    enabled: bool,
+}
+
+/// The parent is the one given, else the master account; the first account becomes master.
+async fn placement(
+    store: &Store,
+    id: &AccountId,
+    given: Option<&AccountId>,
+) -> Result<Placement, String> {
+    let config_db = DbName::system(DbName::SYSTEM_CONFIG);
+    store
+        .create_db(&config_db)
+        .await
+        .map_err(couch_err("system_config"))?;
+    let parent = match given {
+        Some(parent) => parent.clone(),
+        None => {
+            let master = master_or_claim(store, &config_db, id).await?;
+            if master == *id {
+                // This account just became master (the first one): the root of the tree.
+                return Ok(Placement {
+                    parent: None,
+                    tree: Vec::new(),
+                    enabled: true,
+                });
+            }
+            master
+        }
+    };
+    let found = crate::store::account(store, &parent)
+        .await
+        .map_err(couch_err("parent account"))?;
+    let (tree, enabled) = match found {
+        Some(account) => {
+            let tree = account.tree().chain([parent.as_str()]).map(|id| json!(id));
+            (tree.collect(), account.is_enabled())
+        }
+        // The master another `accounts create` has just claimed, still being written: it is
+        // the root, so its tree is empty and it is enabled.
+        None if given.is_none() => (vec![json!(parent.as_str())], true),
+        None => return Err(format!("parent account {parent} does not exist")),
+    };
+    Ok(Placement {
+        parent: Some(parent),
+        tree,
+        enabled,
+    })
+}
+
+/// The account document as Kazoo writes it, new API key included.
+fn account_doc(
+    id: &AccountId,
+    name: &str,
+    realm: &str,
+    placement: Placement,
+    superduper_admin: bool,
+) -> Value {
+    let now = clock::gregorian_now();
+    let mut doc = json!({
+        "_id": id.as_str(),
+        "name": name,
+        "realm": realm,
+        "call_restriction": {},
+        "music_on_hold": {},
+        "preflow": {},
+        "ringtones": {},
+        "pvt_type": "account",
+        "pvt_vsn": "1",
+        "pvt_account_id": id.as_str(),
+        "pvt_account_db": id.db().encoded(),
+        "pvt_tree": placement.tree,
+        "pvt_api_key": random_hex(32),
+        "pvt_enabled": placement.enabled,
+        "pvt_alphanum_name": alphanum_name(name),
+        "pvt_created": now,
+        "pvt_modified": now,
+    });
+    if let Some(parent) = &placement.parent {
+        doc["pvt_parent_id"] = json!(parent.as_str());
+    }
+    if superduper_admin {
+        doc["pvt_superduper_admin"] = json!(true);
+    }
+    doc
 }
 
 /// The master account named in `system_config/accounts`, or, when none is named yet, `candidate`
@@ -518,4 +593,81 @@ pub async fn list_users(store: &Store, account: &AccountId) -> Result<Vec<Value>
             })
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_secrets_are_added_and_named_and_present_ones_kept() {
+        let mut doc = json!({"_id": "auth", "default": {"system_key": "k1", "other": 1}});
+        let (kid, added) = add_missing_secrets(&mut doc).unwrap();
+        assert_eq!(kid, "k1");
+        assert_eq!(
+            added,
+            ["system_config/auth default.secret_for_user_signature"]
+        );
+        assert_eq!(doc["default"]["system_key"], "k1");
+        assert_eq!(doc["default"]["other"], 1);
+        let secret = doc["default"]["secret_for_user_signature"]
+            .as_str()
+            .unwrap();
+        assert_eq!(secret.len(), 32);
+
+        let (again, added) = add_missing_secrets(&mut doc).unwrap();
+        assert_eq!(again, "k1");
+        assert!(added.is_empty(), "nothing is replaced: {added:?}");
+    }
+
+    #[test]
+    fn a_new_auth_config_gets_both_secrets_and_the_key_id_is_the_system_key() {
+        let mut doc = json!({"_id": "auth"});
+        let (kid, added) = add_missing_secrets(&mut doc).unwrap();
+        assert_eq!(
+            added,
+            [
+                "system_config/auth default.system_key",
+                "system_config/auth default.secret_for_user_signature"
+            ]
+        );
+        assert_eq!(doc["default"]["system_key"], kid.as_str());
+    }
+
+    #[test]
+    fn a_default_that_is_not_an_object_is_refused() {
+        let mut doc = json!({"_id": "auth", "default": "x"});
+        assert_eq!(
+            add_missing_secrets(&mut doc).unwrap_err(),
+            "system_config/auth: `default` is not an object"
+        );
+    }
+
+    #[test]
+    fn an_account_doc_names_its_parent_and_tree_and_admin_flag_only_when_set() {
+        let id = AccountId::parse("4b31dd1d32ce6d249897c06332375d65").unwrap();
+        let root = Placement {
+            parent: None,
+            tree: Vec::new(),
+            enabled: true,
+        };
+        let doc = account_doc(&id, "Acme Inc", "acme.sip", root, false);
+        assert_eq!(doc["pvt_alphanum_name"], alphanum_name("Acme Inc"));
+        assert_eq!(doc["pvt_tree"], json!([]));
+        assert!(doc.get("pvt_parent_id").is_none());
+        assert!(doc.get("pvt_superduper_admin").is_none());
+
+        let parent = AccountId::parse("00000000000000000000000000000001").unwrap();
+        let child = Placement {
+            parent: Some(parent.clone()),
+            tree: vec![json!(parent.as_str())],
+            enabled: false,
+        };
+        let doc = account_doc(&id, "Acme", "acme.sip", child, true);
+        assert_eq!(doc["pvt_parent_id"], parent.as_str());
+        assert_eq!(doc["pvt_tree"], json!([parent.as_str()]));
+        assert_eq!(doc["pvt_enabled"], false);
+        assert_eq!(doc["pvt_superduper_admin"], true);
+        assert_eq!(doc["pvt_api_key"].as_str().unwrap().len(), 64);
+    }
 }

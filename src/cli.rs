@@ -260,40 +260,12 @@ fn print(value: Value) {
 /// Runs a command with a configuration already checked (`Config::from_env`). Errors are
 /// returned, to be printed once by the caller.
 pub async fn run(cli: Cli, config: Config) -> Result<(), String> {
-    let command = cli.command.unwrap_or(Command::Serve);
     // Parsed before the store is touched: a bad argument creates nothing.
-    let account = match &command {
-        Command::Accounts {
-            command: AccountsCommand::Show { id },
-        } => Some(account_arg("ACCOUNT_ID", id)?),
-        Command::Users {
-            command: UsersCommand::List { account },
-        }
-        | Command::Users {
-            command: UsersCommand::Create(UserArgs { account, .. }),
-        } => Some(account_arg("--account", account)?),
-        _ => None,
-    };
-    let parent = match &command {
-        Command::Accounts {
-            command: AccountsCommand::Create(args),
-        } => args
-            .parent
-            .as_deref()
-            .map(|p| account_arg("--parent", p))
-            .transpose()?,
-        _ => None,
-    };
-    let password = match &command {
-        Command::Users {
-            command: UsersCommand::Create(args),
-        } => Some(args.password()?),
-        _ => None,
-    };
-    let store = match command {
+    let task = Task::parse(cli.command.unwrap_or(Command::Serve))?;
+    let store = match task {
         // A server outlives its store's outages: one at start is said, then answered 503
         // until the store is back. A command needs its store now.
-        Command::Serve => {
+        Task::Serve => {
             let store = startup::store(&config)?;
             if let Err(e) = startup::probe(&config, &store).await {
                 log::error!("{e}; answering 503 until it answers");
@@ -302,97 +274,132 @@ pub async fn run(cli: Cli, config: Config) -> Result<(), String> {
         }
         _ => startup::open_store(&config).await?,
     };
-    match command {
-        Command::Serve => serve(config, store).await,
-        Command::RefreshViews => {
+    match task {
+        Task::Serve => serve(config, store).await,
+        Task::RefreshViews => {
             let visited = refresh_views(&store).await?;
             print(json!({ "account_dbs": visited }));
             Ok(())
         }
-        Command::Init => {
-            let report = admin::init(&store).await?;
-            for what in &report.created {
-                eprintln!("init: created {what}");
-            }
-            if report.created.is_empty() {
-                eprintln!("init: signing material already present, nothing changed");
-            }
-            print(json!({"kid": report.kid, "created": report.created}));
-            Ok(())
-        }
-        Command::Accounts {
-            command: AccountsCommand::Create(args),
-        } => {
-            let new = NewAccount {
-                name: args.name,
-                realm: args.realm,
-                parent,
-                superduper_admin: args.superduper_admin,
-            };
-            let doc = announcing(&config, |notifier| async move {
-                admin::create_account(&store, &startup::design_docs()?, notifier.as_ref(), &new)
-                    .await
-            })
-            .await?;
-            print(json!({
-                "account_id": doc["_id"],
-                "api_key": doc["pvt_api_key"],
-                "name": doc["name"],
-                "realm": doc["realm"],
-                "account_db": doc["pvt_account_db"],
-            }));
-            Ok(())
-        }
-        Command::Accounts {
-            command: AccountsCommand::List,
-        } => {
+        Task::Init => init(&store).await,
+        Task::CreateAccount(new) => create_account(&config, store, new).await,
+        Task::ListAccounts => {
             print(json!({ "accounts": admin::list_accounts(&store).await? }));
             Ok(())
         }
-        Command::Accounts {
-            command: AccountsCommand::Show { .. },
-        } => {
-            let id = account.expect("parsed above");
+        Task::ShowAccount(id) => {
             print(admin::show_account(&store, &id).await?);
             Ok(())
         }
-        Command::Users {
-            command: UsersCommand::List { .. },
-        } => {
-            let id = account.expect("parsed above");
-            print(json!({ "users": admin::list_users(&store, &id).await? }));
-            Ok(())
-        }
-        Command::Users {
-            command: UsersCommand::Create(args),
-        } => {
-            let new = NewUser {
-                account,
-                username: args.username,
-                password: password.expect("read above"),
-                first_name: args.first_name,
-                last_name: args.last_name,
-                email: args.email,
-                priv_level: args.priv_level,
-            };
-            let doc = announcing(&config, |notifier| async move {
-                admin::create_user(&store, &startup::design_docs()?, notifier.as_ref(), &new).await
-            })
-            .await?;
-            print(json!({
-                "id": doc["_id"],
-                "user_id": doc["_id"],
-                "account_id": doc["pvt_account_id"],
-                "username": doc["username"],
-            }));
+        Task::CreateUser(new) => create_user(&config, store, new).await,
+        Task::ListUsers(account) => {
+            print(json!({ "users": admin::list_users(&store, &account).await? }));
             Ok(())
         }
     }
 }
 
+/// A command with its arguments checked: what `run` does once the store is open.
+enum Task {
+    Serve,
+    RefreshViews,
+    Init,
+    CreateAccount(NewAccount),
+    ListAccounts,
+    ShowAccount(AccountId),
+    CreateUser(NewUser),
+    ListUsers(AccountId),
+}
+
+impl Task {
+    /// Checks the account ids given and reads the new user's password; nothing else is touched.
+    fn parse(command: Command) -> Result<Self, String> {
+        Ok(match command {
+            Command::Serve => Task::Serve,
+            Command::RefreshViews => Task::RefreshViews,
+            Command::Init => Task::Init,
+            Command::Accounts { command } => match command {
+                AccountsCommand::Create(args) => Task::CreateAccount(NewAccount {
+                    parent: args
+                        .parent
+                        .as_deref()
+                        .map(|p| account_arg("--parent", p))
+                        .transpose()?,
+                    name: args.name,
+                    realm: args.realm,
+                    superduper_admin: args.superduper_admin,
+                }),
+                AccountsCommand::List => Task::ListAccounts,
+                AccountsCommand::Show { id } => Task::ShowAccount(account_arg("ACCOUNT_ID", &id)?),
+            },
+            Command::Users { command } => match command {
+                UsersCommand::Create(args) => {
+                    let account = account_arg("--account", &args.account)?;
+                    Task::CreateUser(NewUser {
+                        account: Some(account),
+                        password: args.password()?,
+                        username: args.username,
+                        first_name: args.first_name,
+                        last_name: args.last_name,
+                        email: args.email,
+                        priv_level: args.priv_level,
+                    })
+                }
+                UsersCommand::List { account } => {
+                    Task::ListUsers(account_arg("--account", &account)?)
+                }
+            },
+        })
+    }
+}
+
+/// `init`: what was created on stderr, the key id and that list on stdout.
+async fn init(store: &Store) -> Result<(), String> {
+    let report = admin::init(store).await?;
+    for what in &report.created {
+        eprintln!("init: created {what}");
+    }
+    if report.created.is_empty() {
+        eprintln!("init: signing material already present, nothing changed");
+    }
+    print(json!({"kid": report.kid, "created": report.created}));
+    Ok(())
+}
+
+/// `accounts create`, announced on the bus the configuration names.
+async fn create_account(config: &Config, store: Store, new: NewAccount) -> Result<(), String> {
+    let doc = announcing(config, |notifier| async move {
+        admin::create_account(&store, &startup::design_docs()?, notifier.as_ref(), &new).await
+    })
+    .await?;
+    print(json!({
+        "account_id": doc["_id"],
+        "api_key": doc["pvt_api_key"],
+        "name": doc["name"],
+        "realm": doc["realm"],
+        "account_db": doc["pvt_account_db"],
+    }));
+    Ok(())
+}
+
+/// `users create`, announced on the bus the configuration names.
+async fn create_user(config: &Config, store: Store, new: NewUser) -> Result<(), String> {
+    let doc = announcing(config, |notifier| async move {
+        admin::create_user(&store, &startup::design_docs()?, notifier.as_ref(), &new).await
+    })
+    .await?;
+    print(json!({
+        "id": doc["_id"],
+        "user_id": doc["_id"],
+        "account_id": doc["pvt_account_id"],
+        "username": doc["username"],
+    }));
+    Ok(())
+}
+
 /// `serve`: standalone, the signing material is created on first start; next to a shared Kazoo
 /// (CouchDB), only `kz-groups init` may create it, and its absence is said plainly.
-async fn serve(config: Config, store: crate::store::Store) -> Result<(), String> {
+async fn serve(config: Config, store: Store) -> Result<(), String> {
     if let Backend::Embedded { dir } = &config.backend {
         let report = admin::init(&store).await?;
         for what in &report.created {

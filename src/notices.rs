@@ -309,8 +309,8 @@ mod tests {
         assert_eq!(encode_key_word("#"), "#");
     }
 
-    #[test]
-    fn the_body_has_kazoos_keys_order_and_swapped_dates() {
+    /// The notice of a group created with revision `1-x`, its body as sent, and that body parsed.
+    fn created() -> (Notice, String, Value) {
         let doc = group(json!({}));
         let change = Change::Doc(Box::new(DocChange::written(
             db(),
@@ -321,10 +321,15 @@ mod tests {
         )));
         let n = Notice::build(&change, "kz-groups@h");
         let text = String::from_utf8(n.body.clone()).unwrap();
-        let body: Value = serde_json::from_str(&text).unwrap();
-        let keys = keys_of(&body);
+        let body = serde_json::from_str(&text).unwrap();
+        (n, text, body)
+    }
+
+    #[test]
+    fn the_body_has_kazoos_keys_in_kazoos_order() {
+        let (_, _, body) = created();
         assert_eq!(
-            keys,
+            keys_of(&body),
             [
                 "Origin-Cache",
                 "Type",
@@ -343,6 +348,12 @@ mod tests {
                 "App-Name"
             ]
         );
+    }
+
+    #[test]
+    fn the_body_is_kazoos_byte_for_byte_with_swapped_dates() {
+        // Date-Modified carries pvt_created and Date-Created pvt_modified, as Kazoo sends them.
+        let (_, text, body) = created();
         let msg_id = body["Msg-ID"].as_str().unwrap();
         let expected = format!(
             "{{\"Origin-Cache\":\"kazoo_data_cache\",\"Type\":\"group\",\"Rev\":\"1-x\",\
@@ -352,11 +363,21 @@ mod tests {
              \"Event-Category\":\"configuration\",\"App-Version\":\"4.0.0\",\"App-Name\":\"datamgr\"}}"
         );
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn the_msg_id_is_32_lower_case_hex() {
+        let (_, _, body) = created();
+        let msg_id = body["Msg-ID"].as_str().unwrap();
         assert_eq!(msg_id.len(), 32);
         assert!(msg_id
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
-        // Gregorian microseconds of about now.
+    }
+
+    #[test]
+    fn the_timestamp_is_gregorian_microseconds_of_now() {
+        let (n, _, _) = created();
         let now_us = (clock::gregorian_now() as u64) * 1_000_000;
         assert!(n.timestamp.abs_diff(now_us) < 5_000_000, "{}", n.timestamp);
     }

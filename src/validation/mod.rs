@@ -535,6 +535,92 @@ mod tests {
         );
     }
 
+    /// The error object exactly as it goes on the wire: these bodies are compared byte for byte.
+    fn rendered(schema: Value, data: Value) -> String {
+        let v = SchemaValidator::from_schema(schema).unwrap();
+        serde_json::to_string(&v.validate(data).unwrap_err()).unwrap()
+    }
+
+    #[test]
+    fn min_properties_renders_like_kazoo() {
+        let schema = json!({"type": "object", "properties": {
+            "o": {"type": "object", "minProperties": 2}}});
+        assert_eq!(
+            rendered(schema, json!({"o": {"a": 1}})),
+            r#"{"o":{"minProperties":{"message":"The object must have at least 2 keys","target":2,"value":{"a":1}}}}"#
+        );
+    }
+
+    #[test]
+    fn items_past_a_tuple_render_as_strict_checking() {
+        let schema = json!({"type": "object", "properties": {
+            "t": {"type": "array", "items": [{"type": "integer"}], "additionalItems": false}}});
+        assert_eq!(
+            rendered(schema, json!({"t": [1, 2]})),
+            r#"{"t":{"additionalItems":{"message":"Strict checking of data is enabled; only include schema-defined items","value":[1,2]}}}"#
+        );
+    }
+
+    #[test]
+    fn a_wrong_format_is_reported_as_wrong_format_with_the_format_last() {
+        let schema = json!({"type": "object", "properties": {
+            "mail": {"type": "string", "format": "email"}}});
+        assert_eq!(
+            rendered(schema, json!({"mail": "nope"})),
+            r#"{"mail":{"wrong_format":{"message":"Field is not in the correct format","value":"nope","format":"email"}}}"#
+        );
+    }
+
+    #[test]
+    fn bounds_render_as_minimum_and_maximum_quoted_as_the_schema_file_writes_them() {
+        // Later drafts keep the bound in `exclusiveMinimum` itself: Kazoo quotes it then.
+        let exclusive = json!({"$schema": "http://json-schema.org/draft-07/schema#",
+            "type": "object", "properties": {"n": {"type": "number", "exclusiveMinimum": 3},
+                                             "m": {"type": "number", "exclusiveMaximum": 3}}});
+        let decimal = json!({"type": "object", "properties": {
+            "n": {"type": "number", "minimum": 2.5}, "m": {"type": "number", "maximum": 5.0}}});
+        for (schema, data, expected) in [
+            (
+                exclusive,
+                json!({"n": 3, "m": 3}),
+                r#"{"n":{"minimum":{"message":"Value must be at least 3","target":3,"value":3}},"m":{"maximum":{"message":"Value must be at most 3","target":3,"value":3}}}"#,
+            ),
+            (
+                decimal,
+                json!({"n": 1, "m": 6.5}),
+                r#"{"n":{"minimum":{"message":"Value must be at least 2.5","target":2.5,"value":1}},"m":{"maximum":{"message":"Value must be at most 5.0","target":5.0,"value":6.5}}}"#,
+            ),
+        ] {
+            assert_eq!(rendered(schema, data), expected);
+        }
+    }
+
+    #[test]
+    fn a_lone_min_length_is_quoted_whatever_the_byte_length() {
+        // "é" is 2 bytes, under minLength 3 either way; with no maxLength to quote, minLength.
+        let schema = json!({"type": "object", "properties": {
+            "s": {"type": "string", "minLength": 3}}});
+        assert_eq!(
+            rendered(schema, json!({"s": "é"})),
+            r#"{"s":{"minLength":{"message":"String must be at least 3 characters","target":3,"cause":"é","value":"é"}}}"#
+        );
+    }
+
+    #[test]
+    fn extra_keys_are_reported_one_by_one_up_to_max_errors() {
+        let schema = json!({"type": "object", "properties": {}, "additionalProperties": false});
+        let data: Map<String, Value> = (0..MAX_ERRORS + 50)
+            .map(|i| (format!("k{i}"), json!(i)))
+            .collect();
+        let v = SchemaValidator::from_schema(schema).unwrap();
+        let e = v.validate(Value::Object(data)).unwrap_err();
+        assert_eq!(e.len(), MAX_ERRORS);
+        assert_eq!(
+            serde_json::to_string(&e["k7"]).unwrap(),
+            r#"{"additionalProperties":{"message":"Strict checking of data is enabled; only include schema-defined properties","value":7}}"#
+        );
+    }
+
     #[test]
     fn the_validator_can_be_shared_between_workers() {
         fn assert_send_sync<T: Send + Sync>() {}

@@ -1,7 +1,7 @@
 //! Turns validator errors into Kazoo's error object: `{"<path>": {"<keyword>": {...}}}` with the
 //! exact messages and field order of `kz_json_schema:error_to_jobj/2` (contract §6.6).
 
-use jsonschema::error::ValidationErrorKind;
+use jsonschema::error::{TypeKind, ValidationErrorKind as Kind};
 use jsonschema::ValidationError;
 use serde_json::{Map, Value};
 
@@ -17,6 +17,12 @@ pub(super) fn root_not_object(data: &Value) -> Map<String, Value> {
     errors
 }
 
+/// Kazoo's fixed messages, word for word.
+const NOT_UNIQUE: &str = "List of items is not unique";
+const STRICT_ITEMS: &str = "Strict checking of data is enabled; only include schema-defined items";
+const STRICT_PROPERTIES: &str =
+    "Strict checking of data is enabled; only include schema-defined properties";
+
 /// Renders one validator error into `errors`. Errors on the same path but with different keywords
 /// sit side by side under that path.
 pub(super) fn add_error(
@@ -24,242 +30,234 @@ pub(super) fn add_error(
     error: &ValidationError<'_>,
     errors: &mut Map<String, Value>,
 ) {
-    let segments = pointer_segments(error.instance_path().as_str());
-    let instance: &Value = error.instance();
-    let schema_path = error.schema_path().as_str();
-    // The schema object holding the failing keyword: Kazoo reads targets from it, not from the
-    // validator's parsed copy, so numbers keep the form the schema file gives them.
-    let owner = schema
-        .pointer(
-            schema_path
-                .rsplit_once('/')
-                .map_or("", |(parent, _)| parent),
-        )
-        .and_then(Value::as_object);
-    let owner_value = |key: &str| owner.and_then(|o| o.get(key)).cloned();
+    let at = Failure::of(schema, error);
+    let (keyword, body) = match error.kind() {
+        // These two are keyed by a child's path, not by the failing value's.
+        Kind::Required { property } => return required(&at, property, errors),
+        Kind::AdditionalProperties { unexpected } => {
+            return additional_properties(&at, unexpected, errors)
+        }
+        Kind::Type { kind } => ("type", type_body(type_names(&at, kind), at.value)),
+        Kind::MinLength { limit } => length(&at, true, *limit),
+        Kind::MaxLength { limit } => length(&at, false, *limit),
+        Kind::Enum { options } => ("enum", enumeration(&at, options)),
+        Kind::Minimum { limit } | Kind::ExclusiveMinimum { limit } => {
+            ("minimum", minimum(&at, limit))
+        }
+        Kind::Maximum { limit } | Kind::ExclusiveMaximum { limit } => {
+            ("maximum", maximum(&at, limit))
+        }
+        Kind::MinItems { limit } => ("minItems", min_items(&at, *limit)),
+        Kind::MaxItems { limit } => ("maxItems", max_items(&at, *limit)),
+        Kind::MinProperties { limit } => ("minProperties", min_properties(&at, *limit)),
+        Kind::Pattern { pattern } => ("pattern", pattern_body(&at, pattern)),
+        Kind::UniqueItems => ("uniqueItems", message_body(&at, NOT_UNIQUE)),
+        Kind::AdditionalItems { .. } => ("additionalItems", message_body(&at, STRICT_ITEMS)),
+        // Kazoo names this one `wrong_format`, not `format`.
+        Kind::Format { format } => ("wrong_format", wrong_format(&at, format)),
+        // Kazoo's catch-all clause: the reason name and "failed to validate".
+        other => (other.keyword(), message_body(&at, "failed to validate")),
+    };
+    insert(errors, join(&at.path), keyword, body);
+}
 
-    match error.kind() {
-        ValidationErrorKind::Required { property } => {
-            let name = match property {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            // Keyed by the missing key's own path; `value` is its bare name (§6.6).
-            let mut path = segments;
-            path.push(name.clone());
-            let body = obj([
-                ("message", Value::from("Field is required but missing")),
-                ("value", Value::from(name)),
-            ]);
-            insert(errors, join(&path), "required", body);
-        }
-        ValidationErrorKind::Type { kind } => {
-            let types = match schema.pointer(schema_path) {
-                Some(Value::String(t)) => t.clone(),
-                Some(Value::Array(ts)) => ts
-                    .iter()
-                    .map(|t| t.as_str().map_or_else(|| t.to_string(), str::to_string))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                _ => match kind {
-                    jsonschema::error::TypeKind::Single(t) => t.to_string(),
-                    jsonschema::error::TypeKind::Multiple(set) => set
-                        .iter()
-                        .map(|t| t.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                },
-            };
-            insert(errors, join(&segments), "type", type_body(types, instance));
-        }
-        ValidationErrorKind::MinLength { limit } | ValidationErrorKind::MaxLength { limit } => {
-            let reported_min = matches!(error.kind(), ValidationErrorKind::MinLength { .. });
-            // Kazoo quirk (§6.6): jesse reports a single "wrong length"; Kazoo then picks min vs
-            // max by comparing the *byte* length with minLength. Only switch when the schema
-            // actually has the other keyword to quote.
-            let bytes = instance.as_str().map_or(0, str::len) as u64;
-            let use_min = match owner_value("minLength").and_then(|m| m.as_u64()) {
-                Some(min) if min > bytes => true,
-                _ if owner_value("maxLength").is_some() => false,
-                _ => reported_min,
-            };
-            let (keyword, text) = if use_min {
-                ("minLength", "String must be at least ")
-            } else {
-                ("maxLength", "String must not be more than ")
-            };
-            let target = owner_value(keyword).unwrap_or_else(|| Value::from(*limit));
-            let body = obj([
-                (
-                    "message",
-                    Value::from(format!("{text}{} characters", number_text(&target))),
-                ),
-                ("target", target),
-                ("cause", instance.clone()),
-                ("value", instance.clone()),
-            ]);
-            insert(errors, join(&segments), keyword, body);
-        }
-        ValidationErrorKind::Enum { options } => {
-            let target = owner_value("enum").unwrap_or_else(|| (**options).clone());
-            let body = obj([
-                (
-                    "message",
-                    Value::from("Value not found in enumerated list of values"),
-                ),
-                ("target", target),
-                ("value", instance.clone()),
-            ]);
-            insert(errors, join(&segments), "enum", body);
-        }
-        ValidationErrorKind::Minimum { limit }
-        | ValidationErrorKind::ExclusiveMinimum { limit } => {
-            // Kazoo quotes `minimum`, else `exclusiveMinimum` (draft-04 keeps the bound in
-            // `minimum` and makes `exclusiveMinimum` a boolean).
-            let target = bound(
-                owner_value("minimum"),
-                owner_value("exclusiveMinimum"),
-                limit,
-            );
-            let body = obj([
-                (
-                    "message",
-                    Value::from(format!("Value must be at least {}", number_text(&target))),
-                ),
-                ("target", target),
-                ("value", instance.clone()),
-            ]);
-            insert(errors, join(&segments), "minimum", body);
-        }
-        ValidationErrorKind::Maximum { limit }
-        | ValidationErrorKind::ExclusiveMaximum { limit } => {
-            let target = bound(
-                owner_value("maximum"),
-                owner_value("exclusiveMaximum"),
-                limit,
-            );
-            let body = obj([
-                (
-                    "message",
-                    Value::from(format!("Value must be at most {}", number_text(&target))),
-                ),
-                ("target", target),
-                ("value", instance.clone()),
-            ]);
-            insert(errors, join(&segments), "maximum", body);
-        }
-        ValidationErrorKind::Pattern { pattern } => {
-            let body = obj([
-                (
-                    "message",
-                    Value::from(format!("Failed to match pattern '{pattern}'")),
-                ),
-                ("target", Value::from(pattern.clone())),
-                ("value", instance.clone()),
-            ]);
-            insert(errors, join(&segments), "pattern", body);
-        }
-        ValidationErrorKind::MinItems { limit } => {
-            let target = owner_value("minItems").unwrap_or_else(|| Value::from(*limit));
-            let body = obj([
-                (
-                    "message",
-                    Value::from(format!(
-                        "The list must have at least {} items",
-                        number_text(&target)
-                    )),
-                ),
-                ("target", target),
-                ("value", instance.clone()),
-            ]);
-            insert(errors, join(&segments), "minItems", body);
-        }
-        ValidationErrorKind::MaxItems { limit } => {
-            let target = owner_value("maxItems").unwrap_or_else(|| Value::from(*limit));
-            let body = obj([
-                (
-                    "message",
-                    Value::from(format!(
-                        "The list is more than {} items",
-                        number_text(&target)
-                    )),
-                ),
-                ("target", target),
-                ("value", instance.clone()),
-            ]);
-            insert(errors, join(&segments), "maxItems", body);
-        }
-        ValidationErrorKind::MinProperties { limit } => {
-            let target = owner_value("minProperties").unwrap_or_else(|| Value::from(*limit));
-            let body = obj([
-                (
-                    "message",
-                    Value::from(format!(
-                        "The object must have at least {} keys",
-                        number_text(&target)
-                    )),
-                ),
-                ("target", target),
-                ("value", instance.clone()),
-            ]);
-            insert(errors, join(&segments), "minProperties", body);
-        }
-        ValidationErrorKind::UniqueItems => {
-            let body = obj([
-                ("message", Value::from("List of items is not unique")),
-                ("value", instance.clone()),
-            ]);
-            insert(errors, join(&segments), "uniqueItems", body);
-        }
-        ValidationErrorKind::AdditionalProperties { unexpected } => {
-            // One error per extra key, keyed by that key's path and carrying its value.
-            let room = super::MAX_ERRORS.saturating_sub(errors.len());
-            for key in unexpected.iter().take(room) {
-                let mut path = segments.clone();
-                path.push(key.clone());
-                let value = instance.get(key.as_str()).cloned().unwrap_or(Value::Null);
-                let body = obj([
-                    (
-                        "message",
-                        Value::from(
-                            "Strict checking of data is enabled; only include schema-defined properties",
-                        ),
-                    ),
-                    ("value", value),
-                ]);
-                insert(errors, join(&path), "additionalProperties", body);
-            }
-        }
-        ValidationErrorKind::AdditionalItems { .. } => {
-            let body = obj([
-                (
-                    "message",
-                    Value::from(
-                        "Strict checking of data is enabled; only include schema-defined items",
-                    ),
-                ),
-                ("value", instance.clone()),
-            ]);
-            insert(errors, join(&segments), "additionalItems", body);
-        }
-        ValidationErrorKind::Format { format } => {
-            // Kazoo names this one `wrong_format`, not `format`.
-            let body = obj([
-                ("message", Value::from("Field is not in the correct format")),
-                ("value", instance.clone()),
-                ("format", Value::from(format.clone())),
-            ]);
-            insert(errors, join(&segments), "wrong_format", body);
-        }
-        other => {
-            // Kazoo's catch-all clause: the reason name and "failed to validate".
-            let body = obj([
-                ("message", Value::from("failed to validate")),
-                ("value", instance.clone()),
-            ]);
-            insert(errors, join(&segments), other.keyword(), body);
+/// One validator error as the renderers read it.
+struct Failure<'a> {
+    /// The failing value's path, as unescaped segments.
+    path: Vec<String>,
+    /// The failing value.
+    value: &'a Value,
+    /// The failing keyword's own value, as the schema file gives it.
+    keyword_value: Option<&'a Value>,
+    /// The schema object holding the failing keyword: Kazoo reads targets from it, not from the
+    /// validator's parsed copy, so numbers keep the form the schema file gives them.
+    owner: Option<&'a Map<String, Value>>,
+}
+
+impl<'a> Failure<'a> {
+    fn of(schema: &'a Value, error: &'a ValidationError<'_>) -> Self {
+        let schema_path = error.schema_path().as_str();
+        let owner_path = schema_path
+            .rsplit_once('/')
+            .map_or("", |(parent, _)| parent);
+        Self {
+            path: pointer_segments(error.instance_path().as_str()),
+            value: error.instance(),
+            keyword_value: schema.pointer(schema_path),
+            owner: schema.pointer(owner_path).and_then(Value::as_object),
         }
     }
+
+    /// The value of `keyword` beside the failing one, as the schema file states it.
+    fn stated(&self, keyword: &str) -> Option<Value> {
+        self.owner.and_then(|o| o.get(keyword)).cloned()
+    }
+
+    /// The stated value of `keyword`, else the validator's `limit`.
+    fn stated_or(&self, keyword: &str, limit: u64) -> Value {
+        self.stated(keyword).unwrap_or_else(|| Value::from(limit))
+    }
+}
+
+/// `required`: keyed by the missing key's own path; `value` is its bare name (§6.6).
+fn required(at: &Failure<'_>, property: &Value, errors: &mut Map<String, Value>) {
+    let name = match property {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut path = at.path.clone();
+    path.push(name.clone());
+    let body = obj([
+        ("message", Value::from("Field is required but missing")),
+        ("value", Value::from(name)),
+    ]);
+    insert(errors, join(&path), "required", body);
+}
+
+/// `additionalProperties`: one error per extra key, keyed by that key's path and carrying its
+/// value, while the answer has room for them.
+fn additional_properties(at: &Failure<'_>, unexpected: &[String], errors: &mut Map<String, Value>) {
+    let room = super::MAX_ERRORS.saturating_sub(errors.len());
+    for key in unexpected.iter().take(room) {
+        let mut path = at.path.clone();
+        path.push(key.clone());
+        let value = at.value.get(key.as_str()).cloned().unwrap_or(Value::Null);
+        let body = obj([
+            ("message", Value::from(STRICT_PROPERTIES)),
+            ("value", value),
+        ]);
+        insert(errors, join(&path), "additionalProperties", body);
+    }
+}
+
+/// The `type` the schema file names, a list joined in its order; else the validator's.
+fn type_names(at: &Failure<'_>, kind: &TypeKind) -> String {
+    match at.keyword_value {
+        Some(Value::String(t)) => t.clone(),
+        Some(Value::Array(ts)) => ts
+            .iter()
+            .map(|t| t.as_str().map_or_else(|| t.to_string(), str::to_string))
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => match kind {
+            TypeKind::Single(t) => t.to_string(),
+            TypeKind::Multiple(set) => set
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        },
+    }
+}
+
+/// `minLength` and `maxLength`. Kazoo quirk (§6.6): jesse reports a single "wrong length"; Kazoo
+/// then picks min vs max by comparing the *byte* length with minLength. Only switch when the
+/// schema actually has the other keyword to quote.
+fn length(at: &Failure<'_>, reported_min: bool, limit: u64) -> (&'static str, Value) {
+    let bytes = at.value.as_str().map_or(0, str::len) as u64;
+    let use_min = match at.stated("minLength").and_then(|m| m.as_u64()) {
+        Some(min) if min > bytes => true,
+        _ if at.stated("maxLength").is_some() => false,
+        _ => reported_min,
+    };
+    let (keyword, text) = if use_min {
+        ("minLength", "String must be at least ")
+    } else {
+        ("maxLength", "String must not be more than ")
+    };
+    let target = at.stated_or(keyword, limit);
+    let body = obj([
+        (
+            "message",
+            Value::from(format!("{text}{} characters", number_text(&target))),
+        ),
+        ("target", target),
+        ("cause", at.value.clone()),
+        ("value", at.value.clone()),
+    ]);
+    (keyword, body)
+}
+
+fn enumeration(at: &Failure<'_>, options: &Value) -> Value {
+    obj([
+        (
+            "message",
+            Value::from("Value not found in enumerated list of values"),
+        ),
+        (
+            "target",
+            at.stated("enum").unwrap_or_else(|| options.clone()),
+        ),
+        ("value", at.value.clone()),
+    ])
+}
+
+/// `minimum` and `exclusiveMinimum`. Kazoo quotes `minimum`, else `exclusiveMinimum` (draft-04
+/// keeps the bound in `minimum` and makes `exclusiveMinimum` a boolean).
+fn minimum(at: &Failure<'_>, limit: &Value) -> Value {
+    let target = bound(at.stated("minimum"), at.stated("exclusiveMinimum"), limit);
+    limit_body(at, target, |n| format!("Value must be at least {n}"))
+}
+
+/// `maximum` and `exclusiveMaximum`, as [`minimum`].
+fn maximum(at: &Failure<'_>, limit: &Value) -> Value {
+    let target = bound(at.stated("maximum"), at.stated("exclusiveMaximum"), limit);
+    limit_body(at, target, |n| format!("Value must be at most {n}"))
+}
+
+fn min_items(at: &Failure<'_>, limit: u64) -> Value {
+    let target = at.stated_or("minItems", limit);
+    limit_body(at, target, |n| {
+        format!("The list must have at least {n} items")
+    })
+}
+
+fn max_items(at: &Failure<'_>, limit: u64) -> Value {
+    let target = at.stated_or("maxItems", limit);
+    limit_body(at, target, |n| format!("The list is more than {n} items"))
+}
+
+fn min_properties(at: &Failure<'_>, limit: u64) -> Value {
+    let target = at.stated_or("minProperties", limit);
+    limit_body(at, target, |n| {
+        format!("The object must have at least {n} keys")
+    })
+}
+
+/// The body of a bound Kazoo quotes in its message: `{message, target, value}`.
+fn limit_body(at: &Failure<'_>, target: Value, message: impl FnOnce(&str) -> String) -> Value {
+    obj([
+        ("message", Value::from(message(&number_text(&target)))),
+        ("target", target),
+        ("value", at.value.clone()),
+    ])
+}
+
+fn pattern_body(at: &Failure<'_>, pattern: &str) -> Value {
+    obj([
+        (
+            "message",
+            Value::from(format!("Failed to match pattern '{pattern}'")),
+        ),
+        ("target", Value::from(pattern)),
+        ("value", at.value.clone()),
+    ])
+}
+
+fn wrong_format(at: &Failure<'_>, format: &str) -> Value {
+    obj([
+        ("message", Value::from("Field is not in the correct format")),
+        ("value", at.value.clone()),
+        ("format", Value::from(format)),
+    ])
+}
+
+/// A fixed message and the failing value.
+fn message_body(at: &Failure<'_>, message: &str) -> Value {
+    obj([
+        ("message", Value::from(message)),
+        ("value", at.value.clone()),
+    ])
 }
 
 fn type_body(types: String, value: &Value) -> Value {
