@@ -61,6 +61,10 @@ impl DocStore for MeteredStore {
         self.call("get_doc", self.inner.get_doc(db, id)).await
     }
 
+    async fn get_docs(&self, db: &DbName, ids: &[DocId]) -> StoreResult<Vec<Option<Value>>> {
+        self.call("get_docs", self.inner.get_docs(db, ids)).await
+    }
+
     async fn put_doc(&self, db: &DbName, id: &DocId, doc: &Value) -> StoreResult<String> {
         self.call("put_doc", self.inner.put_doc(db, id, doc)).await
     }

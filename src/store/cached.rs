@@ -293,6 +293,12 @@ impl DocStore for CachedStore {
         Ok(doc)
     }
 
+    /// Read past the caches and never kept (users and devices in bulk would push out what the
+    /// requests of every account need).
+    async fn get_docs(&self, db: &DbName, ids: &[DocId]) -> StoreResult<Vec<Option<Value>>> {
+        self.inner.get_docs(db, ids).await
+    }
+
     async fn put_doc(&self, db: &DbName, id: &DocId, doc: &Value) -> StoreResult<String> {
         let written = self.inner.put_doc(db, id, doc).await;
         self.written(db, id.as_str());

@@ -66,10 +66,17 @@ pub enum View {
     AccountsListingByRealm,
     /// `accounts/listing_by_name`
     AccountsListingByName,
+    /// Kazoo's `attributes/owned`: `[owner id, pvt_type]` for every live document with an owner
+    /// (each hotdesk user when there are any, else `owner_id`), valued with the document's id
+    /// (membership.md §2). How a ring group expands a user to devices.
+    AttributesOwned,
+    /// Kazoo's `callflows/crossbar_listing`: live callflows by id, valued with their summary
+    /// (membership.md §2). Read with their documents to find what points at a group.
+    CallflowsListing,
 }
 
 impl View {
-    pub const ALL: [View; 8] = [
+    pub const ALL: [View; 10] = [
         View::GroupsListing,
         View::GroupsListingByUser,
         View::UsersCredsByMd5,
@@ -78,7 +85,16 @@ impl View {
         View::AccountsListingByApi,
         View::AccountsListingByRealm,
         View::AccountsListingByName,
+        View::AttributesOwned,
+        View::CallflowsListing,
     ];
+
+    /// Kazoo's own views, of design documents kz-groups never installs (they are not in
+    /// `couch_views/`): read where Kazoo's design document has them, computed from the
+    /// documents (`scan`) where it does not, and indexed natively by the embedded store.
+    pub fn is_kazoos(self) -> bool {
+        matches!(self, View::AttributesOwned | View::CallflowsListing)
+    }
 
     /// The design document's name, without `_design/`.
     pub fn design(self) -> &'static str {
@@ -100,6 +116,8 @@ impl View {
             View::AccountsListingByApi => ("accounts", "listing_by_api"),
             View::AccountsListingByRealm => ("accounts", "listing_by_realm"),
             View::AccountsListingByName => ("accounts", "listing_by_name"),
+            View::AttributesOwned => ("attributes", "owned"),
+            View::CallflowsListing => ("callflows", "crossbar_listing"),
         }
     }
 
@@ -220,6 +238,11 @@ pub trait DocStore: Send + Sync {
     /// exist. Where the document is in conflict it carries `_conflicts`, the other live leaf
     /// revisions (CouchDB's `conflicts=true`); a write never needs to remove it.
     async fn get_doc(&self, db: &DbName, id: &DocId) -> StoreResult<Option<Value>>;
+    /// Several documents at once, in the order of `ids` (CouchDB's `_all_docs` with `keys` and
+    /// `include_docs`): `None` for one that does not exist or was deleted. Never cached: a bulk
+    /// read of users and devices must not push out what the caches hold. Callers ask for a few
+    /// hundred at a time.
+    async fn get_docs(&self, db: &DbName, ids: &[DocId]) -> StoreResult<Vec<Option<Value>>>;
     /// [`DocStore::get_doc`] for a reader that only looks: a cache hands out the document it
     /// holds without copying it.
     async fn get_shared(&self, db: &DbName, id: &DocId) -> StoreResult<Option<Arc<Value>>> {

@@ -265,9 +265,13 @@ pub async fn build(store: &Store, db: &DbName, name: &str, design: &DesignDoc) -
 
 /// How a database's views are read: from its design documents, except the views listed here,
 /// which its (not our) design documents lack and which are therefore computed by `scan`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Kazoo's views (`View::is_kazoos`) are looked for on their first use in the database: where
+/// the store does not answer one (no Kazoo design document), it is computed by `scan` too.
+#[derive(Debug, Clone, Default)]
 pub struct Installed {
     scanned: Arc<HashSet<View>>,
+    /// Kazoo's views met so far, and whether each is computed by `scan`.
+    kazoos: Arc<Mutex<HashMap<View, bool>>>,
 }
 
 impl Installed {
@@ -279,7 +283,7 @@ impl Installed {
         view: View,
         query: &ViewQuery,
     ) -> StoreResult<RowStream> {
-        if self.scanned.contains(&view) {
+        if self.is_scanned(store, db, view).await? {
             let rows = scan::query(store, db, view, query).await?;
             Ok(Box::pin(futures::stream::iter(rows.into_iter().map(Ok))))
         } else {
@@ -296,6 +300,42 @@ impl Installed {
         query: &ViewQuery,
     ) -> StoreResult<Vec<ViewRow>> {
         self.rows(store, db, view, query).await?.try_collect().await
+    }
+
+    /// Whether `view` is computed from the documents (a whole read of the database per query),
+    /// so that a reader of many keys reads all its rows at once instead. For one of Kazoo's
+    /// views the store is asked once (no row) whether it answers it; kz-groups never installs
+    /// their design documents, and says once per database and process which it lacks.
+    pub async fn is_scanned(&self, store: &Store, db: &DbName, view: View) -> StoreResult<bool> {
+        if !view.is_kazoos() {
+            return Ok(self.scanned.contains(&view));
+        }
+        let known = self.lock_kazoos().get(&view).copied();
+        if let Some(scanned) = known {
+            return Ok(scanned);
+        }
+        let probe = ViewQuery {
+            limit: Some(0),
+            ..Default::default()
+        };
+        let scanned = match store.view_rows(db, view, &probe).await {
+            Ok(_) => false,
+            Err(StoreError::NotFound) => {
+                log::warn!(
+                    "{db} has no Kazoo design document with the view {view}: it is read \
+                     without one (every document of the database per query); kz-groups never \
+                     installs Kazoo's design documents"
+                );
+                true
+            }
+            Err(e) => return Err(e),
+        };
+        self.lock_kazoos().insert(view, scanned);
+        Ok(scanned)
+    }
+
+    fn lock_kazoos(&self) -> std::sync::MutexGuard<'_, HashMap<View, bool>> {
+        self.kazoos.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -330,6 +370,7 @@ pub async fn install(
     }
     Ok(Installed {
         scanned: Arc::new(scanned),
+        kazoos: Arc::default(),
     })
 }
 

@@ -333,6 +333,41 @@ impl DocStore for CouchClient {
         self.get_raw(db, id.as_str(), &query).await
     }
 
+    /// `POST /{db}/_all_docs?include_docs=true` with the ids as `keys`: a row per key, in
+    /// their order, whose `doc` is null for a deleted document and which carries `error`
+    /// instead for one that never existed. A missing database is missing documents, as for
+    /// `get_doc`.
+    async fn get_docs(&self, db: &DbName, ids: &[DocId]) -> StoreResult<Vec<Option<Value>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let url = self.url(
+            &[db.as_str(), "_all_docs"],
+            &[("include_docs", "true".to_owned())],
+        );
+        let keys: Vec<&str> = ids.iter().map(DocId::as_str).collect();
+        let request = self
+            .request(Method::POST, url)
+            .json(&serde_json::json!({ "keys": keys }));
+        let answer = match self.json(request).await {
+            Ok(answer) => answer,
+            Err(StoreError::NotFound) => return Ok(vec![None; ids.len()]),
+            Err(e) => return Err(e),
+        };
+        let mut found: std::collections::HashMap<String, Value> = answer
+            .get("rows")
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad_answer("an _all_docs answer without rows"))?
+            .iter()
+            .filter_map(|row| {
+                let doc = row.get("doc").filter(|d| d.is_object())?;
+                let key = row.get("key").and_then(Value::as_str)?;
+                Some((key.to_owned(), doc.clone()))
+            })
+            .collect();
+        Ok(ids.iter().map(|id| found.remove(id.as_str())).collect())
+    }
+
     async fn get_rev(&self, db: &DbName, id: &DocId, rev: &str) -> StoreResult<Option<Value>> {
         self.get_raw(db, id.as_str(), &[("rev", rev.to_owned())])
             .await

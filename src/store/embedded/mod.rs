@@ -201,6 +201,15 @@ impl DocStore for EmbeddedStore {
         self.conns.read(move |conn| load(conn, &db, &id)).await
     }
 
+    /// In one turn on a read connection.
+    async fn get_docs(&self, db: &DbName, ids: &[DocId]) -> StoreResult<Vec<Option<Value>>> {
+        let db = db.as_str().to_owned();
+        let ids: Vec<String> = ids.iter().map(|id| id.as_str().to_owned()).collect();
+        self.conns
+            .read(move |conn| ids.iter().map(|id| load(conn, &db, id)).collect())
+            .await
+    }
+
     /// Only the current revision's body is kept, as after a compaction.
     async fn get_rev(&self, db: &DbName, id: &DocId, rev: &str) -> StoreResult<Option<Value>> {
         let doc = self.get_doc(db, id).await?;

@@ -30,6 +30,8 @@ pub fn emit(view: View, doc: &Value) -> Vec<(Value, Value)> {
         View::AccountsListingByApi => accounts_listing_by_api(doc),
         View::AccountsListingByRealm => accounts_listing_by_realm(doc),
         View::AccountsListingByName => accounts_listing_by_name(doc),
+        View::AttributesOwned => attributes_owned(doc),
+        View::CallflowsListing => callflows_crossbar_listing(doc),
     };
     rows.unwrap_or_default()
 }
@@ -194,6 +196,133 @@ fn accounts_listing_by_name(doc: &Doc) -> Rows {
         .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         .collect();
     Ok(vec![(Value::String(key), account_ref(doc))])
+}
+
+// --- Kazoo's views (membership.md §2), ported from Kazoo's account design documents, which
+// kz-groups never installs (`View::is_kazoos`). ---
+
+/// `attributes/owned`: nothing for a document with a truthy `pvt_deleted`; otherwise, when
+/// `hotdesk.users` has at least one own key (the test calls `hasOwnProperty` on it), one row
+/// `[user, pvt_type]` per key of `hotdesk.users`, else, when `owner_id` is truthy, one row
+/// `[owner_id, pvt_type]`; each valued with the document's `_id`. `pvt_type` is not checked: a
+/// device, a voicemail box or a callflow may be owned.
+fn attributes_owned(doc: &Doc) -> Rows {
+    if truthy(prop(doc, "pvt_deleted")) {
+        return Ok(Vec::new());
+    }
+    let hotdesk = prop(doc, "hotdesk");
+    // `(doc.hotdesk || {}).users || {}`
+    let users = if truthy(hotdesk) {
+        hotdesk.get("users")?
+    } else {
+        Js::Undefined
+    };
+    let keys = for_in(users);
+    // The loop calls `users.hasOwnProperty(key)` once before it breaks: an own member of that
+    // name shadows the method and is not callable.
+    if !keys.is_empty() && users.has_own_member("hasOwnProperty") {
+        return Err(Thrown);
+    }
+    let has_users = !keys.is_empty();
+    let pvt_type = prop(doc, "pvt_type").to_json().unwrap_or(Value::Null);
+    let id = prop(doc, "_id").to_json().unwrap_or(Value::Null);
+    let row = |owner: Value| (Value::Array(vec![owner, pvt_type.clone()]), id.clone());
+    if truthy(hotdesk) && truthy(users) && has_users {
+        return Ok(keys
+            .into_iter()
+            .map(|(user, _)| row(Value::String(user)))
+            .collect());
+    }
+    let owner = prop(doc, "owner_id");
+    if truthy(owner) {
+        return Ok(vec![row(owner.to_json().unwrap_or(Value::Null))]);
+    }
+    Ok(Vec::new())
+}
+
+/// `callflows/crossbar_listing`: for a live callflow (`pvt_type` loosely `callflow`, no truthy
+/// `pvt_deleted`), one row keyed by `_id`, valued with `id`, `name`, `type`, `numbers`,
+/// `patterns`, `featurecode` (false when falsy), `owner_id`, `group_id`, `modules` and `flags`
+/// (`[]` when falsy), undefined members left out. `modules`: walking the flow from `doc.flow`
+/// (when truthy) through every own key of each node's truthy `children`, the truthy `module` of
+/// each node whose `data` is truthy and whose `data.skip_module` is not `true`, first
+/// occurrences only (strict equality).
+fn callflows_crossbar_listing(doc: &Doc) -> Rows {
+    if loose_ne(prop(doc, "pvt_type"), "callflow")? || truthy(prop(doc, "pvt_deleted")) {
+        return Ok(Vec::new());
+    }
+    let featurecode = prop(doc, "featurecode");
+    let mut modules: Vec<Value> = Vec::new();
+    let flow = prop(doc, "flow");
+    if truthy(flow) {
+        walk_flow(flow, &mut modules)?;
+    }
+    let mut value = Map::new();
+    insert_defined(&mut value, "id", prop(doc, "_id"));
+    insert_defined(&mut value, "name", prop(doc, "name"));
+    insert_defined(&mut value, "type", prop(doc, "type"));
+    insert_defined(&mut value, "numbers", prop(doc, "numbers"));
+    insert_defined(&mut value, "patterns", prop(doc, "patterns"));
+    let featurecode = if truthy(featurecode) {
+        featurecode.to_json().unwrap_or(Value::Null)
+    } else {
+        Value::Bool(false)
+    };
+    value.insert("featurecode".into(), featurecode);
+    insert_defined(&mut value, "owner_id", prop(doc, "owner_id"));
+    insert_defined(&mut value, "group_id", prop(doc, "group_id"));
+    value.insert("modules".into(), Value::Array(modules));
+    let flags = prop(doc, "flags");
+    let flags = if truthy(flags) {
+        flags.to_json().unwrap_or(Value::Null)
+    } else {
+        Value::Array(Vec::new())
+    };
+    value.insert("flags".into(), flags);
+    let key = prop(doc, "_id").to_json().unwrap_or(Value::Null);
+    Ok(vec![(key, Value::Object(value))])
+}
+
+/// One node of the walk: a property read on `undefined` or `null` throws (a child that is
+/// null); other primitives have none of these properties.
+fn walk_flow(node: Js, modules: &mut Vec<Value>) -> Result<(), Thrown> {
+    let module = node.get("module")?;
+    let data = node.get("data")?;
+    if truthy(module)
+        && truthy(data)
+        && !matches!(data.get("skip_module")?, Js::Json(Value::Bool(true)))
+    {
+        if let Some(module) = module.to_json() {
+            // `indexOf(value) === index`: primitives compare by value, objects and arrays
+            // only with themselves (a node's module is never met twice).
+            let seen = !module.is_object()
+                && !module.is_array()
+                && modules.iter().any(|m| strict_eq(m, &module));
+            if !seen {
+                modules.push(module);
+            }
+        }
+    }
+    let children = node.get("children")?;
+    if truthy(children) {
+        let keys = for_in(children);
+        if !keys.is_empty() && children.has_own_member("hasOwnProperty") {
+            return Err(Thrown);
+        }
+        for (_, child) in keys {
+            walk_flow(child, modules)?;
+        }
+    }
+    Ok(())
+}
+
+/// `===` between two primitives as JavaScript holds them (numbers as doubles).
+fn strict_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(_) | Value::Object(_), _) | (_, Value::Array(_) | Value::Object(_)) => false,
+        _ => a == b,
+    }
 }
 
 /// `{'account_id': doc._id, 'account_db': doc.pvt_account_db}`
@@ -510,9 +639,11 @@ mod tests {
                 found.push(ported.0);
             }
         }
-        // Every view the service reads has its port, and no port is left over.
-        assert_eq!(found.len(), View::ALL.len());
-        assert!(View::ALL.iter().all(|v| found.contains(v)));
+        // Every view of ours has its port, and no port is left over; Kazoo's views are ported
+        // from Kazoo's design documents, which are not in couch_views/ (tests below).
+        let ours: Vec<View> = View::ALL.into_iter().filter(|v| !v.is_kazoos()).collect();
+        assert_eq!(found.len(), ours.len());
+        assert!(ours.iter().all(|v| found.contains(v)));
     }
 
     #[test]
@@ -1004,6 +1135,112 @@ mod tests {
         let mut doc = account();
         doc["pvt_api_key"] = json!(0);
         assert!(rows(View::AccountsListingByApi, doc).is_empty());
+    }
+
+    // --- Kazoo's attributes/owned ---
+
+    #[test]
+    fn owned_by_owner_id_or_else_by_every_hotdesk_user() {
+        assert_rows(
+            View::AttributesOwned,
+            json!({"_id": "d1", "pvt_type": "device", "owner_id": "u1"}),
+            json!([[["u1", "device"], "d1"]]),
+        );
+        // Hotdesk users replace the owner, one row each, in JavaScript key order.
+        assert_rows(
+            View::AttributesOwned,
+            json!({"_id": "d1", "pvt_type": "device", "owner_id": "u1",
+                   "hotdesk": {"users": {"u3": {}, "u2": {}}}}),
+            json!([[["u3", "device"], "d1"], [["u2", "device"], "d1"]]),
+        );
+        // An empty hotdesk list leaves the owner; any type is owned, a missing one is null.
+        assert_rows(
+            View::AttributesOwned,
+            json!({"_id": "v1", "pvt_type": "vmbox", "owner_id": "u1", "hotdesk": {"users": {}}}),
+            json!([[["u1", "vmbox"], "v1"]]),
+        );
+        assert_rows(
+            View::AttributesOwned,
+            json!({"_id": "x", "owner_id": "u1"}),
+            json!([[["u1", null], "x"]]),
+        );
+    }
+
+    #[test]
+    fn owned_skips_deleted_and_unowned_documents() {
+        for doc in [
+            json!({"_id": "d1", "pvt_type": "device", "owner_id": "u1", "pvt_deleted": true}),
+            json!({"_id": "d1", "pvt_type": "device"}),
+            json!({"_id": "d1", "pvt_type": "device", "owner_id": ""}),
+            json!({"_id": "d1", "pvt_type": "device", "hotdesk": {"users": {}}}),
+            // An own `hasOwnProperty` member shadows the method: the call throws.
+            json!({"_id": "d1", "owner_id": "u1", "hotdesk": {"users": {"hasOwnProperty": 1}}}),
+            // A null hotdesk is falsy and walks nothing; no owner either.
+            json!({"_id": "d1", "hotdesk": null}),
+        ] {
+            assert!(rows(View::AttributesOwned, doc.clone()).is_empty(), "{doc}");
+        }
+        // `hotdesk` a string: `("x").users` is undefined, so the owner counts.
+        assert_rows(
+            View::AttributesOwned,
+            json!({"_id": "d1", "owner_id": "u1", "hotdesk": "x"}),
+            json!([[["u1", null], "d1"]]),
+        );
+    }
+
+    // --- Kazoo's callflows/crossbar_listing ---
+
+    #[test]
+    fn callflow_listing_summarises_and_walks_the_flow() {
+        let doc = json!({
+            "_id": "c1", "pvt_type": "callflow", "name": "Sales", "numbers": ["100"],
+            "patterns": [], "group_id": "g1",
+            "flow": {"module": "ring_group", "data": {"endpoints": []}, "children": {
+                "_": {"module": "voicemail", "data": {"skip_module": true}, "children": {
+                    "_": {"module": "ring_group", "data": {}, "children": {}}}},
+                "1": {"module": "play", "data": {"skip_module": false}}
+            }}
+        });
+        assert_rows(
+            View::CallflowsListing,
+            doc,
+            json!([["c1", {"id": "c1", "name": "Sales", "numbers": ["100"], "patterns": [],
+                "featurecode": false, "group_id": "g1", "modules": ["ring_group", "play"],
+                "flags": []}]]),
+        );
+        // A node without data is not listed; a truthy featurecode is kept as it is.
+        assert_rows(
+            View::CallflowsListing,
+            json!({"_id": "c2", "pvt_type": "callflow", "featurecode": {"name": "x"},
+                   "flow": {"module": "user"}}),
+            json!([["c2", {"id": "c2", "featurecode": {"name": "x"}, "modules": [],
+                "flags": []}]]),
+        );
+    }
+
+    #[test]
+    fn callflow_listing_skips_and_throws_as_javascript_does() {
+        for doc in [
+            json!({"_id": "c", "pvt_type": "callflow", "pvt_deleted": true}),
+            json!({"_id": "c", "pvt_type": "device"}),
+            // A null child: `flow.module` of null throws.
+            json!({"_id": "c", "pvt_type": "callflow",
+                   "flow": {"module": "a", "data": {}, "children": {"_": null}}}),
+        ] {
+            assert!(
+                rows(View::CallflowsListing, doc.clone()).is_empty(),
+                "{doc}"
+            );
+        }
+        // A falsy flow is not walked.
+        assert_eq!(
+            rows(
+                View::CallflowsListing,
+                json!({"_id": "c", "pvt_type": "callflow", "flow": 0})
+            )[0]
+            .1["modules"],
+            json!([])
+        );
     }
 
     #[test]

@@ -12,7 +12,8 @@ use serde_json::Value;
 use super::docs::{emitted, insert_rows, with_id};
 
 /// Bump when the sort key layout or a view port's output changes: stores rebuild their rows.
-const ROWS_FORMAT: &str = "sort keys 2, rows stored in view order";
+const ROWS_FORMAT: &str =
+    "sort keys 2, rows stored in view order; Kazoo's attributes/owned and callflows/crossbar_listing";
 
 const TABLES: &str = "
 CREATE TABLE IF NOT EXISTS dbs (name TEXT PRIMARY KEY);
