@@ -20,3 +20,4 @@ pub mod store;
 pub mod store_metrics;
 pub mod systemd;
 pub mod validation;
+pub mod writes;

@@ -8,18 +8,16 @@ pub mod request;
 use actix_web::http::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
-use crate::domain::clock;
 use crate::domain::document::StoredDoc;
-use crate::domain::group::{self, SaveStamp};
+use crate::domain::group;
 use crate::domain::ids::DocId;
-use crate::domain::merge::patch_merge;
 use crate::error::{ApiError, StoreContext};
-use crate::json::into_object;
-use crate::notices::{Change, ChangeAction, DocChange};
+use crate::notices::ChangeAction;
 use crate::pipeline::reply::{Outcome, Revision, Success};
 use crate::pipeline::AppState;
 use crate::store::views::Installed;
 use crate::store::StoreError;
+use crate::writes::{self, assemble, GroupWrites};
 use request::GroupRequest;
 
 /// What every groups request does before its handler: the account's design documents are
@@ -68,12 +66,7 @@ fn request_public_data(data: Value) -> Value {
 }
 
 fn validate(state: &AppState, data: Value) -> Result<Map<String, Value>, ApiError> {
-    state
-        .schemas
-        .groups
-        .validate(data)
-        .map(into_object)
-        .map_err(ApiError::Validation)
+    writes::validate(&state.schemas, data)
 }
 
 /// Loads a document; `Ok(None)` when it is missing, soft-deleted, or (with `groups_only`) of
@@ -110,16 +103,16 @@ async fn load_group(req: &GroupRequest<'_>) -> Result<(DocId, StoredDoc), ApiErr
     Ok((id, doc))
 }
 
-fn stamp(req: &GroupRequest<'_>, doc: &mut Map<String, Value>) {
-    group::stamp(
-        doc,
-        &SaveStamp {
-            account: &req.account,
-            request_id: &req.request_id,
-            author: Some(&req.author),
-            now_gregorian: clock::gregorian_now(),
-        },
-    );
+/// The write path, on behalf of the request's caller.
+fn writes<'a>(req: &'a GroupRequest<'_>) -> GroupWrites<'a> {
+    GroupWrites {
+        store: &req.state.store,
+        notifier: &*req.state.notifier,
+        recent: &req.state.recent,
+        account: &req.account,
+        request_id: &req.request_id,
+        author: Some(&req.author),
+    }
 }
 
 /// Saves and announces; a CouchDB conflict is a 409 and nothing is announced. Gives the saved
@@ -130,18 +123,10 @@ async fn save(
     doc: Map<String, Value>,
     action: ChangeAction,
 ) -> Result<(String, Map<String, Value>), ApiError> {
-    let doc = Value::Object(doc);
-    req.state.recent.begin(&req.account.db(), id);
-    let rev = req
-        .state
-        .store
-        .put_doc(&req.account.db(), id, &doc)
+    writes(req)
+        .save(id, doc, action)
         .await
-        .map_err(|e| write_failed(req, e))?;
-    let doc = into_object(doc);
-    req.state.recent.record(&req.account.db(), id, Some(&doc));
-    announce(req, id, &doc, &rev, action);
-    Ok((rev, doc))
+        .map_err(|e| write_failed(req, e))
 }
 
 /// A write that failed: a document gone meanwhile (another request deleted it between our read
@@ -152,34 +137,6 @@ fn write_failed(req: &GroupRequest<'_>, e: StoreError) -> ApiError {
         StoreError::NotFound => req.not_found(),
         e => e.into(),
     }
-}
-
-/// One notice per successful write (amqp-notices §1.4), queued for the bus; never waits for it.
-fn announce(
-    req: &GroupRequest<'_>,
-    id: &DocId,
-    doc: &Map<String, Value>,
-    rev: &str,
-    action: ChangeAction,
-) {
-    let change = DocChange::written(req.account.db(), id, doc, rev, action);
-    req.state.notifier.announce(Change::Doc(Box::new(change)));
-}
-
-/// `_id` first, then the public part, then the remaining private fields.
-fn assemble(
-    id: &DocId,
-    public: Map<String, Value>,
-    mut private: Map<String, Value>,
-) -> Map<String, Value> {
-    let mut doc = Map::with_capacity(public.len() + private.len() + 1);
-    doc.insert("_id".into(), Value::from(id.as_str()));
-    if let Some(rev) = private.shift_remove("_rev") {
-        doc.insert("_rev".into(), rev);
-    }
-    doc.extend(public);
-    doc.extend(private.into_iter().filter(|(k, _)| k != "_id"));
-    doc
 }
 
 /// PUT: validate, choose the id, create (§4.3, §6.2).
@@ -213,7 +170,7 @@ pub async fn create(req: &GroupRequest<'_>, data: Value) -> Result<Outcome, ApiE
     }
     req.conditions.check_content_type()?;
     let mut doc = assemble(&id, public, Map::new());
-    stamp(req, &mut doc);
+    writes(req).stamp(&mut doc);
     let (rev, doc) = save(req, &id, doc, ChangeAction::Created).await?;
     Ok(Outcome::Done(Success {
         status: StatusCode::CREATED,
@@ -258,15 +215,18 @@ pub async fn patch(req: &GroupRequest<'_>, data: Value) -> Result<Outcome, ApiEr
     let live = stored
         .as_ref()
         .is_some_and(|doc| group::is_live_group(doc.fields()));
-    let (merged, private, rev) = match stored {
+    let (public, private, rev) = match stored {
         Some(doc) => {
             let rev = doc.rev.clone();
             let (public, private) = group::split(doc.into_fields());
-            (patch_merge(Value::Object(public), body), private, rev)
+            (
+                writes::patched(&req.state.schemas, public, body)?,
+                private,
+                rev,
+            )
         }
-        None => (body, Map::new(), String::new()),
+        None => (validate(req.state, body)?, Map::new(), String::new()),
     };
-    let public = validate(req.state, merged)?;
     let id = id?;
     if !live {
         return Err(req.not_found());
@@ -287,9 +247,10 @@ async fn write_over(
         return Ok(outcome);
     }
     req.conditions.check_content_type()?;
-    let mut doc = assemble(id, public, private);
-    stamp(req, &mut doc);
-    let (new_rev, doc) = save(req, id, doc, ChangeAction::Edited).await?;
+    let (new_rev, doc) = writes(req)
+        .replace(id, public, private)
+        .await
+        .map_err(|e| write_failed(req, e))?;
     Ok(Outcome::Done(Success::ok(
         Value::Object(group::public_view(&doc)),
         Revision::Doc(new_rev),
@@ -307,7 +268,7 @@ pub async fn delete(req: &GroupRequest<'_>) -> Result<Outcome, ApiError> {
     if soft {
         let mut doc = stored.clone().into_fields();
         doc.insert("pvt_deleted".into(), Value::Bool(true));
-        stamp(req, &mut doc);
+        writes(req).stamp(&mut doc);
         save(req, &id, doc, ChangeAction::Deleted { soft: true }).await?;
     } else {
         req.state.recent.begin(&req.account.db(), &id);
@@ -319,8 +280,7 @@ pub async fn delete(req: &GroupRequest<'_>) -> Result<Outcome, ApiError> {
             .map_err(|e| write_failed(req, e))?;
         req.state.recent.record(&req.account.db(), &id, None);
         // The notice describes the doc as it was before the delete, with the tombstone's rev.
-        announce(
-            req,
+        writes(req).announce(
             &id,
             stored.fields(),
             &new_rev,
