@@ -6,5 +6,7 @@ pub mod document;
 pub mod filters;
 pub mod group;
 pub mod ids;
+pub mod membership;
 pub mod merge;
+pub mod references;
 pub mod start_key;
