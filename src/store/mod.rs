@@ -5,10 +5,11 @@
 //!
 //! Beside the port, and written against it: `views` keeps the design documents current and says
 //! how each database's views are read; `scan` answers a view whose design document is someone
-//! else's and lacks it.
+//! else's and lacks it; `membership` reads what the membership answers need.
 pub mod cached;
 pub mod couch;
 pub mod embedded;
+pub mod membership;
 pub mod scan;
 pub mod views;
 

@@ -374,6 +374,29 @@ pub async fn install(
     })
 }
 
+/// How `db`'s views are to be read, as [`install`] says it, without writing anything: the views
+/// a stored design document lacks (all of a missing one's) are computed by `scan`. For a
+/// command that only reads (`kz-groups doctor`).
+pub async fn inspect(
+    store: &Store,
+    db: &DbName,
+    designs: &[DesignDoc],
+    database: DesignDb,
+) -> StoreResult<Installed> {
+    let mut scanned = HashSet::new();
+    for design in designs.iter().filter(|d| d.database == database) {
+        let missing = match store.get_design(db, &design.name).await? {
+            Some(stored) => design.missing_views(&stored),
+            None => design.view_names().cloned().collect(),
+        };
+        scanned.extend(missing.iter().filter_map(|v| View::find(&design.name, v)));
+    }
+    Ok(Installed {
+        scanned: Arc::new(scanned),
+        kazoos: Arc::default(),
+    })
+}
+
 /// Remembers which account databases this process has already brought up to date, so the
 /// check runs once per account, and concurrent first requests share one check.
 pub struct ViewInstaller {
