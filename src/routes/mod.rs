@@ -22,7 +22,7 @@ use crate::pipeline::reply::Outcome;
 use crate::pipeline::request;
 use crate::pipeline::scope::Authorised;
 use crate::pipeline::{parse, staged, AppState, Reply, Stop};
-use groups::request::{Conditions, GroupRequest, GroupsPath, Target};
+use groups::request::{Conditions, GroupRequest, GroupsPath, Insight, Target, ACCOUNT_WIDE};
 use login::Login;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -89,6 +89,15 @@ impl Route {
                 target: Target::Entity(_),
                 ..
             }) => "user_group",
+            Route::Groups(GroupsPath {
+                target: Target::Insight { group, insight },
+                ..
+            }) => match (group, insight) {
+                (None, _) => "account_dangling",
+                (Some(_), Insight::Ringing) => "group_ringing",
+                (Some(_), Insight::Dangling) => "group_dangling",
+                (Some(_), Insight::References) => "group_references",
+            },
             Route::NoAccount => "no_account",
             Route::NotFound => "not_found",
         }
@@ -131,6 +140,26 @@ impl Route {
             ["token_auth"] => Route::TokenAuth,
             ["accounts", a, "groups"] => groups(a, None, Target::Collection),
             ["accounts", a, "groups", g] => groups(a, None, Target::Entity((*g).to_owned())),
+            // kz-groups' membership insight (issue 19): shapes Crossbar answers 404 `not_found`.
+            ["accounts", a, "groups", ACCOUNT_WIDE, "dangling"] => groups(
+                a,
+                None,
+                Target::Insight {
+                    group: None,
+                    insight: Insight::Dangling,
+                },
+            ),
+            ["accounts", a, "groups", g, sub] if *g != ACCOUNT_WIDE => match Insight::parse(sub) {
+                Some(insight) => groups(
+                    a,
+                    None,
+                    Target::Insight {
+                        group: Some((*g).to_owned()),
+                        insight,
+                    },
+                ),
+                None => Route::NotFound,
+            },
             ["accounts", a, "users", u, "groups"] => groups(a, Some(u), Target::Collection),
             ["accounts", a, "users", u, "groups", g] => {
                 groups(a, Some(u), Target::Entity((*g).to_owned()))
@@ -146,6 +175,7 @@ fn groups_methods(target: &Target) -> &'static [Method] {
     match target {
         Target::Collection => &[Method::GET, Method::PUT],
         Target::Entity(_) => &[Method::GET, Method::POST, Method::PATCH, Method::DELETE],
+        Target::Insight { .. } => &[Method::GET],
     }
 }
 
@@ -170,6 +200,10 @@ async fn serve_groups(mut req: GroupRequest<'_>, reply: &Reply) -> Result<Outcom
         (Target::Entity(_), Method::PATCH) => {
             let data = req.take_data();
             groups::patch(&req, data).await
+        }
+        (Target::Insight { insight, .. }, Method::GET) => {
+            let insight = *insight;
+            groups::membership::serve(&req, &views, insight).await
         }
         _ => Err(ApiError::InvalidMethod),
     }
@@ -372,6 +406,48 @@ mod tests {
     }
 
     #[test]
+    fn membership_insight_shapes_are_kz_groups_extensions() {
+        let insight = |group: Option<&str>, insight| {
+            groups(
+                A,
+                None,
+                Target::Insight {
+                    group: group.map(Into::into),
+                    insight,
+                },
+            )
+        };
+        for (sub, kind) in [
+            ("ringing", Insight::Ringing),
+            ("dangling", Insight::Dangling),
+            ("references", Insight::References),
+        ] {
+            assert_eq!(
+                Route::resolve(&format!("/v2/accounts/{A}/groups/g1/{sub}/")),
+                insight(Some("g1"), kind)
+            );
+        }
+        assert_eq!(
+            Route::resolve(&format!("/v2/accounts/{A}/groups/_account/dangling")),
+            insight(None, Insight::Dangling)
+        );
+        // Every other shape Crossbar answers 404 `not_found` stays so.
+        for not_found in [
+            format!("/v2/accounts/{A}/groups/_account/ringing"),
+            format!("/v2/accounts/{A}/groups/g1/members"),
+            format!("/v2/accounts/{A}/groups/g1/ringing/x"),
+            format!("/v2/accounts/{A}/users/u1/groups/g1/ringing"),
+        ] {
+            assert_eq!(Route::resolve(&not_found), Route::NotFound, "{not_found}");
+        }
+        // `/groups/dangling` is a group id, as in Crossbar.
+        assert_eq!(
+            Route::resolve(&format!("/v2/accounts/{A}/groups/dangling")),
+            groups(A, None, Target::Entity("dangling".into()))
+        );
+    }
+
+    #[test]
     fn route_names_are_a_fixed_set() {
         for (path, name) in [
             ("/readyz", "readyz"),
@@ -386,6 +462,22 @@ mod tests {
             (
                 &format!("/v2/accounts/{A}/users/u1/groups/g1"),
                 "user_group",
+            ),
+            (
+                &format!("/v2/accounts/{A}/groups/g1/ringing"),
+                "group_ringing",
+            ),
+            (
+                &format!("/v2/accounts/{A}/groups/g1/dangling"),
+                "group_dangling",
+            ),
+            (
+                &format!("/v2/accounts/{A}/groups/g1/references"),
+                "group_references",
+            ),
+            (
+                &format!("/v2/accounts/{A}/groups/_account/dangling"),
+                "account_dangling",
             ),
             ("/v1/accounts", "gone"),
             ("/v2/groups", "no_account"),

@@ -3,6 +3,7 @@
 //! Crossbar's `cb_groups` names them; `summary` is in [`listing`]. Which verb reaches which
 //! handler is in the route table (`routes::serve_groups`).
 pub mod listing;
+pub mod membership;
 pub mod request;
 
 use actix_web::http::{Method, StatusCode};

@@ -22,11 +22,53 @@ pub struct GroupsPath {
     pub target: Target,
 }
 
-/// The collection, or one group by its raw id segment.
+/// The collection, one group by its raw id segment, or a membership insight (kz-groups'
+/// extension, issue 19): of one group (`groups/{G}/{insight}`) or of the whole account
+/// (`groups/_account/dangling`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Collection,
     Entity(String),
+    Insight {
+        /// The raw group id segment; `None` for the whole account.
+        group: Option<String>,
+        insight: Insight,
+    },
+}
+
+/// The membership sub-resources: no Crossbar path has this shape (Crossbar answers any
+/// `groups/{G}/{anything}` with 404 `not_found`, groups-contract §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Insight {
+    /// `ringing`: who a ring group would ring, and why not.
+    Ringing,
+    /// `dangling`: members whose documents are gone or that never ring.
+    Dangling,
+    /// `references`: the callflows and groups that point at a group.
+    References,
+}
+
+/// The id segment that names the whole account: no group can have it (an id starting with `_`
+/// is refused, as CouchDB refuses it).
+pub const ACCOUNT_WIDE: &str = "_account";
+
+impl Insight {
+    pub fn parse(segment: &str) -> Option<Self> {
+        match segment {
+            "ringing" => Some(Insight::Ringing),
+            "dangling" => Some(Insight::Dangling),
+            "references" => Some(Insight::References),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Insight::Ringing => "ringing",
+            Insight::Dangling => "dangling",
+            Insight::References => "references",
+        }
+    }
 }
 
 impl Target {
@@ -35,6 +77,9 @@ impl Target {
         match self {
             Target::Collection => vec![],
             Target::Entity(id) => vec![id.as_str()],
+            Target::Insight { group, insight } => {
+                vec![group.as_deref().unwrap_or(ACCOUNT_WIDE), insight.name()]
+            }
         }
     }
 }
@@ -60,16 +105,22 @@ impl GroupRequest<'_> {
     /// `bad_identifier` naming the raw id.
     pub fn group_id(&self) -> Result<DocId, ApiError> {
         match &self.target {
-            Target::Entity(raw) => DocId::parse(raw).ok_or_else(|| self.not_found()),
-            Target::Collection => Err(ApiError::NotFound),
+            Target::Entity(raw)
+            | Target::Insight {
+                group: Some(raw), ..
+            } => DocId::parse(raw).ok_or_else(|| self.not_found()),
+            Target::Collection | Target::Insight { group: None, .. } => Err(ApiError::NotFound),
         }
     }
 
     /// Crossbar's 404 for a group it cannot load.
     pub fn not_found(&self) -> ApiError {
         match &self.target {
-            Target::Entity(raw) => ApiError::BadIdentifier(raw.clone()),
-            Target::Collection => ApiError::NotFound,
+            Target::Entity(raw)
+            | Target::Insight {
+                group: Some(raw), ..
+            } => ApiError::BadIdentifier(raw.clone()),
+            Target::Collection | Target::Insight { group: None, .. } => ApiError::NotFound,
         }
     }
 
