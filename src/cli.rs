@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 
 use crate::admin::{self, NewAccount, NewUser};
 use crate::config::{secret, Backend, Config};
+use crate::doctor;
 use crate::domain::ids::{AccountId, DbName};
 use crate::startup::{self, Application};
 use crate::store::views::{self, ensure_design, DesignDb, Refresh};
@@ -116,6 +117,21 @@ pub enum Command {
         #[command(subcommand)]
         command: UsersCommand,
     },
+    /// Report an account's dangling group members; --fix removes those whose documents are gone.
+    #[command(
+        long_about = "Report an account's dangling group members, as GET \
+                      /v2/accounts/{A}/groups/_account/dangling does: members whose documents \
+                      are missing or soft-deleted, disabled users whose devices still ring, \
+                      devices that never ring. Reads only, unless --fix: then the members whose \
+                      documents are gone are removed, one revision-checked write per group, as \
+                      a PATCH removes them (validated, stamped, announced on the bus with \
+                      KZ_GROUPS_AMQP_URL); nothing else is changed. Prints {\"account_id\", \
+                      \"groups_checked\", \"groups\", \"truncated\"} and with --fix \
+                      {\"request_id\", \"changed\", \"failed\"}; a group that could not be \
+                      fixed makes it exit 1.",
+        after_help = format!("{STORE_ENV}\n{BUS_ENV}")
+    )]
+    Doctor(crate::doctor::DoctorArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -296,6 +312,13 @@ pub async fn run(cli: Cli, config: Config) -> Result<(), String> {
             print(json!({ "users": admin::list_users(&store, &account).await? }));
             Ok(())
         }
+        Task::Doctor { account, fix: true } => {
+            announcing(&config, |notifier| doctor::fix(store, notifier, account)).await
+        }
+        Task::Doctor {
+            account,
+            fix: false,
+        } => doctor::report(store, account).await,
     }
 }
 
@@ -309,6 +332,7 @@ enum Task {
     ShowAccount(AccountId),
     CreateUser(NewUser),
     ListUsers(AccountId),
+    Doctor { account: AccountId, fix: bool },
 }
 
 impl Task {
@@ -348,6 +372,10 @@ impl Task {
                 UsersCommand::List { account } => {
                     Task::ListUsers(account_arg("--account", &account)?)
                 }
+            },
+            Command::Doctor(args) => Task::Doctor {
+                account: account_arg("--account", &args.account)?,
+                fix: args.fix,
             },
         })
     }
