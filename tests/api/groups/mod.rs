@@ -5,6 +5,7 @@ mod delete;
 mod fetch;
 mod http;
 mod listing;
+mod membership;
 mod update;
 mod user_groups;
 
