@@ -291,6 +291,68 @@ async fn every_documented_operation_answers_as_the_document_says() {
         doc.check(method, user_group, &resp);
     }
 
+    // The membership insight (kz-groups' extensions).
+    let ringing = "/v2/accounts/{account_id}/groups/{group_id}/ringing";
+    let callflow = kz_groups::domain::ids::random_hex(16);
+    let flow = json!({"module": "ring_group",
+                      "data": {"endpoints": [{"id": id, "endpoint_type": "group"}]}});
+    app.write_doc(
+        &account,
+        &callflow,
+        json!({"pvt_type": "callflow", "flow": flow}),
+    )
+    .await;
+    let plain = kz_groups::domain::ids::random_hex(16);
+    app.write_doc(
+        &account,
+        &plain,
+        json!({"pvt_type": "callflow", "flow": {}}),
+    )
+    .await;
+    for (query, status) in [
+        (String::new(), 200),
+        (format!("?callflow_id={callflow}"), 200),
+        ("?callflow_id=nothing".to_owned(), 404),
+        (format!("?callflow_id={plain}"), 400),
+    ] {
+        let path = format!("{}/ringing{query}", account.group_path(&id));
+        let resp = admin().request("GET", path).send().await;
+        assert_eq!(resp.status, status, "{query}: {}", resp.text);
+        doc.check("GET", ringing, &resp);
+    }
+    for (template, path) in [
+        (
+            "/v2/accounts/{account_id}/groups/{group_id}/dangling",
+            format!("{}/dangling", account.group_path(&id)),
+        ),
+        (
+            "/v2/accounts/{account_id}/groups/{group_id}/references",
+            format!("{}/references", account.group_path(&id)),
+        ),
+        (
+            "/v2/accounts/{account_id}/groups/_account/dangling",
+            format!("{}/_account/dangling", account.groups_path()),
+        ),
+    ] {
+        let resp = admin().request("GET", &path).send().await;
+        assert_eq!(resp.status, 200, "{path}: {}", resp.text);
+        doc.check("GET", template, &resp);
+        let anonymous = app.without_token().request("GET", &path).send().await;
+        assert_eq!(anonymous.status, 401);
+        doc.check("GET", template, &anonymous);
+    }
+    let unknown = format!(
+        "{}/references",
+        account.group_path("0123456789abcdef0123456789abcdef")
+    );
+    let resp = admin().request("GET", unknown).send().await;
+    assert_eq!(resp.status, 404);
+    doc.check(
+        "GET",
+        "/v2/accounts/{account_id}/groups/{group_id}/references",
+        &resp,
+    );
+
     // Deletes, soft then hard.
     let deleted = admin().delete_group(&account, &id).await;
     assert_eq!(deleted.status, 200);
@@ -337,6 +399,22 @@ fn the_document_is_openapi_3_1_and_names_every_route_of_the_route_table() {
             "user_group",
             "/v2/accounts/{account_id}/users/{user_id}/groups/{group_id}",
         ),
+        (
+            "group_ringing",
+            "/v2/accounts/{account_id}/groups/{group_id}/ringing",
+        ),
+        (
+            "group_dangling",
+            "/v2/accounts/{account_id}/groups/{group_id}/dangling",
+        ),
+        (
+            "group_references",
+            "/v2/accounts/{account_id}/groups/{group_id}/references",
+        ),
+        (
+            "account_dangling",
+            "/v2/accounts/{account_id}/groups/_account/dangling",
+        ),
     ] {
         assert!(paths.contains(path), "{path} missing");
         let concrete = path
@@ -345,5 +423,5 @@ fn the_document_is_openapi_3_1_and_names_every_route_of_the_route_table() {
             .replace("{group_id}", "g1");
         assert_eq!(kz_groups::routes::route_name(&concrete), name, "{path}");
     }
-    assert_eq!(paths.len(), 11, "{paths:?}");
+    assert_eq!(paths.len(), 15, "{paths:?}");
 }
