@@ -21,6 +21,7 @@ mod groups;
 mod hostile;
 mod lifecycle;
 mod login;
+mod membership_cost;
 mod openapi;
 mod operators;
 mod recovery;

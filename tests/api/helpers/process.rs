@@ -31,7 +31,18 @@ impl ServerProcess {
         env: &[(&str, &str)],
         adjust: impl FnOnce(&mut Command),
     ) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kz-groups"));
+        Self::start_program(env!("CARGO_BIN_EXE_kz-groups"), backend, env, adjust)
+    }
+
+    /// Like [`start_with`](Self::start_with), with another build of the binary (a release
+    /// build, for figures).
+    pub fn start_program(
+        program: &str,
+        backend: &Backend,
+        env: &[(&str, &str)],
+        adjust: impl FnOnce(&mut Command),
+    ) -> Self {
+        let mut cmd = Command::new(program);
         cmd.arg("serve")
             .env_remove("COUCHDB_URL")
             .env_remove("KZ_GROUPS_COUCHDB_CA")
