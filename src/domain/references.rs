@@ -327,7 +327,8 @@ mod tests {
              }}
         });
         let scan = scan_callflow("g", "c1", &cf);
-        let refs: Vec<(Option<&str>, Option<Vec<String>>, &str, bool)> = scan
+        type Row<'a> = (Option<&'a str>, Option<Vec<String>>, &'a str, bool);
+        let refs: Vec<Row> = scan
             .summary
             .references
             .iter()

@@ -301,6 +301,25 @@ impl<'a> Reader<'a> {
         Ok(report)
     }
 
+    /// Calls `each` with every live callflow (`callflows/crossbar_listing`) or group
+    /// (`groups/crossbar_listing`) and its document, one at a time as they arrive; returns how
+    /// many.
+    pub async fn each_document(
+        &self,
+        view: View,
+        mut each: impl FnMut(String, Value),
+    ) -> StoreResult<usize> {
+        let mut rows = self.documents(view).await?;
+        let mut count = 0;
+        while let Some(row) = rows.try_next().await? {
+            if let Some((id, doc)) = row_doc(row) {
+                count += 1;
+                each(id, doc);
+            }
+        }
+        Ok(count)
+    }
+
     /// Every live callflow (`callflows/crossbar_listing`) or group (`groups/crossbar_listing`)
     /// with its document, read as the rows arrive.
     pub async fn documents(&self, view: View) -> StoreResult<RowStream> {

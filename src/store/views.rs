@@ -275,6 +275,14 @@ pub struct Installed {
 }
 
 impl Installed {
+    /// Reading the views of `scanned` without a design document.
+    fn scanning(scanned: HashSet<View>) -> Self {
+        Self {
+            scanned: Arc::new(scanned),
+            kazoos: Arc::default(),
+        }
+    }
+
     /// Rows of `view`, with or without its design document.
     pub async fn rows(
         &self,
@@ -368,10 +376,7 @@ pub async fn install(
             outcome => log::info!("{outcome:?} _design/{} in {db}", design.name),
         }
     }
-    Ok(Installed {
-        scanned: Arc::new(scanned),
-        kazoos: Arc::default(),
-    })
+    Ok(Installed::scanning(scanned))
 }
 
 /// How `db`'s views are to be read, as [`install`] says it, without writing anything: the views
@@ -391,10 +396,7 @@ pub async fn inspect(
         };
         scanned.extend(missing.iter().filter_map(|v| View::find(&design.name, v)));
     }
-    Ok(Installed {
-        scanned: Arc::new(scanned),
-        kazoos: Arc::default(),
-    })
+    Ok(Installed::scanning(scanned))
 }
 
 /// Remembers which account databases this process has already brought up to date, so the

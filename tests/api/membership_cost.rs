@@ -256,35 +256,28 @@ async fn membership_cost_on_a_large_account() {
         std::env::var("KZ_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_kz-groups").into());
     println!("server: {program}");
     let backend = app.config.backend.clone();
-    let server = ServerProcess::start_program(&program, &backend, &[], |_| {});
-    if embedded_backend() {
-        measure(
-            "embedded store (Kazoo's views indexed natively)",
-            &server,
-            &account.token,
-            &figures,
-        )
-        .await;
+    let modes: &[(&str, bool)] = if embedded_backend() {
+        &[("embedded store (Kazoo's views indexed natively)", false)]
+    } else {
+        &[
+            (
+                "CouchDB without Kazoo's design documents (views computed from the documents)",
+                false,
+            ),
+            (
+                "CouchDB with Kazoo's attributes/owned and callflows/crossbar_listing",
+                true,
+            ),
+        ]
+    };
+    for &(label, kazoo_views) in modes {
+        if kazoo_views {
+            install_kazoo_views(&app, &account).await;
+        }
+        // A process of its own for each: it looks for Kazoo's views on its first use of the
+        // account.
+        let server = ServerProcess::start_program(&program, &backend, &[], |_| {});
+        measure(label, &server, &account.token, &figures).await;
         server.kill();
-        return;
     }
-    measure(
-        "CouchDB without Kazoo's design documents (views computed from the documents)",
-        &server,
-        &account.token,
-        &figures,
-    )
-    .await;
-    server.kill();
-    install_kazoo_views(&app, &account).await;
-    // A new process: it looks for Kazoo's views again on its first use of the account.
-    let server = ServerProcess::start_program(&program, &backend, &[], |_| {});
-    measure(
-        "CouchDB with Kazoo's attributes/owned and callflows/crossbar_listing",
-        &server,
-        &account.token,
-        &figures,
-    )
-    .await;
-    server.kill();
 }

@@ -12,7 +12,6 @@
 //! A soft-deleted group is answered too (Kazoo still rings it when a callflow names it); a
 //! missing one, or another type of document, is Crossbar's 404 `bad_identifier`. The rules are
 //! `domain::membership` and `domain::references`; the reads `store::membership`.
-use futures::TryStreamExt;
 use serde_json::{json, Map, Value};
 
 use super::request::{GroupRequest, Insight, Target};
@@ -22,7 +21,7 @@ use crate::domain::membership::{self, DocFacts, DocState, Member, Note, Strategy
 use crate::domain::references::{self, CallflowScan};
 use crate::error::{ApiError, StoreContext};
 use crate::pipeline::reply::{Outcome, Revision, Success};
-use crate::store::membership::{row_doc, Reader};
+use crate::store::membership::Reader;
 use crate::store::views::Installed;
 use crate::store::{StoreError, View};
 
@@ -198,21 +197,15 @@ async fn references(req: &GroupRequest<'_>, views: &Installed) -> Result<Value, 
     let reader = Reader::new(&req.state.store, views, &req.account);
     let failed = |e| read_failed(req, e);
     let mut scans: Vec<CallflowScan> = Vec::new();
-    let mut checked = 0;
-    let mut rows = reader
-        .documents(View::CallflowsListing)
+    let checked = reader
+        .each_document(View::CallflowsListing, |callflow, doc| {
+            let scan = references::scan_callflow(id.as_str(), &callflow, &doc);
+            if scan.matters() {
+                scans.push(scan);
+            }
+        })
         .await
         .map_err(failed)?;
-    while let Some(row) = rows.try_next().await.map_err(failed)? {
-        let Some((callflow, doc)) = row_doc(row) else {
-            continue;
-        };
-        checked += 1;
-        let scan = references::scan_callflow(id.as_str(), &callflow, &doc);
-        if scan.matters() {
-            scans.push(scan);
-        }
-    }
     let indirect = references::indirect(&scans);
     let direct: Vec<_> = scans
         .into_iter()
@@ -220,18 +213,14 @@ async fn references(req: &GroupRequest<'_>, views: &Installed) -> Result<Value, 
         .map(|s| s.summary)
         .collect();
     let mut nesting = Vec::new();
-    let mut rows = reader
-        .documents(View::GroupsListing)
+    reader
+        .each_document(View::GroupsListing, |other, doc| {
+            if let Some(entry) = doc.get("endpoints").and_then(|e| e.get(id.as_str())) {
+                nesting.push(json!({"id": other, "name": doc.get("name"), "entry": entry}));
+            }
+        })
         .await
         .map_err(failed)?;
-    while let Some(row) = rows.try_next().await.map_err(failed)? {
-        let Some((other, doc)) = row_doc(row) else {
-            continue;
-        };
-        if let Some(entry) = doc.get("endpoints").and_then(|e| e.get(id.as_str())) {
-            nesting.push(json!({"id": other, "name": doc.get("name"), "entry": entry}));
-        }
-    }
     Ok(json!({
         "group": group_view(&id, &group),
         "callflows": direct,

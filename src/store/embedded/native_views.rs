@@ -106,13 +106,7 @@ fn group_summary(doc: &Doc) -> Result<Value, Thrown> {
     insert_defined(&mut summary, "name", prop(doc, "name"));
     summary.insert("features".into(), Value::Array(features));
     summary.insert("endpoints".into(), Value::from(count));
-    let flags = prop(doc, "flags");
-    let flags = if truthy(flags) {
-        flags.to_json().unwrap_or(Value::Null)
-    } else {
-        Value::Array(Vec::new())
-    };
-    summary.insert("flags".into(), flags);
+    summary.insert("flags".into(), flags_or_empty(doc));
     Ok(Value::Object(summary))
 }
 
@@ -272,13 +266,7 @@ fn callflows_crossbar_listing(doc: &Doc) -> Rows {
     insert_defined(&mut value, "owner_id", prop(doc, "owner_id"));
     insert_defined(&mut value, "group_id", prop(doc, "group_id"));
     value.insert("modules".into(), Value::Array(modules));
-    let flags = prop(doc, "flags");
-    let flags = if truthy(flags) {
-        flags.to_json().unwrap_or(Value::Null)
-    } else {
-        Value::Array(Vec::new())
-    };
-    value.insert("flags".into(), flags);
+    value.insert("flags".into(), flags_or_empty(doc));
     let key = prop(doc, "_id").to_json().unwrap_or(Value::Null);
     Ok(vec![(key, Value::Object(value))])
 }
@@ -322,6 +310,16 @@ fn strict_eq(a: &Value, b: &Value) -> bool {
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
         (Value::Array(_) | Value::Object(_), _) | (_, Value::Array(_) | Value::Object(_)) => false,
         _ => a == b,
+    }
+}
+
+/// `doc.flags || []`
+fn flags_or_empty(doc: &Doc) -> Value {
+    let flags = prop(doc, "flags");
+    if truthy(flags) {
+        flags.to_json().unwrap_or(Value::Null)
+    } else {
+        Value::Array(Vec::new())
     }
 }
 

@@ -20,7 +20,11 @@ struct Seed<'a> {
     account: &'a Account,
 }
 
-impl Seed<'_> {
+impl<'a> Seed<'a> {
+    fn new(app: &'a TestApp, account: &'a Account) -> Self {
+        Self { app, account }
+    }
+
     async fn put(&self, id: &str, doc: Value) -> String {
         self.app.write_doc(self.account, id, doc).await
     }
@@ -127,10 +131,7 @@ fn note_codes(body: &Value) -> Vec<String> {
 #[tokio::test]
 async fn ringing_follows_the_traced_rules_for_every_kind_of_member() {
     let (app, account) = setup().await;
-    let s = Seed {
-        app: &app,
-        account: &account,
-    };
+    let s = Seed::new(&app, &account);
     let u_ok = s.user(json!({})).await;
     let d_ok = s.device(Some(&u_ok), json!({})).await;
     let u_hd = s.user(json!({})).await;
@@ -203,10 +204,10 @@ async fn ringing_follows_the_traced_rules_for_every_kind_of_member() {
     };
     assert_eq!(
         devices(&u_ok),
-        [d_ok.clone()],
+        [d_ok.as_str()],
         "hotdesked and deleted devices are not u_ok's"
     );
-    assert_eq!(devices(&u_hd), [d_hot.clone()]);
+    assert_eq!(devices(&u_hd), [d_hot.as_str()]);
     assert_eq!(node(members, &u_del)["document"]["state"], "soft_deleted");
     assert_eq!(node(members, &u_dis)["document"]["enabled"], false);
     assert_eq!(node(members, &u_gone)["document"]["state"], "missing");
@@ -256,10 +257,7 @@ async fn ringing_follows_the_traced_rules_for_every_kind_of_member() {
 #[tokio::test]
 async fn a_cycle_of_nested_groups_is_reported_not_followed() {
     let (app, account) = setup().await;
-    let s = Seed {
-        app: &app,
-        account: &account,
-    };
+    let s = Seed::new(&app, &account);
     let d = s.device(None, json!({})).await;
     let (g, h) = (id(), id());
     s.put(
@@ -291,10 +289,7 @@ async fn a_cycle_of_nested_groups_is_reported_not_followed() {
 #[tokio::test]
 async fn ringing_as_a_callflows_ring_group_node_would() {
     let (app, account) = setup().await;
-    let s = Seed {
-        app: &app,
-        account: &account,
-    };
+    let s = Seed::new(&app, &account);
     let (da, db, dc, dd) = (
         s.device(None, json!({})).await,
         s.device(None, json!({})).await,
@@ -389,10 +384,7 @@ async fn ringing_as_a_callflows_ring_group_node_would() {
 #[tokio::test]
 async fn dangling_members_of_a_group_and_of_the_account() {
     let (app, account) = setup().await;
-    let s = Seed {
-        app: &app,
-        account: &account,
-    };
+    let s = Seed::new(&app, &account);
     let u_ok = s.user(json!({})).await;
     s.device(Some(&u_ok), json!({})).await;
     let u_gone = id();
@@ -479,10 +471,7 @@ async fn dangling_members_of_a_group_and_of_the_account() {
 #[tokio::test]
 async fn references_list_every_callflow_and_group_that_points_at_a_group() {
     let (app, account) = setup().await;
-    let s = Seed {
-        app: &app,
-        account: &account,
-    };
+    let s = Seed::new(&app, &account);
     let g = s.group(json!({}), json!({})).await;
     let u = s.user(json!({})).await;
     let base = s
@@ -657,10 +646,7 @@ async fn references_list_every_callflow_and_group_that_points_at_a_group() {
 #[tokio::test]
 async fn kazoos_views_are_read_where_they_exist_and_never_written() {
     let (app, account) = setup().await;
-    let s = Seed {
-        app: &app,
-        account: &account,
-    };
+    let s = Seed::new(&app, &account);
     let owned = json!({"_id": "_design/attributes", "language": "javascript", "views": {"owned": {"map":
         "function(doc) { if (doc.pvt_deleted) return; var hd = (doc.hotdesk && doc.hotdesk.users) || {}; var users = Object.keys(hd); if (users.length) { users.forEach(function(u) { emit([u, doc.pvt_type], doc._id); }); } else if (doc.owner_id) { emit([doc.owner_id, doc.pvt_type], doc._id); } }"}}});
     let callflows = json!({"_id": "_design/callflows", "language": "javascript", "views": {"crossbar_listing": {"map":
@@ -696,10 +682,7 @@ async fn kazoos_views_are_read_where_they_exist_and_never_written() {
 async fn the_insight_paths_answer_as_the_groups_api_does() {
     let (app, account) = setup().await;
     let other = app.create_account(None).await;
-    let s = Seed {
-        app: &app,
-        account: &account,
-    };
+    let s = Seed::new(&app, &account);
     let g = s.group(json!({}), json!({})).await;
     let user = s.user(json!({})).await;
     let path = |sub: &str| format!("{}/{sub}", account.groups_path());
@@ -759,10 +742,7 @@ async fn the_insight_paths_answer_as_the_groups_api_does() {
 #[tokio::test]
 async fn doctor_fix_removes_gone_members_with_one_write_per_group() {
     let (app, account) = setup().await;
-    let s = Seed {
-        app: &app,
-        account: &account,
-    };
+    let s = Seed::new(&app, &account);
     let u_ok = s.user(json!({})).await;
     let d_ok = s.device(Some(&u_ok), json!({})).await;
     let u_del = s.user(json!({"pvt_deleted": true})).await;
