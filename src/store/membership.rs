@@ -252,9 +252,9 @@ impl<'a> Reader<'a> {
         self.docs(owners).await
     }
 
-    /// Every live group's dangling members: the groups read as they arrive,
-    /// [`GROUPS_AT_ONCE`] at a time, their members' documents together, `attributes/owned`
-    /// once.
+    /// Every live group's dangling members: the groups read as they arrive, at most
+    /// [`GROUPS_AT_ONCE`] or about [`MEMBERS_AT_ONCE`] members at a time, their members'
+    /// documents together, `attributes/owned` once.
     pub async fn account_report(&mut self) -> StoreResult<AccountReport> {
         self.account().await?;
         self.all_owned().await?;
@@ -265,16 +265,20 @@ impl<'a> Reader<'a> {
             truncated: false,
         };
         let mut batch: Vec<(String, Option<String>, DocFacts)> = Vec::new();
+        let mut batch_members = 0;
         loop {
             let row = rows.try_next().await?;
             let done = row.is_none();
             if let Some((id, doc)) = row.and_then(row_doc) {
                 let rev = doc.get("_rev").and_then(Value::as_str).map(str::to_owned);
-                batch.push((id, rev, DocFacts::read(Some(&doc))));
+                let group = DocFacts::read(Some(&doc));
+                batch_members += group.endpoints.len();
+                batch.push((id, rev, group));
             }
-            if batch.len() < GROUPS_AT_ONCE && !done {
+            if batch.len() < GROUPS_AT_ONCE && batch_members < MEMBERS_AT_ONCE && !done {
                 continue;
             }
+            batch_members = 0;
             let members: Vec<(String, Value)> = batch
                 .iter()
                 .flat_map(|(_, _, g)| g.endpoints.iter().cloned())
@@ -337,8 +341,10 @@ pub fn row_doc(row: ViewRow) -> Option<(String, Value)> {
     Some((row.id, doc))
 }
 
-/// Groups whose members are read together by an account-wide pass.
+/// Groups whose members are read together by an account-wide pass, at most.
 const GROUPS_AT_ONCE: usize = 100;
+/// Members read together by an account-wide pass: a batch of groups ends early past this.
+const MEMBERS_AT_ONCE: usize = 5_000;
 
 /// A group with findings, and the revision they were found in.
 pub struct ReportedGroup {
