@@ -164,27 +164,20 @@ impl Resolver {
     }
 
     /// Resolves the document, waiting at most [`READ_BUDGET`]; past it the resolution goes on
-    /// in the background. Whether it finished.
-    pub async fn settle(self: &Arc<Self>, db: &DbName, id: &DocId) -> bool {
+    /// in the background.
+    pub async fn settle(self: &Arc<Self>, db: &DbName, id: &DocId) {
         let (this, doc_db, doc_id) = (self.clone(), db.clone(), id.clone());
         let task = tokio::spawn(async move { this.resolve(&doc_db, &doc_id).await });
         match tokio::time::timeout(READ_BUDGET, task).await {
-            Ok(Ok(Ok(_))) => true,
-            Ok(Ok(Err(e))) => {
-                log::warn!(
-                    "resolving a conflict on {db}/{id} failed ({e}): the read answers the \
-                     winning revision; the change feed will try again"
-                );
-                false
-            }
-            Ok(Err(e)) => {
-                log::error!(
-                    "resolving a conflict on {db}/{id} stopped ({e}): the read answers the \
-                     winning revision; the change feed will try again"
-                );
-                false
-            }
-            Err(_) => false,
+            Ok(Ok(Ok(_))) | Err(_) => {}
+            Ok(Ok(Err(e))) => log::warn!(
+                "resolving a conflict on {db}/{id} failed ({e}): the read answers the \
+                 winning revision; the change feed will try again"
+            ),
+            Ok(Err(e)) => log::error!(
+                "resolving a conflict on {db}/{id} stopped ({e}): the read answers the \
+                 winning revision; the change feed will try again"
+            ),
         }
     }
 

@@ -6,6 +6,8 @@ pub mod listing;
 pub mod membership;
 pub mod request;
 
+use std::sync::Arc;
+
 use actix_web::http::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
@@ -73,7 +75,9 @@ fn validate(state: &AppState, data: Value) -> Result<Map<String, Value>, ApiErro
 /// Loads a document; `Ok(None)` when it is missing, soft-deleted, or (with `groups_only`) of
 /// another type, all of which Crossbar answers with 404 `bad_identifier`. A document in conflict
 /// is resolved first (within the resolver's budget), so the client sees the merged document;
-/// past the budget it sees CouchDB's winner.
+/// past the budget it sees CouchDB's winner. Either way it is then read again past the caches:
+/// where another instance resolved it first (this one then finds nothing left to do, or meets
+/// that instance's writes), the cache may still hold the conflicted copy read a moment ago.
 async fn load(
     req: &GroupRequest<'_>,
     id: &DocId,
@@ -81,8 +85,14 @@ async fn load(
 ) -> Result<Option<StoredDoc>, ApiError> {
     let db = req.account.db();
     let mut doc = req.state.store.get_shared(&db, id).await?;
-    if doc.as_deref().is_some_and(in_conflict) && req.state.resolver.settle(&db, id).await {
-        doc = req.state.store.get_shared(&db, id).await?;
+    if doc.as_deref().is_some_and(in_conflict) {
+        req.state.resolver.settle(&db, id).await;
+        let fresh = req
+            .state
+            .store
+            .get_docs(&db, std::slice::from_ref(id))
+            .await?;
+        doc = fresh.into_iter().next().flatten().map(Arc::new);
     }
     Ok(doc.and_then(StoredDoc::from_shared).filter(|doc| {
         let fields = doc.fields();
