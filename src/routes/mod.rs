@@ -17,6 +17,7 @@ use percent_encoding::percent_decode_str;
 
 use crate::error::ApiError;
 use crate::pipeline::caller::{self, Authenticated, Caller};
+use crate::pipeline::media;
 use crate::pipeline::memory::{self, Reservation};
 use crate::pipeline::reply::Outcome;
 use crate::pipeline::request;
@@ -184,7 +185,7 @@ async fn serve_groups(mut req: GroupRequest<'_>, reply: &Reply) -> Result<Outcom
     let (views, user) = groups::prepare(&req).await?;
     match (&req.target, req.verb.clone()) {
         (Target::Collection, Method::GET) => {
-            groups::listing::summary(&req, &views, user.as_ref(), &reply.tail).await
+            groups::listing::summary(&req, &views, user.as_ref(), reply).await
         }
         (Target::Entity(_), Method::GET) => groups::fetch(&req).await,
         (Target::Entity(_), Method::DELETE) => groups::delete(&req).await,
@@ -219,6 +220,8 @@ async fn crossbar(
         req.headers(),
         &state.node,
         caller::initial_tokens(&state, req.peer_addr()),
+        state.crossbar,
+        &state.version,
     );
     let id = reply.tail.request_id.clone();
     request::serving(id, async {
@@ -259,6 +262,8 @@ pub fn refuse_announced_body(
         &head.headers,
         &state.node,
         caller::initial_tokens(state, peer),
+        state.crossbar,
+        &state.version,
     );
     reply.close = true;
     Some(reply.render(Err(ApiError::too_large(state.max_upload_bytes))))
@@ -300,8 +305,11 @@ async fn answer(
     } = scope
         .authorise(state, "groups", &path.target.args())
         .await?;
-    // Stage 7: content negotiation.
-    let reply = caller::negotiate(reply, req)?;
+    // Stage 7: content negotiation. Groups and a group are answered as CSV when asked for.
+    let mut reply = caller::negotiate(reply, req)?;
+    if verb == Method::GET && matches!(path.target, Target::Collection | Target::Entity(_)) {
+        reply.csv = media::csv_answer(reply.rendering, &env, request::header(req, "x-file-name"));
+    }
     // Stages 8-11 belong to the resource.
     let request = GroupRequest {
         state,
