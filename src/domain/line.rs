@@ -88,6 +88,16 @@ impl CrossbarLine {
         }
     }
 
+    /// How many times each path segment is URL-decoded: twice on 4.3, whose
+    /// `cb_context:path_tokens/1` decodes every token before `path_token/1` decodes it again
+    /// (so `%2541` is `A`); once on master.
+    pub fn path_decodes(self) -> usize {
+        match self {
+            Self::V4_3 => 2,
+            Self::Master => 1,
+        }
+    }
+
     /// The page size a listing uses, from its `page_size` request value (`None`: absent).
     /// Master refuses a bad one while paginating (`crossbar_view:get_page_size/2`); 4.3 falls
     /// back to the default silently (`cb_context:pagination_page_size/2`).

@@ -107,6 +107,11 @@ impl Route {
     /// Splits the path as Crossbar does (§1): `/vN/`, then nouns and their arguments, each
     /// segment URL-decoded after the split (so `%2F` stays inside its segment).
     pub fn resolve(path: &str) -> Route {
+        Self::resolve_decoding(path, 1)
+    }
+
+    /// The same, each segment decoded `decodes` times (see `CrossbarLine::path_decodes`).
+    pub fn resolve_decoding(path: &str, decodes: usize) -> Route {
         let mut segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         // A trailing slash is ignored.
         if segments.len() > 1 && segments.last() == Some(&"") {
@@ -125,7 +130,15 @@ impl Route {
         }
         let decoded: Vec<String> = rest
             .iter()
-            .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+            .map(|s| {
+                let mut segment = (*s).to_owned();
+                for _ in 0..decodes {
+                    segment = percent_decode_str(&segment)
+                        .decode_utf8_lossy()
+                        .into_owned();
+                }
+                segment
+            })
             .collect();
         let words: Vec<&str> = decoded.iter().map(String::as_str).collect();
         let groups = |account: &str, user: Option<&str>, target| {
@@ -277,7 +290,7 @@ async fn answer(
     reply: Reply,
     memory: &mut Reservation,
 ) -> Result<(Reply, Outcome), Stop> {
-    let route = Route::resolve(req.path());
+    let route = Route::resolve_decoding(req.path(), state.crossbar.path_decodes());
     // Stage 1: the API version, then the body, before any authentication. Stage 2: the method.
     if route == Route::Gone {
         return Err(Stop::new(reply, ApiError::Gone));
@@ -493,6 +506,18 @@ mod tests {
         ] {
             assert_eq!(route_name(path), name, "{path}");
         }
+    }
+
+    #[test]
+    fn kazoo_4_3_decodes_each_segment_twice() {
+        assert_eq!(
+            Route::resolve_decoding(&format!("/v2/accounts/{A}/groups/g%2541"), 2),
+            groups(A, None, Target::Entity("gA".into()))
+        );
+        assert_eq!(
+            Route::resolve(&format!("/v2/accounts/{A}/groups/g%2541")),
+            groups(A, None, Target::Entity("g%41".into()))
+        );
     }
 
     #[test]

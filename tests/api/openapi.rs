@@ -220,6 +220,26 @@ async fn every_documented_operation_answers_as_the_document_says() {
         .await;
     assert_eq!(refused.status, 406);
     doc.check("GET", groups, &refused);
+    let as_csv = admin()
+        .request("GET", account.groups_path())
+        .header("accept", "text/csv")
+        .send()
+        .await;
+    assert_eq!(as_csv.status, 200, "{}", as_csv.text);
+    doc.check("GET", groups, &as_csv);
+    let no_rows = admin()
+        .request(
+            "GET",
+            format!("{}?accept=csv", account.user_groups_path(&account.id)),
+        )
+        .send()
+        .await;
+    assert_eq!(no_rows.status, 204, "{}", no_rows.text);
+    doc.check(
+        "GET",
+        "/v2/accounts/{account_id}/users/{user_id}/groups",
+        &no_rows,
+    );
 
     // Groups: one group.
     let fetched = admin().get_group(&account, &id).await;
