@@ -7,6 +7,8 @@
 //! before the last row writes the rows somewhere first (see `routes::groups::listing`).
 use serde_json::{Map, Value};
 
+use crate::domain::filters::erlang_float_text;
+
 /// `crossbar.hrl`'s `?CSV_HEADER_MAP`: headings (paths joined with `_`) replaced when they
 /// match exactly.
 const HEADER_MAP: &[(&str, &str)] = &[
@@ -176,47 +178,7 @@ fn number(n: &serde_json::Number) -> String {
     if n.is_i64() || n.is_u64() {
         return n.to_string();
     }
-    let f = n.as_f64().unwrap_or(0.0);
-    if f == 0.0 {
-        return "0.0".into();
-    }
-    // Shortest digits and their exponent, e.g. "1.5e0".
-    let sci = format!("{:e}", f.abs());
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    let place = exp.parse::<i32>().unwrap_or(0) + 1;
-    let sign = if f < 0.0 { "-" } else { "" };
-    format!("{sign}{}", insert_decimal(place, &digits))
-}
-
-/// `kz_mochinum:insert_decimal/2`: `0.DIGITS × 10^place` written out.
-fn insert_decimal(place: i32, digits: &str) -> String {
-    let len = digits.len() as i32;
-    if place == 0 {
-        return format!("0.{digits}");
-    }
-    if place > 0 {
-        return match place - len {
-            0 => format!("{digits}.0"),
-            n if n < 0 => {
-                let (int, frac) = digits.split_at((len + n) as usize);
-                format!("{int}.{frac}")
-            }
-            n if n < 6 => format!("{digits}{}.0", "0".repeat(n as usize)),
-            _ => exponent(place, digits),
-        };
-    }
-    if place > -6 {
-        return format!("0.{}{digits}", "0".repeat(place.unsigned_abs() as usize));
-    }
-    exponent(place, digits)
-}
-
-fn exponent(place: i32, digits: &str) -> String {
-    let (first, rest) = digits.split_at(1);
-    let rest = if rest.is_empty() { "0" } else { rest };
-    let sign = if place < 0 { "-" } else { "+" };
-    format!("{first}.{rest}e{sign}{}", (place - 1).abs())
+    erlang_float_text(n.as_f64().unwrap_or(0.0))
 }
 
 /// The name a CSV answer is sent as (`api_util:csv_file_name/2`, then `filename:basename/1`):
