@@ -449,3 +449,38 @@ async fn on_4_3_the_envelope_has_no_tokens_and_always_a_version() {
     let ready = master.request("GET", "/readyz").send().await;
     assert_eq!(ready.json["crossbar"], "master");
 }
+
+/// 4.3's filtered page: queries of `remaining + 1` rows; the row past the last full query is
+/// the next start key whether it passes or not, and the envelope echoes the last query's start.
+#[tokio::test]
+async fn on_4_3_a_filtered_page_resumes_where_its_last_query_stopped() {
+    let (app, a) = app_on(CrossbarLine::V4_3).await;
+    for (id, name) in [("a", "X"), ("b", "Y"), ("c", "X"), ("d", "Y")] {
+        app.add_group(&a, json!({"id": id, "name": name})).await;
+    }
+    let path = format!("{}?filter_name=X&page_size=1", a.groups_path());
+    let first = get(&app, &a, &path, None).await;
+    assert_eq!(ids(&first), ["a"]);
+    let next = first.json["next_start_key"].as_str().unwrap().to_owned();
+    assert_eq!(next, "g20AAAABYg", "b, which the filter refuses");
+    let second = get(&app, &a, &format!("{path}&start_key={next}"), None).await;
+    assert_eq!(ids(&second), ["c"]);
+    assert_eq!(
+        second.json["start_key"], "g20AAAABYw",
+        "c: the last query's start"
+    );
+    assert_eq!(second.json["next_start_key"], "g20AAAABZA");
+    let last = get(&app, &a, &format!("{path}&start_key=g20AAAABZA"), None).await;
+    assert_eq!(ids(&last), Vec::<&str>::new());
+    assert_eq!(last.json["page_size"], 0);
+    assert!(last.json.get("next_start_key").is_none());
+    // Master: the next start key is the next row that passes.
+    let (app, a) = app_on(CrossbarLine::Master).await;
+    for (id, name) in [("a", "X"), ("b", "Y"), ("c", "X"), ("d", "Y")] {
+        app.add_group(&a, json!({"id": id, "name": name})).await;
+    }
+    let path = format!("{}?filter_name=X&page_size=1", a.groups_path());
+    let first = get(&app, &a, &path, None).await;
+    assert_eq!(ids(&first), ["a"]);
+    assert_eq!(first.json["next_start_key"], "g20AAAABYw");
+}
