@@ -73,6 +73,7 @@ Environment (server):
         "Environment (store and logs):\n",
         "  COUCHDB_URL (or COUCHDB_URL_FILE), KZ_GROUPS_COUCHDB_CA, KZ_GROUPS_DATA,\n",
         "  KZ_GROUPS_COUCH_TIMEOUT_MS, RUST_LOG, KZ_GROUPS_LOG_FORMAT\n",
+        "The Crossbar line answered: KZ_GROUPS_CROSSBAR=4.3 (default) or master (see `serve --help`).\n",
         "Each command's --help lists every variable it reads."
     )
 )]
