@@ -589,6 +589,27 @@ mod tests {
         assert!(error(&bare, &tail).is_none());
     }
 
+    #[test]
+    fn a_chunk_trailer_writes_every_value_as_text_and_drops_empty_ones() {
+        let tail = Tail {
+            request_id: "r".into(),
+            node: "n".into(),
+            timestamp: "t".into(),
+            version: Some("4.3.0".into()),
+            auth_token: Some("tok".into()),
+            line: CrossbarLine::Master,
+            ..Default::default()
+        };
+        let paging = [
+            ("next_start_key", "g2".to_owned()),
+            ("page_size", "0".to_owned()),
+        ];
+        assert_eq!(
+            chunk_trailer(&paging, &tail),
+            r#"], "next_start_key":"g2", "status":"success", "request_id":"r", "node":"n", "version":"4.3.0", "timestamp":"t", "auth_token":"tok"}"#
+        );
+    }
+
     proptest! {
         #[test]
         fn parsing_never_panics(ct in proptest::option::of("[a-z/+-]{0,30}"), body in proptest::collection::vec(any::<u8>(), 0..64), qs in ".{0,40}") {
