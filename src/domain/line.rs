@@ -110,18 +110,50 @@ impl CrossbarLine {
         let Some(value) = requested else {
             return Ok(default);
         };
-        let n = match value {
-            Value::Number(n) => n.as_i64(),
-            Value::String(s) => s.trim().parse::<i64>().ok(),
-            _ => None,
-        };
-        match (self, n) {
+        match (self, to_integer(value)) {
             (_, Some(n)) if n >= 1 => Ok(n as usize),
             (Self::Master, None) if paginate => Err(PageSizeError::Invalid),
             (Self::Master, Some(_)) if paginate => Err(PageSizeError::TooSmall),
             _ => Ok(default),
         }
     }
+}
+
+/// `kz_term:to_integer/1` (both lines read `page_size` and `chunk_size` with it): an integer,
+/// or the text of one (an optional sign and digits, nothing around them), or a float or the
+/// text of one (`1.5`: digits on both sides of the dot), rounded half away from zero.
+pub fn to_integer(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().and_then(round)),
+        Value::String(s) => {
+            let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+            if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                return s.parse().ok();
+            }
+            erlang_float(s).and_then(round)
+        }
+        _ => None,
+    }
+}
+
+fn round(f: f64) -> Option<i64> {
+    let r = f.round();
+    (r.abs() < 9.0e18).then_some(r as i64)
+}
+
+/// Erlang's `binary_to_float/1`: `[+-]digits.digits[(e|E)[+-]digits]`.
+fn erlang_float(s: &str) -> Option<f64> {
+    let unsigned = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(i) => (&unsigned[..i], Some(&unsigned[i + 1..])),
+        None => (unsigned, None),
+    };
+    let (int, frac) = mantissa.split_once('.')?;
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    let exponent_ok = exponent.is_none_or(|e| digits(e.strip_prefix(['+', '-']).unwrap_or(e)));
+    (digits(int) && digits(frac) && exponent_ok)
+        .then(|| s.parse().ok())
+        .flatten()
 }
 
 impl std::fmt::Display for CrossbarLine {
@@ -163,6 +195,15 @@ mod tests {
             Err(PageSizeError::TooSmall)
         );
         assert_eq!(v43.page_size(Some(&json!("2")), 50, true), Ok(2));
+        // kz_term:to_integer/1: floats rounded, no white space.
+        assert_eq!(master.page_size(Some(&json!("1.5")), 50, true), Ok(2));
+        assert_eq!(master.page_size(Some(&json!(2.4)), 50, true), Ok(2));
+        assert_eq!(v43.page_size(Some(&json!(" 5")), 50, true), Ok(50));
+        assert_eq!(
+            master.page_size(Some(&json!("1e3")), 50, true),
+            Err(PageSizeError::Invalid)
+        );
+        assert_eq!(master.page_size(Some(&json!("+7")), 50, true), Ok(7));
         assert_eq!(master.page_size(None, 50, true), Ok(50));
     }
 }

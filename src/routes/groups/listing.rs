@@ -20,7 +20,7 @@ use crate::csv;
 use crate::domain::filters::Filters;
 use crate::domain::ids::random_hex;
 use crate::domain::ids::{AccountId, DbName, DocId};
-use crate::domain::line::PageSizeError;
+use crate::domain::line::{to_integer, PageSizeError};
 use crate::domain::start_key;
 use crate::envelope::{self, Data, RequestEnvelope, SuccessBody, Tail};
 use crate::error::{ApiError, StoreContext};
@@ -190,8 +190,7 @@ fn check_chunk_size(env: &RequestEnvelope) -> Result<(), ApiError> {
     let Some(value) = env.query_value("chunk_size") else {
         return Ok(());
     };
-    let n = value.as_str().and_then(|s| s.parse::<i64>().ok());
-    match n {
+    match to_integer(&value) {
         Some(n) if (1..=MAX_CHUNK_SIZE).contains(&n) => Ok(()),
         // No clause of `get_chunk_size/2` matches 0: `build_load_params/3` catches the crash.
         Some(0) => Err(ApiError::DatastoreBuildFault),
