@@ -35,6 +35,8 @@ const BUS_ENV: &str = "  KZ_GROUPS_AMQP_URL          AMQP broker to announce the
 const SERVE_ENV: &str = "\
 Environment (server):
   KZ_GROUPS_LISTEN            address and port to listen on [default: 127.0.0.1:8000]
+  KZ_GROUPS_CROSSBAR          the Crossbar line answered: 4.3 or master (listing order, page_size
+                              fallback, is_chunked, envelope; see docs/crossbar-lines.md) [default: 4.3]
   KZ_GROUPS_PAGE_SIZE         default page_size of listings [default: 50]
   KZ_GROUPS_MAX_UPLOAD_BYTES  largest accepted request body [default: 8000000]
   KZ_GROUPS_NODE              node name hashed into the envelope's node [default: kz-groups@<hostname>]
@@ -71,6 +73,7 @@ Environment (server):
         "Environment (store and logs):\n",
         "  COUCHDB_URL (or COUCHDB_URL_FILE), KZ_GROUPS_COUCHDB_CA, KZ_GROUPS_DATA,\n",
         "  KZ_GROUPS_COUCH_TIMEOUT_MS, RUST_LOG, KZ_GROUPS_LOG_FORMAT\n",
+        "The Crossbar line answered: KZ_GROUPS_CROSSBAR=4.3 (default) or master (see `serve --help`).\n",
         "Each command's --help lists every variable it reads."
     )
 )]
@@ -437,11 +440,13 @@ async fn serve(config: Config, store: Store) -> Result<(), String> {
     let described = store.describe();
     let app = Application::build_with_store(config.clone(), store.clone())?;
     log::info!(
-        "kz-groups {} listening on port {} (KZ_GROUPS_LISTEN={}), {}",
+        "kz-groups {} listening on port {} (KZ_GROUPS_LISTEN={}), {}, answering as Crossbar {} \
+         (KZ_GROUPS_CROSSBAR)",
         env!("CARGO_PKG_VERSION"),
         app.port(),
         config.listen,
-        described
+        described,
+        config.crossbar
     );
     if let Some(missing) = startup::missing_signing_material(&store).await {
         log::warn!("{missing}");

@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::domain::clock::Clock;
+use crate::domain::line::CrossbarLine;
 use crate::envelope::DEFAULT_MAX_UPLOAD_BYTES;
 use crate::store::cached::CacheLimits;
 use crate::store::couch::tls::CouchCa;
@@ -75,6 +76,9 @@ pub struct Config {
     pub couch_timeout: Duration,
     /// `KZ_GROUPS_PAGE_SIZE`: Crossbar's `pagination_page_size`.
     pub page_size: usize,
+    /// `KZ_GROUPS_CROSSBAR`: which Crossbar line every request is answered as (`4.3`, the
+    /// default, or `master`).
+    pub crossbar: CrossbarLine,
     /// `KZ_GROUPS_MAX_UPLOAD_BYTES`: Crossbar's `max_upload_size`.
     pub max_upload_bytes: usize,
     /// `KZ_GROUPS_NODE`: the name hashed into the envelope's `node` and sent as the `Node` of
@@ -171,6 +175,7 @@ impl Config {
             log_format: LogFormat::from_lookup(&lookup)?,
             couch_timeout: Duration::from_millis(number("KZ_GROUPS_COUCH_TIMEOUT_MS", 5000)?),
             page_size: number("KZ_GROUPS_PAGE_SIZE", 50)? as usize,
+            crossbar: CrossbarLine::parse(&lookup("KZ_GROUPS_CROSSBAR").unwrap_or_default())?,
             max_upload_bytes: number(
                 "KZ_GROUPS_MAX_UPLOAD_BYTES",
                 DEFAULT_MAX_UPLOAD_BYTES as u64,
@@ -386,10 +391,23 @@ mod tests {
     }
 
     #[test]
+    fn the_crossbar_line_is_4_3_or_master() {
+        let c = config(&[
+            ("COUCHDB_URL", "http://x"),
+            ("KZ_GROUPS_CROSSBAR", "master"),
+        ])
+        .unwrap();
+        assert_eq!(c.crossbar, CrossbarLine::Master);
+        let e = config(&[("COUCHDB_URL", "http://x"), ("KZ_GROUPS_CROSSBAR", "4.4")]).unwrap_err();
+        assert!(e.contains("KZ_GROUPS_CROSSBAR"), "{e}");
+    }
+
+    #[test]
     fn defaults_apply() {
         let c = config(&[("COUCHDB_URL", "http://127.0.0.1:5984")]).unwrap();
         assert_eq!(c.listen, "127.0.0.1:8000");
         assert_eq!(c.page_size, 50);
+        assert_eq!(c.crossbar, CrossbarLine::V4_3);
         assert_eq!(c.max_upload_bytes, 8_000_000);
         assert_eq!(c.couch_timeout, Duration::from_secs(5));
     }

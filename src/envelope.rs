@@ -8,6 +8,7 @@ use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
+use crate::domain::line::CrossbarLine;
 use crate::error::{ApiError, ErrorData};
 use crate::json;
 use crate::json::raw::Transcoded;
@@ -295,27 +296,57 @@ pub struct Tail {
     pub version: Option<String>,
     pub tokens_consumed: u64,
     pub tokens_remaining: u64,
+    /// The Crossbar line answered: it decides `tokens`, and `auth_token` on errors (see
+    /// `domain::line`).
+    pub line: CrossbarLine,
 }
 
 impl Tail {
-    /// In the order Crossbar sends them.
-    fn fields(&self) -> Vec<(&'static str, Value)> {
+    /// In the order Crossbar sends them; `error`: for an error envelope.
+    fn fields(&self, error: bool) -> Vec<(&'static str, Value)> {
         let mut fields = Vec::with_capacity(6);
-        if let Some(token) = &self.auth_token {
-            fields.push(("auth_token", Value::from(token.as_str())));
+        let missing = || error.then(|| self.line.missing_token_in_errors()).flatten();
+        if let Some(token) = self.auth_token.as_deref().or_else(missing) {
+            fields.push(("auth_token", Value::from(token)));
         }
         fields.push(("node", Value::from(self.node.as_str())));
         fields.push(("request_id", Value::from(self.request_id.as_str())));
         fields.push(("timestamp", Value::from(self.timestamp.as_str())));
-        fields.push((
-            "tokens",
-            json!({"consumed": self.tokens_consumed, "remaining": self.tokens_remaining}),
-        ));
+        if self.line.reports_tokens() {
+            fields.push((
+                "tokens",
+                json!({"consumed": self.tokens_consumed, "remaining": self.tokens_remaining}),
+            ));
+        }
         if let Some(version) = &self.version {
             fields.push(("version", Value::from(version.as_str())));
         }
         fields
     }
+}
+
+/// The end of a chunked listing (`api_util:close_chunk_json_envelope/2`, csv-and-chunked §3.3):
+/// `], ` then the paging fields given (in the order given), `status`, `request_id`, `node`,
+/// `version`, `timestamp` and `auth_token`, each `"key":"value"` with the value as text and not
+/// JSON-escaped, an empty one (`""`, `"0"`) left out, joined by `, `.
+pub fn chunk_trailer(paging: &[(&str, String)], tail: &Tail) -> String {
+    let mut fields: Vec<(&str, &str)> = paging.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    fields.push(("status", "success"));
+    fields.push(("request_id", &tail.request_id));
+    fields.push(("node", &tail.node));
+    if let Some(version) = &tail.version {
+        fields.push(("version", version));
+    }
+    fields.push(("timestamp", &tail.timestamp));
+    if let Some(token) = &tail.auth_token {
+        fields.push(("auth_token", token));
+    }
+    let encoded: Vec<String> = fields
+        .into_iter()
+        .filter(|(_, v)| !matches!(*v, "" | "0" | "NULL" | "undefined"))
+        .map(|(k, v)| format!("\"{k}\":\"{v}\""))
+        .collect();
+    format!("], {}}}", encoded.join(", "))
 }
 
 /// A success's `data`: a JSON value, or the rows of a listing as stored JSON text, written out
@@ -368,7 +399,7 @@ impl Serialize for SuccessBody<'_> {
             map.serialize_entry("revision", revision)?;
         }
         map.serialize_entry("status", "success")?;
-        for (key, value) in self.tail.fields() {
+        for (key, value) in self.tail.fields(false) {
             map.serialize_entry(key, &value)?;
         }
         map.end()
@@ -406,7 +437,7 @@ impl Serialize for ErrorBody<'_> {
         map.serialize_entry("error", &self.status.to_string())?;
         map.serialize_entry("message", self.message)?;
         map.serialize_entry("status", "error")?;
-        for (key, value) in self.tail.fields() {
+        for (key, value) in self.tail.fields(true) {
             map.serialize_entry(key, &value)?;
         }
         map.end()
@@ -535,6 +566,7 @@ mod tests {
             request_id: "r".into(),
             node: "n".into(),
             timestamp: "t".into(),
+            line: CrossbarLine::Master,
             ..Default::default()
         };
         let body = serde_json::to_string(&error(&ApiError::Forbidden, &tail).unwrap()).unwrap();
@@ -542,8 +574,40 @@ mod tests {
             body,
             r#"{"data":{"message":"forbidden"},"error":"403","message":"forbidden","status":"error","node":"n","request_id":"r","timestamp":"t","tokens":{"consumed":0,"remaining":0}}"#
         );
+        // Kazoo 4.3: no `tokens`, and a missing token written as `undefined`.
+        let tail = Tail {
+            line: CrossbarLine::V4_3,
+            version: Some("4.3.0".into()),
+            ..tail
+        };
+        let body = serde_json::to_string(&error(&ApiError::Forbidden, &tail).unwrap()).unwrap();
+        assert_eq!(
+            body,
+            r#"{"data":{"message":"forbidden"},"error":"403","message":"forbidden","status":"error","auth_token":"undefined","node":"n","request_id":"r","timestamp":"t","version":"4.3.0"}"#
+        );
         let bare = ApiError::Bare(actix_web::http::StatusCode::PRECONDITION_FAILED);
         assert!(error(&bare, &tail).is_none());
+    }
+
+    #[test]
+    fn a_chunk_trailer_writes_every_value_as_text_and_drops_empty_ones() {
+        let tail = Tail {
+            request_id: "r".into(),
+            node: "n".into(),
+            timestamp: "t".into(),
+            version: Some("4.3.0".into()),
+            auth_token: Some("tok".into()),
+            line: CrossbarLine::Master,
+            ..Default::default()
+        };
+        let paging = [
+            ("next_start_key", "g2".to_owned()),
+            ("page_size", "0".to_owned()),
+        ];
+        assert_eq!(
+            chunk_trailer(&paging, &tail),
+            r#"], "next_start_key":"g2", "status":"success", "request_id":"r", "node":"n", "version":"4.3.0", "timestamp":"t", "auth_token":"tok"}"#
+        );
     }
 
     proptest! {

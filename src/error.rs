@@ -61,6 +61,9 @@ pub enum ApiError {
     DatastoreMissingView,
     /// 503 `datastore fatal error`.
     DatastoreFatal,
+    /// 503 `datastore_fault` with `{"message":"datastore fatal error"}`: master's
+    /// `crossbar_view:build_load_params/3` caught a crash (`chunk_size=0`).
+    DatastoreBuildFault,
     /// cowboy's answers without a body: 304, 404 (tunnelled GET), 406, 408, 412, 415, 501.
     Bare(StatusCode),
 }
@@ -81,9 +84,10 @@ impl ApiError {
             Self::Forbidden | Self::Restricted => StatusCode::FORBIDDEN,
             Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Self::DatastoreFault(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::DatastoreUnreachable | Self::DatastoreMissingView | Self::DatastoreFatal => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::DatastoreUnreachable
+            | Self::DatastoreMissingView
+            | Self::DatastoreFatal
+            | Self::DatastoreBuildFault => StatusCode::SERVICE_UNAVAILABLE,
             Self::Bare(status) => *status,
         }
     }
@@ -131,6 +135,7 @@ impl ApiError {
             Self::DatastoreUnreachable => ("datastore_unreachable", msg("datastore timeout")),
             Self::DatastoreMissingView => ("datastore missing view", json!({})),
             Self::DatastoreFatal => ("datastore fatal error", json!({})),
+            Self::DatastoreBuildFault => ("datastore_fault", msg("datastore fatal error")),
         })
     }
 

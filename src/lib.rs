@@ -5,6 +5,7 @@ pub mod bus_listener;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod csv;
 pub mod doctor;
 pub mod domain;
 pub mod envelope;

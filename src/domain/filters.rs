@@ -208,7 +208,7 @@ fn parse_integer(text: &str) -> Option<i64> {
 
 /// mochinum:digits/1, which kz_term:to_binary/1 uses for floats: the shortest round-trip digits,
 /// written plainly for moderate exponents and as `d.ddde±x` otherwise ("1.0e+20", "1.0e-7").
-fn erlang_float_text(f: f64) -> String {
+pub fn erlang_float_text(f: f64) -> String {
     if f == 0.0 {
         return "0.0".to_string();
     }

@@ -6,6 +6,7 @@ pub mod document;
 pub mod filters;
 pub mod group;
 pub mod ids;
+pub mod line;
 pub mod membership;
 pub mod merge;
 pub mod references;

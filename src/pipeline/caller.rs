@@ -8,6 +8,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::HttpRequest;
 use serde_json::json;
 
+use super::media;
 use super::parse::{Credential, Parsed};
 use super::reply::Reply;
 use super::request::header;
@@ -203,48 +204,15 @@ pub fn initial_tokens(state: &AppState, peer: Option<SocketAddr>) -> u64 {
     state.limiter.remaining(&bucket_key(peer, None))
 }
 
-/// Stage 7: JSON must be acceptable (`Accept` absent, `*/*`, `application/*`, or a JSON type),
-/// else a bare 406. From here on answers carry `Content-Language` and `Vary`.
+/// Stage 7: JSON or CSV must be acceptable (see `media`), else a bare 406. From here on
+/// answers carry `Content-Language` and `Vary`.
 pub fn negotiate(mut reply: Reply, req: &HttpRequest) -> Result<Reply, Stop> {
     reply.negotiated = true;
-    if accepts_json(header(req, "accept")) {
-        Ok(reply)
-    } else {
-        Err(Stop::new(reply, ApiError::Bare(StatusCode::NOT_ACCEPTABLE)))
-    }
-}
-
-fn accepts_json(accept: Option<&str>) -> bool {
-    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
-        return true;
-    };
-    accept.split(',').any(|item| {
-        let mut parts = item.split(';');
-        let mime = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        let refused = parts.any(|p| {
-            let p = p.trim();
-            p.strip_prefix("q=")
-                .and_then(|q| q.trim().parse::<f32>().ok())
-                == Some(0.0)
-        });
-        !refused
-            && matches!(
-                mime.as_str(),
-                "*/*" | "application/*" | "application/json" | "application/x-json"
-            )
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accept_negotiation() {
-        assert!(accepts_json(None));
-        assert!(accepts_json(Some("application/json")));
-        assert!(accepts_json(Some("text/html, */*;q=0.8")));
-        assert!(!accepts_json(Some("text/html")));
-        assert!(!accepts_json(Some("application/json;q=0")));
+    match media::choose(header(req, "accept")) {
+        Some(rendering) => {
+            reply.rendering = rendering;
+            Ok(reply)
+        }
+        None => Err(Stop::new(reply, ApiError::Bare(StatusCode::NOT_ACCEPTABLE))),
     }
 }

@@ -5,6 +5,7 @@
 //! `routes::answer`. The answer is rendered once, by [`reply::Reply::render`].
 pub mod caller;
 pub mod limiter;
+pub mod media;
 pub mod memory;
 pub mod parse;
 pub mod reply;

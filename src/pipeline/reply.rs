@@ -9,9 +9,11 @@ use md5::{Digest, Md5};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::media::Rendering;
 use super::request::Serving;
 use crate::domain::clock;
 use crate::domain::ids::{hex, random_hex};
+use crate::domain::line::CrossbarLine;
 use crate::envelope::{self, Data, SuccessBody, Tail};
 use crate::error::ApiError;
 
@@ -89,9 +91,30 @@ impl std::fmt::Debug for Streamed {
     }
 }
 
+/// A CSV answer's body (csv-and-chunked §2.3): held whole (a page, a group), or streamed from
+/// where the rows were written first, its length known.
+pub enum CsvBody {
+    Whole(Vec<u8>),
+    Sized {
+        length: u64,
+        body: BoxStream<'static, Result<Bytes, std::io::Error>>,
+    },
+}
+
+impl std::fmt::Debug for CsvBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Whole(bytes) => write!(f, "Whole({} bytes)", bytes.len()),
+            Self::Sized { length, .. } => write!(f, "Sized({length} bytes)"),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum Outcome {
     Done(Success),
+    /// CSV rows; `None`: there were none, answered 204 with nothing (§2.6).
+    Csv(Option<CsvBody>),
     NotModified {
         etag: String,
     },
@@ -120,6 +143,10 @@ pub struct Reply {
     pub jsonp: Option<String>,
     /// The request body was not read to its end: the connection cannot be reused.
     pub close: bool,
+    /// What `Accept` chose at stage 7.
+    pub rendering: Rendering,
+    /// A group GET answered as CSV: the file name its `Content-Disposition` gives.
+    pub csv: Option<String>,
 }
 
 /// A request answered before its last stage (most often by an error), and what its answer
@@ -151,8 +178,15 @@ pub fn staged<T>(reply: Reply, result: Result<T, ApiError>) -> Result<(Reply, T)
 
 impl Reply {
     /// What every answer to a request carries, read from its headers before anything else:
-    /// its id, the node, the time, the client's rate-limit bucket, CORS and language facts.
-    pub fn for_request(headers: &HeaderMap, node: &str, tokens_remaining: u64) -> Self {
+    /// its id, the node, the time, the client's rate-limit bucket, CORS and language facts, and
+    /// the Crossbar line answered (with the `version` it reports to every client, or `None`).
+    pub fn for_request(
+        headers: &HeaderMap,
+        node: &str,
+        tokens_remaining: u64,
+        line: CrossbarLine,
+        version: &str,
+    ) -> Self {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         Reply {
             tail: Tail {
@@ -164,6 +198,8 @@ impl Reply {
                 timestamp: clock::iso8601_now(),
                 tokens_consumed: 1,
                 tokens_remaining,
+                version: line.always_versions().then(|| version.to_owned()),
+                line,
                 ..Default::default()
             },
             pretty: header("x-pretty-print") == Some("true"),
@@ -185,6 +221,8 @@ impl Reply {
                 .to_owned(),
             jsonp: None,
             close: false,
+            rendering: Rendering::Json,
+            csv: None,
         }
     }
 
@@ -199,7 +237,13 @@ impl Reply {
 
     fn render_outcome(&self, outcome: Result<Outcome, ApiError>) -> HttpResponse {
         match outcome {
+            Ok(Outcome::Done(success))
+                if self.csv.is_some() && success.status == StatusCode::OK =>
+            {
+                self.render_csv(csv_rows(&success.data).map(CsvBody::Whole))
+            }
             Ok(Outcome::Done(success)) => self.render_success(success),
+            Ok(Outcome::Csv(body)) => self.render_csv(body),
             Ok(Outcome::NotModified { etag }) => {
                 let mut resp = self.bare(StatusCode::NOT_MODIFIED);
                 set(&mut resp, "etag", &quote(&etag));
@@ -257,6 +301,34 @@ impl Reply {
         if let Some(location) = &success.location {
             set(&mut resp, "location", location);
         }
+        resp
+    }
+
+    /// `api_util:create_csv_resp_content/2`: 200 with `text/csv` and the file name, or, with no
+    /// rows, Cowboy's 204 with no header at all (§2.6).
+    fn render_csv(&self, body: Option<CsvBody>) -> HttpResponse {
+        let Some(body) = body else {
+            let mut resp = HttpResponse::NoContent().finish();
+            resp.headers_mut().clear();
+            return resp;
+        };
+        let mut builder = HttpResponse::Ok();
+        builder.content_type("text/csv");
+        let mut resp = match body {
+            CsvBody::Whole(bytes) => builder.body(bytes),
+            CsvBody::Sized { length, body } => {
+                builder.no_chunking(length);
+                builder.streaming(Serving::new(self.tail.request_id.clone(), body))
+            }
+        };
+        self.common_headers(&mut resp, self.cors_request);
+        let name = self.csv.clone().unwrap_or_default();
+        let disposition = format!("attachment; filename=\"{name}\"");
+        if let Ok(value) = HeaderValue::from_bytes(disposition.as_bytes()) {
+            resp.headers_mut()
+                .insert(HeaderName::from_static("content-disposition"), value);
+        }
+        set(&mut resp, "expires", EXPIRES);
         resp
     }
 
@@ -325,6 +397,21 @@ impl Reply {
             set(resp, "access-control-expose-headers", EXPOSE_HEADERS);
             set(resp, "access-control-max-age", "86400");
         }
+    }
+}
+
+/// The rows a success's data renders as CSV (a single object is one row), or `None`: none.
+fn csv_rows(data: &Data) -> Option<Vec<u8>> {
+    match data {
+        Data::Rows(rows) => {
+            let values: Vec<Value> = rows
+                .iter()
+                .filter_map(|row| serde_json::from_str(row.get()).ok())
+                .collect();
+            crate::csv::render(&values)
+        }
+        Data::Json(Value::Array(items)) => crate::csv::render(items),
+        Data::Json(one) => crate::csv::render([one]),
     }
 }
 

@@ -10,6 +10,7 @@ use crate::auth::issuer::Issuer;
 use crate::auth::Authenticator;
 use crate::cache::CacheStats;
 use crate::config::Config;
+use crate::domain::line::CrossbarLine;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::notices::ChangeNotifier;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub limiter: RateLimiter,
     pub notifier: Arc<dyn ChangeNotifier>,
     pub page_size: usize,
+    /// `KZ_GROUPS_CROSSBAR`: the Crossbar line every request is answered as.
+    pub crossbar: CrossbarLine,
     pub max_upload_bytes: usize,
     /// `KZ_GROUPS_BODY_TIMEOUT_MS`.
     pub body_timeout: std::time::Duration,
@@ -85,6 +88,7 @@ impl AppState {
             limiter: RateLimiter::new(config.clock.clone()),
             notifier,
             page_size: config.page_size,
+            crossbar: config.crossbar,
             max_upload_bytes: config.max_upload_bytes,
             body_timeout: config.body_timeout,
             memory: MemoryBudget::new(config.request_memory_bytes),

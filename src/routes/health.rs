@@ -12,7 +12,7 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// `{"status", "version", "store", "<store kind>": "up"|"down", "signing", "design_docs",
+/// `{"status", "version", "store", "crossbar" (`4.3` or `master`), "<store kind>": "up"|"down", "signing", "design_docs",
 /// "amqp"}`; 503 unless the store is up and the signing material is there. With signing
 /// material missing, `signing` is `"missing"` and `problem` says what to run; with the store
 /// down, `problem` says why.
@@ -52,6 +52,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         "status": if ready { "ready" } else { "unavailable" },
         "version": env!("CARGO_PKG_VERSION"),
         "store": kind,
+        "crossbar": state.crossbar.as_str(),
         kind: if store_up { "up" } else { "down" },
         "signing": match (&problem, store_up) {
             (None, true) => "ready",

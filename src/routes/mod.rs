@@ -17,6 +17,7 @@ use percent_encoding::percent_decode_str;
 
 use crate::error::ApiError;
 use crate::pipeline::caller::{self, Authenticated, Caller};
+use crate::pipeline::media;
 use crate::pipeline::memory::{self, Reservation};
 use crate::pipeline::reply::Outcome;
 use crate::pipeline::request;
@@ -106,6 +107,11 @@ impl Route {
     /// Splits the path as Crossbar does (§1): `/vN/`, then nouns and their arguments, each
     /// segment URL-decoded after the split (so `%2F` stays inside its segment).
     pub fn resolve(path: &str) -> Route {
+        Self::resolve_decoding(path, 1)
+    }
+
+    /// The same, each segment decoded `decodes` times (see `CrossbarLine::path_decodes`).
+    pub fn resolve_decoding(path: &str, decodes: usize) -> Route {
         let mut segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         // A trailing slash is ignored.
         if segments.len() > 1 && segments.last() == Some(&"") {
@@ -124,7 +130,15 @@ impl Route {
         }
         let decoded: Vec<String> = rest
             .iter()
-            .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+            .map(|s| {
+                let mut segment = (*s).to_owned();
+                for _ in 0..decodes {
+                    segment = percent_decode_str(&segment)
+                        .decode_utf8_lossy()
+                        .into_owned();
+                }
+                segment
+            })
             .collect();
         let words: Vec<&str> = decoded.iter().map(String::as_str).collect();
         let groups = |account: &str, user: Option<&str>, target| {
@@ -184,7 +198,7 @@ async fn serve_groups(mut req: GroupRequest<'_>, reply: &Reply) -> Result<Outcom
     let (views, user) = groups::prepare(&req).await?;
     match (&req.target, req.verb.clone()) {
         (Target::Collection, Method::GET) => {
-            groups::listing::summary(&req, &views, user.as_ref(), &reply.tail).await
+            groups::listing::summary(&req, &views, user.as_ref(), reply).await
         }
         (Target::Entity(_), Method::GET) => groups::fetch(&req).await,
         (Target::Entity(_), Method::DELETE) => groups::delete(&req).await,
@@ -219,6 +233,8 @@ async fn crossbar(
         req.headers(),
         &state.node,
         caller::initial_tokens(&state, req.peer_addr()),
+        state.crossbar,
+        &state.version,
     );
     let id = reply.tail.request_id.clone();
     request::serving(id, async {
@@ -259,6 +275,8 @@ pub fn refuse_announced_body(
         &head.headers,
         &state.node,
         caller::initial_tokens(state, peer),
+        state.crossbar,
+        &state.version,
     );
     reply.close = true;
     Some(reply.render(Err(ApiError::too_large(state.max_upload_bytes))))
@@ -272,7 +290,7 @@ async fn answer(
     reply: Reply,
     memory: &mut Reservation,
 ) -> Result<(Reply, Outcome), Stop> {
-    let route = Route::resolve(req.path());
+    let route = Route::resolve_decoding(req.path(), state.crossbar.path_decodes());
     // Stage 1: the API version, then the body, before any authentication. Stage 2: the method.
     if route == Route::Gone {
         return Err(Stop::new(reply, ApiError::Gone));
@@ -300,8 +318,11 @@ async fn answer(
     } = scope
         .authorise(state, "groups", &path.target.args())
         .await?;
-    // Stage 7: content negotiation.
-    let reply = caller::negotiate(reply, req)?;
+    // Stage 7: content negotiation. Groups and a group are answered as CSV when asked for.
+    let mut reply = caller::negotiate(reply, req)?;
+    if verb == Method::GET && matches!(path.target, Target::Collection | Target::Entity(_)) {
+        reply.csv = media::csv_answer(reply.rendering, &env, request::header(req, "x-file-name"));
+    }
     // Stages 8-11 belong to the resource.
     let request = GroupRequest {
         state,
@@ -485,6 +506,18 @@ mod tests {
         ] {
             assert_eq!(route_name(path), name, "{path}");
         }
+    }
+
+    #[test]
+    fn kazoo_4_3_decodes_each_segment_twice() {
+        assert_eq!(
+            Route::resolve_decoding(&format!("/v2/accounts/{A}/groups/g%2541"), 2),
+            groups(A, None, Target::Entity("gA".into()))
+        );
+        assert_eq!(
+            Route::resolve(&format!("/v2/accounts/{A}/groups/g%2541")),
+            groups(A, None, Target::Entity("g%41".into()))
+        );
     }
 
     #[test]

@@ -362,6 +362,8 @@ async fn stored_documents_built_to_cost_memory_list_in_bounded_memory() {
             "filter_x.2=10000001",
             "paginate=false",
             "page_size=2",
+            // CSV of every row: spooled to a file, a row's summary at a time.
+            "paginate=false&accept=csv",
         ] {
             let before = srv.rss();
             srv.reset_peak();

@@ -8,6 +8,8 @@ use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
+use kz_groups::domain::line::CrossbarLine;
+
 use crate::helpers::{md5_hex, Response, TestApp};
 
 const DOCUMENT: &str = include_str!("../../docs/openapi.json");
@@ -116,6 +118,56 @@ impl Document {
             }
         }
     }
+}
+
+/// CSV answers (and the 204 of one without rows) are documented, on the default line.
+#[tokio::test]
+async fn csv_answers_are_as_the_document_says() {
+    let doc = Document::load();
+    let app = TestApp::spawn_with(|config| config.crossbar = CrossbarLine::V4_3).await;
+    let account = app.create_account(None).await;
+    let groups = "/v2/accounts/{account_id}/groups";
+    app.add_group(&account, json!({"name": "CSV"})).await;
+    let as_csv = app
+        .with_token(&account.token)
+        .request("GET", account.groups_path())
+        .header("accept", "text/csv")
+        .send()
+        .await;
+    assert_eq!(as_csv.status, 200, "{}", as_csv.text);
+    doc.check("GET", groups, &as_csv);
+    let no_rows = app
+        .with_token(&account.token)
+        .request(
+            "GET",
+            format!("{}?accept=csv", account.user_groups_path(&account.id)),
+        )
+        .send()
+        .await;
+    assert_eq!(no_rows.status, 204, "{}", no_rows.text);
+    doc.check(
+        "GET",
+        "/v2/accounts/{account_id}/users/{user_id}/groups",
+        &no_rows,
+    );
+    let one = app
+        .with_token(&account.token)
+        .request("GET", format!("{}?accept=csv", account.groups_path()))
+        .send()
+        .await;
+    let id = one.text.lines().nth(1).unwrap_or_default()[1..33].to_owned();
+    let fetched = app
+        .with_token(&account.token)
+        .request("GET", account.group_path(&id))
+        .header("accept", "text/csv")
+        .send()
+        .await;
+    assert_eq!(fetched.status, 200, "{}", fetched.text);
+    doc.check(
+        "GET",
+        "/v2/accounts/{account_id}/groups/{group_id}",
+        &fetched,
+    );
 }
 
 #[tokio::test]

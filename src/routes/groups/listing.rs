@@ -16,13 +16,17 @@ use futures::stream::{self, StreamExt};
 use serde_json::Value;
 
 use super::request::GroupRequest;
+use crate::csv;
 use crate::domain::filters::Filters;
+use crate::domain::ids::random_hex;
 use crate::domain::ids::{AccountId, DbName, DocId};
+use crate::domain::line::{to_integer, PageSizeError};
 use crate::domain::start_key;
-use crate::envelope::{Data, SuccessBody, Tail};
+use crate::envelope::{self, Data, RequestEnvelope, SuccessBody, Tail};
 use crate::error::{ApiError, StoreContext};
 use crate::json::raw::Transcoded;
-use crate::pipeline::reply::{md5_hex, Outcome, Revision, Streamed, Success};
+use crate::pipeline::reply::{md5_hex, CsvBody, Outcome, Revision, Streamed, Success};
+use crate::pipeline::Reply;
 use crate::recent_writes::Written;
 use crate::store::embedded::collation::collate;
 use crate::store::views::{Installed, ViewInstaller};
@@ -128,6 +132,20 @@ impl RowReader {
         }
     }
 
+    /// The rows of one query: `chunk` rows and the one past them, if any.
+    async fn query_once(&self) -> Result<Vec<ViewRow>, StoreError> {
+        let query = self.query();
+        let mut rows = self
+            .views
+            .rows(&self.store, &self.db, self.view, &query)
+            .await?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().await.transpose()? {
+            out.push(row);
+        }
+        Ok(out)
+    }
+
     /// The next row that passes `filters`, judged on its document's text.
     async fn next_passing(&mut self, filters: &Filters) -> Result<Option<ViewRow>, StoreError> {
         while let Some(row) = self.next().await? {
@@ -139,7 +157,8 @@ impl RowReader {
     }
 }
 
-/// What the client asked for, parsed (§5.2).
+/// What the client asked for, parsed (§5.2), by the rules of the Crossbar line answered.
+#[derive(Clone)]
 struct ListingRequest {
     paginate: bool,
     page_size: usize,
@@ -148,7 +167,14 @@ struct ListingRequest {
     start_key: Option<Value>,
     end_key: Option<Value>,
     filters: Filters,
+    /// Rows in reverse view order (Kazoo 4.3, see `CrossbarLine::reverses_rows`).
+    reverse: bool,
+    /// `is_chunked=true` on master: streamed with the string-valued trailer.
+    chunked: bool,
 }
+
+/// `crossbar.load_view_chunk_size`'s default: the largest `chunk_size` master accepts.
+const MAX_CHUNK_SIZE: i64 = 50;
 
 fn request_key(v: Value) -> Value {
     match v {
@@ -157,29 +183,47 @@ fn request_key(v: Value) -> Value {
     }
 }
 
+/// Master's `crossbar_view:get_chunk_size/2`, run for every listing before the page size is
+/// read: a bad `chunk_size` is refused even without `is_chunked`. Only its validity matters
+/// here: rows are streamed as they are read whatever the chunk (the bytes are the same).
+fn check_chunk_size(env: &RequestEnvelope) -> Result<(), ApiError> {
+    let Some(value) = env.query_value("chunk_size") else {
+        return Ok(());
+    };
+    match to_integer(&value) {
+        Some(n) if (1..=MAX_CHUNK_SIZE).contains(&n) => Ok(()),
+        // No clause of `get_chunk_size/2` matches 0: `build_load_params/3` catches the crash.
+        Some(0) => Err(ApiError::DatastoreBuildFault),
+        Some(n) if n < 0 => Err(ApiError::FaultyRequest("chunk size must be at least 1")),
+        Some(_) => Err(ApiError::FaultyRequest("chunk size must be lower than 50")),
+        None => Err(ApiError::FaultyRequest("invalid chunk size")),
+    }
+}
+
 fn parse_request(req: &GroupRequest<'_>) -> Result<ListingRequest, ApiError> {
     let env = &req.env;
+    let line = req.state.crossbar;
+    if line.chunks() {
+        check_chunk_size(env)?;
+    }
     let paginate = env.req_flag("paginate").unwrap_or(true);
-    let page_size = match env.req_value("page_size") {
-        None => req.state.page_size,
-        Some(v) => {
-            let n = match &*v {
-                Value::Number(n) => n.as_i64(),
-                Value::String(s) => s.trim().parse::<i64>().ok(),
-                _ => None,
-            };
-            match n {
-                None if paginate => return Err(ApiError::FaultyRequest("invalid page size")),
-                Some(n) if n < 1 && paginate => {
-                    return Err(ApiError::FaultyRequest("page size must be at least 1"))
-                }
-                Some(n) if n >= 1 => n as usize,
-                _ => req.state.page_size,
-            }
-        }
-    };
-    let descending =
-        env.query_flag("descending") == Some(true) || env.query_flag("ascending") == Some(false);
+    let page_size = line
+        .page_size(
+            env.req_value("page_size").as_deref(),
+            req.state.page_size,
+            paginate,
+        )
+        .map_err(|e| match e {
+            PageSizeError::Invalid => ApiError::FaultyRequest("invalid page size"),
+            PageSizeError::TooSmall => ApiError::FaultyRequest("page size must be at least 1"),
+        })?;
+    let descending = line.honours_direction()
+        && (env.query_flag("descending") == Some(true)
+            || env.query_flag("ascending") == Some(false));
+    let end_key = env
+        .req_value("end_key")
+        .filter(|_| line.honours_end_key())
+        .map(|v| request_key(v.into_owned()));
     Ok(ListingRequest {
         paginate,
         page_size,
@@ -187,10 +231,10 @@ fn parse_request(req: &GroupRequest<'_>) -> Result<ListingRequest, ApiError> {
         start_key: env
             .req_value("start_key")
             .map(|v| request_key(v.into_owned())),
-        end_key: env
-            .req_value("end_key")
-            .map(|v| request_key(v.into_owned())),
+        end_key,
         filters: Filters::from_query(&env.query),
+        reverse: line.reverses_rows(),
+        chunked: line.chunks() && env.query_flag("is_chunked") == Some(true),
     })
 }
 
@@ -261,61 +305,39 @@ fn view_error(views: &ViewInstaller, account: &AccountId, e: StoreError) -> ApiE
     ApiError::from_store(e, StoreContext::View)
 }
 
-/// GET `…/groups` and `…/users/{U}/groups`.
+/// GET `…/groups` and `…/users/{U}/groups`, as JSON or (`reply.csv`) CSV.
 pub async fn summary(
     req: &GroupRequest<'_>,
     views: &Installed,
     user: Option<&DocId>,
-    tail: &Tail,
+    reply: &Reply,
 ) -> Result<Outcome, ApiError> {
     let listing = parse_request(req)?;
-    let state = req.state;
-    let db = req.account.db();
+    let csv = reply.csv.is_some();
+    if !listing.paginate && csv {
+        return csv_all(req, views, user, &listing).await;
+    }
     if !listing.paginate {
-        if !state.recent.of(&db).is_empty() {
+        if !listing.chunked && !req.state.recent.of(&req.account.db()).is_empty() {
             if let Some(outcome) = whole_checked(req, views, user, &listing).await? {
                 return Ok(outcome);
             }
         }
-        return stream_all(req, views, user, listing, tail).await;
+        return stream_all(req, views, user, listing, &reply.tail).await;
     }
-    let fail = |e| view_error(&state.views, &req.account, e);
-    let deadline = Instant::now() + REREAD_BUDGET;
-    let mut fresh = false;
-    let (rows, next) = loop {
-        let before = state.recent.of(&db);
-        // The page and the row after it (where the next page starts) in one call.
-        let chunk = listing.page_size.saturating_add(1);
-        let mut reader = reader(req, views, user, &listing, chunk, fresh);
-        let mut rows = Vec::new();
-        while rows.len() < listing.page_size {
-            match reader.next_passing(&listing.filters).await.map_err(fail)? {
-                Some(row) => rows.push(row),
-                None => break,
-            }
-        }
-        let next = if rows.len() == listing.page_size {
-            reader.next_passing(&listing.filters).await.map_err(fail)?
-        } else {
-            None
-        };
-        let writes = settled(before, &state.recent.of(&db));
-        if writes.is_empty()
-            || Instant::now() >= deadline
-            || !stale(&rows, next.is_some(), &listing, user, &writes)
-        {
-            break (rows, next.map(|row| resume_key(user, &row)));
-        }
-        fresh = true;
-        state.metrics.listing_rereads.inc();
-        tokio::time::sleep(REREAD_PAUSE).await;
-    };
-    let items: Vec<_> = rows.into_iter().map(|row| row.value).collect();
+    if listing.chunked && !csv {
+        return stream_all(req, views, user, listing, &reply.tail).await;
+    }
+    let page = read_page(req, views, user, &listing).await?;
+    let mut items: Vec<_> = page.rows.into_iter().map(|row| row.value).collect();
+    if listing.reverse {
+        items.reverse();
+    }
     let mut extra = vec![("page_size", Value::from(items.len()))];
-    if let Some(key) = &listing.start_key {
+    if let Some(key) = &page.start_key {
         extra.push(("start_key", Value::from(start_key::encode(key))));
     }
-    if let Some(key) = &next {
+    if let Some(key) = &page.next {
         extra.push(("next_start_key", Value::from(start_key::encode(key))));
     }
     let revision = if items.is_empty() {
@@ -328,6 +350,130 @@ pub async fn summary(
         is_get: true,
         ..Success::of(Data::Rows(items), revision)
     }))
+}
+
+/// One page of a listing: its rows in view order, the start key the envelope echoes and the
+/// key the next page starts from.
+struct Page {
+    rows: Vec<ViewRow>,
+    start_key: Option<Value>,
+    next: Option<Value>,
+}
+
+/// A page, read again while it disagrees with this process's recent writes (within
+/// [`REREAD_BUDGET`]).
+async fn read_page(
+    req: &GroupRequest<'_>,
+    views: &Installed,
+    user: Option<&DocId>,
+    listing: &ListingRequest,
+) -> Result<Page, ApiError> {
+    let state = req.state;
+    let db = req.account.db();
+    let fail = |e| view_error(&state.views, &req.account, e);
+    let deadline = Instant::now() + REREAD_BUDGET;
+    let mut fresh = false;
+    loop {
+        let before = state.recent.of(&db);
+        let page = if listing.reverse {
+            page_v4_3(req, views, user, listing, fresh).await
+        } else {
+            page_master(req, views, user, listing, fresh).await
+        }
+        .map_err(fail)?;
+        let writes = settled(before, &state.recent.of(&db));
+        if writes.is_empty()
+            || Instant::now() >= deadline
+            || !stale(&page.rows, page.next.is_some(), listing, user, &writes)
+        {
+            return Ok(page);
+        }
+        fresh = true;
+        state.metrics.listing_rereads.inc();
+        tokio::time::sleep(REREAD_PAUSE).await;
+    }
+}
+
+/// Master (`crossbar_view`): the page's passing rows, then the next passing row, where the
+/// next page starts.
+async fn page_master(
+    req: &GroupRequest<'_>,
+    views: &Installed,
+    user: Option<&DocId>,
+    listing: &ListingRequest,
+    fresh: bool,
+) -> Result<Page, StoreError> {
+    let chunk = listing.page_size.saturating_add(1);
+    let mut reader = reader(req, views, user, listing, chunk, fresh);
+    let mut rows = Vec::new();
+    while rows.len() < listing.page_size {
+        match reader.next_passing(&listing.filters).await? {
+            Some(row) => rows.push(row),
+            None => break,
+        }
+    }
+    let next = if rows.len() == listing.page_size {
+        reader.next_passing(&listing.filters).await?
+    } else {
+        None
+    };
+    Ok(Page {
+        rows,
+        start_key: listing.start_key.clone(),
+        next: next.map(|row| resume_key(user, &row)),
+    })
+}
+
+/// Kazoo 4.3 (`crossbar_doc:load_view/1`, `handle_datamgr_pagination_success/2`): queries of
+/// `remaining + 1` rows, each filtered, until the page is full or a query comes back short.
+/// The row past a query's `remaining` is the next start key whether it passes the filters or
+/// not, and it stays the envelope's when a later query comes back short; the envelope's start
+/// key is the last query's.
+async fn page_v4_3(
+    req: &GroupRequest<'_>,
+    views: &Installed,
+    user: Option<&DocId>,
+    listing: &ListingRequest,
+    fresh: bool,
+) -> Result<Page, StoreError> {
+    let mut remaining = listing.page_size;
+    let mut start = listing.start_key.clone();
+    let mut page = Page {
+        rows: Vec::new(),
+        start_key: None,
+        next: None,
+    };
+    loop {
+        let mut from = listing.clone();
+        from.start_key = start.clone();
+        let mut batch = reader(req, views, user, &from, remaining, fresh)
+            .query_once()
+            .await?;
+        if start.is_some() {
+            page.start_key = start.clone();
+        }
+        let past = (batch.len() > remaining).then(|| batch.split_off(remaining));
+        for row in batch {
+            let passes = listing.filters.is_empty()
+                || row
+                    .doc
+                    .as_deref()
+                    .is_some_and(|d| listing.filters.matches(d));
+            if passes {
+                remaining -= 1;
+                page.rows.push(row);
+            }
+        }
+        let Some(next) = past.and_then(|mut rows| rows.pop()) else {
+            return Ok(page);
+        };
+        let key = resume_key(user, &next);
+        page.next = Some(key.clone());
+        if remaining == 0 {
+            return Ok(page);
+        }
+        start = Some(key);
+    }
 }
 
 /// The recent writes a read must show: those acknowledged before it began (`before`) and not
@@ -450,16 +596,141 @@ async fn whole_checked(
     } else {
         Revision::BodyHash
     };
-    let items = rows.into_iter().map(|row| row.value).collect();
+    let mut items: Vec<_> = rows.into_iter().map(|row| row.value).collect();
+    if listing.reverse {
+        // 4.3 answers a whole listing in descending order.
+        items.reverse();
+    }
     Ok(Some(Outcome::Done(Success {
         is_get: true,
         ..Success::of(Data::Rows(items), revision)
     })))
 }
 
-/// `paginate=false`: every row, read and sent a chunk at a time. The first row is read before
-/// the answer starts, so a CouchDB failure up to then is still a proper 503; a failure later
-/// aborts the connection rather than end a truncated list as if it were complete.
+/// The reader of a whole listing (`paginate=false`, or master's chunked page): in view order,
+/// or on 4.3 in descending order, the request's `start_key` then bounding its end. (4.3's
+/// by-user start key restarts the user's rows anyway, §5.3.)
+fn whole_reader(
+    req: &GroupRequest<'_>,
+    views: &Installed,
+    user: Option<&DocId>,
+    listing: &ListingRequest,
+) -> RowReader {
+    let mut rows = reader(req, views, user, listing, STREAM_CHUNK, false);
+    if listing.reverse && !listing.paginate {
+        rows.descending = true;
+        match &mut rows.cursor {
+            Cursor::Key(key) => rows.end_key = key.take(),
+            Cursor::UserDoc { docid, .. } => *docid = None,
+        }
+    }
+    rows
+}
+
+/// How a streamed listing ends.
+enum Closing {
+    /// `paginate=false`, not chunked: the envelope's end, fixed before the body.
+    Fixed(String),
+    /// Master's `is_chunked=true`: `api_util:close_chunk_json_envelope/2`'s trailer, written
+    /// once the rows sent (and the next start key) are known.
+    Trailer {
+        tail: Box<Tail>,
+        start_key: Option<Value>,
+        user: Option<DocId>,
+    },
+}
+
+/// What a streamed listing holds between two of its chunks.
+struct StreamState {
+    rows: RowReader,
+    filters: Filters,
+    pending: Option<ViewRow>,
+    sent: usize,
+    /// A page's size (master's chunked page); `None`: every row.
+    limit: Option<usize>,
+    closing: Option<Closing>,
+}
+
+impl StreamState {
+    /// The next chunk of the body: a row, then the closing, then nothing. A store failure
+    /// mid-stream ends the body without its closing, so the list is never taken as complete.
+    async fn next_chunk(mut self) -> Option<(Result<Bytes, std::io::Error>, Self)> {
+        let full = self.limit.is_some_and(|limit| self.sent >= limit);
+        let row = match self.pending.take() {
+            Some(row) => Ok(Some(row)),
+            None if full => Ok(None),
+            None => self.rows.next_passing(&self.filters).await,
+        };
+        match row {
+            Ok(Some(row)) => {
+                // One row at a time, re-encoded straight from its text.
+                let mut chunk = Vec::with_capacity(row.value.get().len() + 1);
+                if self.sent > 0 {
+                    chunk.push(b',');
+                }
+                self.sent += 1;
+                let written = serde_json::to_writer(&mut chunk, &Transcoded(&row.value));
+                let chunk = written
+                    .map(|()| Bytes::from(chunk))
+                    .map_err(std::io::Error::other);
+                Some((chunk, self))
+            }
+            Ok(None) => {
+                let closing = self.closing.take()?;
+                let next = match &closing {
+                    Closing::Trailer { user, .. } if full => self.next_key(user.as_ref()).await,
+                    _ => Ok(None),
+                };
+                match next {
+                    Ok(next) => Some((Ok(Bytes::from(self.close(closing, next))), self)),
+                    Err(e) => self.abort(e),
+                }
+            }
+            Err(e) => self.abort(e),
+        }
+    }
+
+    /// The key the next page starts from: the row after the page's last, if any.
+    async fn next_key(&mut self, user: Option<&DocId>) -> Result<Option<Value>, StoreError> {
+        let row = self.rows.next_passing(&self.filters).await?;
+        Ok(row.map(|row| resume_key(user, &row)))
+    }
+
+    fn close(&self, closing: Closing, next: Option<Value>) -> String {
+        match closing {
+            Closing::Fixed(text) => text,
+            Closing::Trailer {
+                tail, start_key, ..
+            } => {
+                let mut paging = Vec::new();
+                if let Some(next) = &next {
+                    paging.push(("next_start_key", start_key::encode(next)));
+                }
+                if self.limit.is_some() {
+                    paging.push(("page_size", self.sent.to_string()));
+                    if let Some(start) = &start_key {
+                        paging.push(("start_key", start_key::encode(start)));
+                    }
+                }
+                envelope::chunk_trailer(&paging, &tail)
+            }
+        }
+    }
+
+    fn abort(mut self, e: StoreError) -> Option<(Result<Bytes, std::io::Error>, Self)> {
+        log::error!("listing aborted mid-stream: {e}");
+        self.closing = None;
+        self.rows.exhausted = true;
+        self.rows.rows = None;
+        Some((Err(std::io::Error::other(e.to_string())), self))
+    }
+}
+
+/// `paginate=false`, or master's `is_chunked=true`: rows read and sent a chunk at a time. The
+/// first row is read before the answer starts, so a store failure up to then is still a proper
+/// 503, and a chunked listing without rows is answered as an ordinary one
+/// (`api_resource:finish_chunked_response/1`); a failure later aborts the connection rather
+/// than end a truncated list as if it were complete.
 async fn stream_all(
     req: &GroupRequest<'_>,
     views: &Installed,
@@ -468,82 +739,164 @@ async fn stream_all(
     tail: &Tail,
 ) -> Result<Outcome, ApiError> {
     let state = req.state;
-    let mut rows = reader(req, views, user, &listing, STREAM_CHUNK, false);
+    let mut rows = whole_reader(req, views, user, &listing);
     let first = rows
         .next_passing(&listing.filters)
         .await
         .map_err(|e| view_error(&state.views, &req.account, e))?;
-    // Any opaque token will do for a listing's ETag (§3.4); this one is fixed before the body.
-    let etag = first.as_ref().map(|row| {
-        let value = serde_json::to_string(&Transcoded(&row.value)).unwrap_or_default();
-        md5_hex(format!("{}{}{value}", tail.request_id, tail.timestamp).as_bytes())
-    });
-    let closing = serde_json::to_string(&SuccessBody {
-        extra: &[],
-        data: None,
-        revision: etag.as_deref(),
-        tail,
-    })
-    .unwrap_or_default();
-    let closing = format!("],{}", &closing[1..]);
-    let filters = listing.filters;
+    let (etag, closing) = if listing.chunked {
+        if first.is_none() {
+            return Ok(empty_listing(&listing));
+        }
+        let closing = Closing::Trailer {
+            tail: Box::new(tail.clone()),
+            start_key: listing.start_key.clone(),
+            user: user.cloned(),
+        };
+        (None, closing)
+    } else {
+        // Any opaque token will do for a listing's ETag (§3.4); this one is fixed before the
+        // body.
+        let etag = first.as_ref().map(|row| {
+            let value = serde_json::to_string(&Transcoded(&row.value)).unwrap_or_default();
+            md5_hex(format!("{}{}{value}", tail.request_id, tail.timestamp).as_bytes())
+        });
+        let closing = serde_json::to_string(&SuccessBody {
+            extra: &[],
+            data: None,
+            revision: etag.as_deref(),
+            tail,
+        })
+        .unwrap_or_default();
+        (etag, Closing::Fixed(format!("],{}", &closing[1..])))
+    };
     let head = Bytes::from_static(b"{\"data\":[");
-
-    struct State {
-        rows: RowReader,
-        filters: Filters,
-        pending: Option<ViewRow>,
-        first: bool,
-        closing: Option<String>,
-    }
-    let body = stream::unfold(
-        State {
-            rows,
-            filters,
-            pending: first,
-            first: true,
-            closing: Some(closing),
-        },
-        |mut st| async move {
-            let row = match st.pending.take() {
-                Some(row) => Some(row),
-                None => match st.rows.next_passing(&st.filters).await {
-                    Ok(row) => row,
-                    Err(e) => {
-                        log::error!("listing aborted mid-stream: {e}");
-                        // Nothing follows an error: no closing, so the list is never complete.
-                        st.closing = None;
-                        st.rows.exhausted = true;
-                        st.rows.rows = None;
-                        return Some((Err(std::io::Error::other(e.to_string())), st));
-                    }
-                },
-            };
-            match row {
-                Some(row) => {
-                    // One row at a time, re-encoded straight from its text.
-                    let mut chunk = Vec::with_capacity(row.value.get().len() + 1);
-                    if !st.first {
-                        chunk.push(b',');
-                    }
-                    st.first = false;
-                    let written = serde_json::to_writer(&mut chunk, &Transcoded(&row.value));
-                    Some((
-                        written
-                            .map(|()| Bytes::from(chunk))
-                            .map_err(std::io::Error::other),
-                        st,
-                    ))
-                }
-                None => st.closing.take().map(|c| (Ok(Bytes::from(c)), st)),
-            }
-        },
-    );
+    let state = StreamState {
+        rows,
+        filters: listing.filters,
+        pending: first,
+        sent: 0,
+        limit: listing.paginate.then_some(listing.page_size),
+        closing: Some(closing),
+    };
+    let body = stream::unfold(state, StreamState::next_chunk);
     let body = stream::once(async move { Ok(head) }).chain(body);
     Ok(Outcome::Stream(Streamed {
         etag,
         body: body.boxed(),
     }))
+}
+
+/// An ordinary answer with no rows.
+fn empty_listing(listing: &ListingRequest) -> Outcome {
+    let mut extra = Vec::new();
+    if listing.paginate {
+        extra.push(("page_size", Value::from(0)));
+        if let Some(key) = &listing.start_key {
+            extra.push(("start_key", Value::from(start_key::encode(key))));
+        }
+    }
+    Outcome::Done(Success {
+        extra,
+        is_get: true,
+        ..Success::of(Data::Rows(Vec::new()), Revision::None)
+    })
+}
+
+/// `paginate=false` as CSV: the rows are written to a spool file as they are read (Kazoo
+/// writes them to a temporary file too: the header, known only after the last row, goes in
+/// front), then the header and the file are sent with their length. Memory holds the columns
+/// and one buffer, whatever the number of rows.
+async fn csv_all(
+    req: &GroupRequest<'_>,
+    views: &Installed,
+    user: Option<&DocId>,
+    listing: &ListingRequest,
+) -> Result<Outcome, ApiError> {
+    let state = req.state;
+    let fail = |e| view_error(&state.views, &req.account, e);
+    let mut rows = whole_reader(req, views, user, listing);
+    let mut spool = Spool::create().map_err(spool_error)?;
+    let mut columns = csv::Columns::default();
+    let mut buffer = Vec::new();
+    while let Some(row) = rows.next_passing(&listing.filters).await.map_err(fail)? {
+        let value: Value = serde_json::from_str(row.value.get()).unwrap_or(Value::Null);
+        columns.write_row(&value, &mut buffer);
+        if buffer.len() >= SPOOL_BUFFER {
+            spool.write(&buffer).map_err(spool_error)?;
+            buffer.clear();
+        }
+    }
+    if columns.is_empty() {
+        return Ok(Outcome::Csv(None));
+    }
+    spool.write(&buffer).map_err(spool_error)?;
+    let header = columns.header();
+    let length = header.len() as u64 + spool.len;
+    let body = stream::once(async move { Ok(Bytes::from(header)) })
+        .chain(spool.into_stream())
+        .boxed();
+    Ok(Outcome::Csv(Some(CsvBody::Sized { length, body })))
+}
+
+fn spool_error(e: std::io::Error) -> ApiError {
+    log::error!("CSV spool file: {e}");
+    ApiError::DatastoreFault("csv_spool".into())
+}
+
+/// What a CSV spool writes and reads at a time.
+const SPOOL_BUFFER: usize = 64 * 1024;
+
+/// A private temporary file, unlinked as soon as it is made: it goes away with its handle.
+struct Spool {
+    file: std::fs::File,
+    len: u64,
+}
+
+impl Spool {
+    fn create() -> std::io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = std::env::temp_dir().join(format!("kz-groups-csv-{}", random_hex(11)));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        std::fs::remove_file(&path)?;
+        Ok(Self { file, len: 0 })
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        self.file.write_all(bytes)?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// The file from its start, a buffer at a time.
+    fn into_stream(mut self) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+        use std::io::{Read, Seek};
+        let rewound = self
+            .file
+            .seek(std::io::SeekFrom::Start(0))
+            .map(|_| self.file);
+        stream::unfold(Some(rewound), |state| async move {
+            let mut file = match state? {
+                Ok(file) => file,
+                Err(e) => return Some((Err(e), None)),
+            };
+            let mut chunk = vec![0; SPOOL_BUFFER];
+            match file.read(&mut chunk) {
+                Ok(0) => None,
+                Ok(n) => {
+                    chunk.truncate(n);
+                    Some((Ok(Bytes::from(chunk)), Some(Ok(file))))
+                }
+                Err(e) => Some((Err(e), None)),
+            }
+        })
+    }
 }
 
 #[cfg(test)]
@@ -560,6 +913,8 @@ mod tests {
             start_key: start,
             end_key: None,
             filters: Filters::default(),
+            reverse: false,
+            chunked: false,
         }
     }
 

@@ -4,6 +4,7 @@ mod create;
 mod delete;
 mod fetch;
 mod http;
+mod lines;
 mod listing;
 mod membership;
 mod update;

@@ -48,6 +48,7 @@ impl ServerProcess {
             .env_remove("KZ_GROUPS_COUCHDB_CA")
             .env("KZ_GROUPS_LISTEN", "127.0.0.1:0")
             .env("KZ_GROUPS_NODE", "kz-groups@test")
+            .env("KZ_GROUPS_CROSSBAR", "master")
             .env("RUST_LOG", "warn,kz_groups::startup=info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
