@@ -313,7 +313,11 @@ pub async fn run(cli: Cli, config: Config) -> Result<(), String> {
             Ok(())
         }
         Task::Doctor { account, fix: true } => {
-            announcing(&config, |notifier| doctor::fix(store, notifier, account)).await
+            let history = startup::history_store(&config)?;
+            announcing(&config, |notifier| {
+                doctor::fix(store, notifier, history, account)
+            })
+            .await
         }
         Task::Doctor {
             account,

@@ -75,6 +75,9 @@ pub struct Config {
     pub couch_timeout: Duration,
     /// `KZ_GROUPS_PAGE_SIZE`: Crossbar's `pagination_page_size`.
     pub page_size: usize,
+    /// `KZ_GROUPS_HISTORY_DAYS` (90) and `KZ_GROUPS_HISTORY_MAX_PER_GROUP` (1000): how long
+    /// group history entries are kept, and how many of each group.
+    pub history: crate::history::Bounds,
     /// `KZ_GROUPS_MAX_UPLOAD_BYTES`: Crossbar's `max_upload_size`.
     pub max_upload_bytes: usize,
     /// `KZ_GROUPS_NODE`: the name hashed into the envelope's `node` and sent as the `Node` of
@@ -171,6 +174,10 @@ impl Config {
             log_format: LogFormat::from_lookup(&lookup)?,
             couch_timeout: Duration::from_millis(number("KZ_GROUPS_COUCH_TIMEOUT_MS", 5000)?),
             page_size: number("KZ_GROUPS_PAGE_SIZE", 50)? as usize,
+            history: crate::history::Bounds {
+                days: number("KZ_GROUPS_HISTORY_DAYS", 90)?,
+                max_per_group: number("KZ_GROUPS_HISTORY_MAX_PER_GROUP", 1000)? as usize,
+            },
             max_upload_bytes: number(
                 "KZ_GROUPS_MAX_UPLOAD_BYTES",
                 DEFAULT_MAX_UPLOAD_BYTES as u64,

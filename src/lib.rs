@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod domain;
 pub mod envelope;
 pub mod error;
+pub mod history;
 pub mod json;
 pub mod metrics;
 pub mod notices;

@@ -22,8 +22,12 @@ use crate::notices::{ChangeNotifier, LogNotifier};
 use crate::pipeline::{request, AppState};
 use crate::routes;
 use crate::store::cached::CachedStore;
+use crate::history::Recorder;
+use crate::store::couch::history::CouchHistory;
 use crate::store::couch::CouchClient;
+use crate::store::embedded::history::EmbeddedHistory;
 use crate::store::embedded::EmbeddedStore;
+use crate::store::history::History;
 use crate::store::views::{DesignDoc, ViewInstaller};
 use crate::store::{Store, StoreError};
 use crate::store_metrics::MeteredStore;
@@ -74,6 +78,23 @@ pub fn store(config: &Config) -> Result<Store, String> {
             let store = EmbeddedStore::open(dir)?;
             private_files(dir)?;
             Arc::new(store)
+        }
+    })
+}
+
+/// The group history's store: a database of kz-groups' own on CouchDB, a file of its own beside
+/// the embedded store (which `store` opened first, so its directory exists).
+pub fn history_store(config: &Config) -> Result<History, String> {
+    Ok(match &config.backend {
+        Backend::CouchDb { url } => Arc::new(CouchHistory::new(CouchClient::new(
+            url,
+            config.couch_timeout,
+            config.view_timeout,
+            config.couch_ca.as_ref(),
+        )?)),
+        Backend::Embedded { dir } => {
+            private_dir(dir)?;
+            Arc::new(EmbeddedHistory::open(dir)?)
         }
     })
 }
@@ -344,7 +365,13 @@ pub struct Application {
     hearing: Option<tokio::task::JoinHandle<()>>,
     /// The conflict resolver's feed worker (CouchDB only).
     resolver: Option<tokio::task::JoinHandle<()>>,
+    /// The group history's writer.
+    history: Option<tokio::task::JoinHandle<()>>,
+    recorder: Arc<Recorder>,
 }
+
+/// How long a stop waits for the history entries still queued.
+const HISTORY_FLUSH: Duration = Duration::from_secs(5);
 
 impl Application {
     /// Builds everything, the store included, and binds the listener; fails fast on a broken
@@ -369,6 +396,11 @@ impl Application {
         let address = listener.local_addr().map_err(|e| e.to_string())?;
         let port = address.port();
         // Started last, once nothing else can fail, so a failed build leaves no worker behind.
+        let recorder = Arc::new(Recorder::new(
+            history_store(&config)?,
+            metrics.clone(),
+            config.history,
+        ));
         let (notifier, bus) = notifier(&config);
         let hearing = hear_kazoo(&config, &caches);
         let state = web::Data::new(AppState::from_parts(
@@ -379,6 +411,7 @@ impl Application {
             schemas,
             notifier,
             metrics,
+            recorder.clone(),
         ));
         let resolver = state.resolver.clone();
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -402,6 +435,7 @@ impl Application {
             Backend::CouchDb { .. } => Some(resolver.start()),
             Backend::Embedded { .. } => None,
         };
+        let history = Some(recorder.start());
         log::info!(
             "listening on {address} with {workers} workers, up to {connections} connections"
         );
@@ -413,6 +447,8 @@ impl Application {
             bus,
             hearing,
             resolver,
+            history,
+            recorder,
         })
     }
 
@@ -448,6 +484,12 @@ impl Application {
             worker.abort();
         }
         self.caches.stop_feeds();
+        // The history entries of the writes answered: a bounded wait, as the bus's below; what
+        // is left is recovered from the change feeds at the next start.
+        self.recorder.flush(HISTORY_FLUSH).await;
+        if let Some(history) = &self.history {
+            history.abort();
+        }
         if let Some(bus) = &self.bus {
             let left = bus.shutdown().await;
             if left > 0 {

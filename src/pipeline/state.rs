@@ -11,6 +11,7 @@ use crate::auth::Authenticator;
 use crate::cache::CacheStats;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::history::Recorder;
 use crate::metrics::Metrics;
 use crate::notices::ChangeNotifier;
 use crate::recent_writes::RecentWrites;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub resolver: Arc<Resolver>,
     /// The group writes acknowledged in the last seconds, which listings must show.
     pub recent: RecentWrites,
+    /// Records every group change in the group's history (its worker is started by `startup`).
+    pub history: Arc<Recorder>,
 }
 
 impl AppState {
@@ -66,6 +69,7 @@ impl AppState {
         schemas: Schemas,
         notifier: Arc<dyn ChangeNotifier>,
         metrics: Arc<Metrics>,
+        history: Arc<Recorder>,
     ) -> Self {
         let store: Store = caches.clone();
         let resolver = Arc::new(Resolver::new(
@@ -76,6 +80,7 @@ impl AppState {
         Self {
             resolver,
             recent: RecentWrites::new(),
+            history,
             auth: Authenticator::new(store.clone(), config.key_cache, config.token_cache_entries),
             issuer: Issuer::new(direct, store.clone(), config.key_cache),
             store,

@@ -9,6 +9,7 @@
 pub mod cached;
 pub mod couch;
 pub mod embedded;
+pub mod history;
 pub mod membership;
 pub mod scan;
 pub mod views;

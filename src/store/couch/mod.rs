@@ -3,6 +3,7 @@
 //! CouchDB's meaning on servers that speak it loosely: the rows of a view are cut out of the
 //! answer as it arrives (`rows`), `startkey_docid` works where a server ignores it
 //! (`startkey_docid`), and database names come back with their slashes (`all_dbs`).
+pub mod history;
 mod rows;
 pub mod startkey_docid;
 pub mod tls;

@@ -11,6 +11,7 @@ mod batches;
 mod changes;
 pub mod collation;
 mod docs;
+pub mod history;
 pub mod native_views;
 mod pool;
 mod schema;

@@ -1,0 +1,202 @@
+//! The history recorder (issue 18): every change of a group made through kz-groups is handed
+//! here once the store acknowledged it, and written to the history store (`store::history`) by
+//! one background worker, in batches, off the request path.
+//!
+//! Bound: at most [`QUEUE`] changes wait; a write that finds the queue full waits for room
+//! before it answers (the history falls behind no further than that, and never drops one).
+//! While the history store cannot be reached, the worker retries the batch it holds (backing off
+//! up to 10 s); the queue then fills and writes wait, which `kz_groups_history_entries_waiting`
+//! shows. What is queued when the process stops or dies is found again by the change-feed
+//! follower (`history_feed`), which records it with the actor `unknown`.
+//!
+//! Pruning: every [`PRUNE_EVERY`] the worker removes entries older than
+//! `KZ_GROUPS_HISTORY_DAYS` and, of each group written since, all but the newest
+//! `KZ_GROUPS_HISTORY_MAX_PER_GROUP`.
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::domain::clock;
+use crate::domain::history::{Change, Entry};
+use crate::domain::ids::{AccountId, DocId};
+use crate::metrics::Metrics;
+use crate::store::history::History;
+
+/// Changes waiting to be written, at most.
+pub const QUEUE: usize = 10_000;
+/// Entries written in one call, at most.
+const BATCH: usize = 500;
+const RETRY: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+pub const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+/// How long entries are kept, and how many of each group.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// `KZ_GROUPS_HISTORY_DAYS`.
+    pub days: u64,
+    /// `KZ_GROUPS_HISTORY_MAX_PER_GROUP`.
+    pub max_per_group: usize,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Self {
+            days: 90,
+            max_per_group: 1000,
+        }
+    }
+}
+
+pub struct Recorder {
+    tx: mpsc::Sender<Change>,
+    rx: Mutex<Option<mpsc::Receiver<Change>>>,
+    pub store: History,
+    metrics: Arc<Metrics>,
+    bounds: Bounds,
+    /// Groups written since the last pruning.
+    touched: Mutex<HashSet<(AccountId, DocId)>>,
+    /// Each entry written before `record` returns, with no worker (the command line).
+    direct: bool,
+}
+
+impl Recorder {
+    pub fn new(store: History, metrics: Arc<Metrics>, bounds: Bounds) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        Self {
+            tx,
+            rx: Mutex::new(Some(rx)),
+            store,
+            metrics,
+            bounds,
+            touched: Mutex::new(HashSet::new()),
+            direct: false,
+        }
+    }
+
+    /// A recorder without a worker: each entry is written as it is recorded (the command line,
+    /// whose few writes must be recorded before it exits).
+    pub fn direct(store: History, metrics: Arc<Metrics>) -> Self {
+        Self {
+            direct: true,
+            ..Self::new(store, metrics, Bounds::default())
+        }
+    }
+
+    /// Queues the entry of an acknowledged change, waiting for room when the queue is full.
+    pub async fn record(&self, change: Change) {
+        if self.direct {
+            let entries = [change.entry()];
+            let _ = self.store.prepare().await;
+            if let Err(e) = self.write_now(&entries).await {
+                log::warn!("history: cannot write an entry ({e}); the change feed recovers it");
+            }
+            return;
+        }
+        self.metrics.history_waiting.inc();
+        if self.tx.send(change).await.is_err() {
+            // The worker is gone (a stop): the change feed finds it at the next start.
+            self.metrics.history_waiting.dec();
+        }
+    }
+
+    /// Writes entries at once, waiting for the store (the feed follower, the command line).
+    /// Returns how many were new.
+    pub async fn write_now(&self, entries: &[Entry]) -> crate::store::StoreResult<usize> {
+        let written = self.store.insert(entries).await?;
+        self.touch(entries);
+        let n = written.iter().filter(|w| **w).count();
+        self.metrics.history_written.inc_by(n as u64);
+        Ok(n)
+    }
+
+    fn touch(&self, entries: &[Entry]) {
+        let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+        touched.extend(entries.iter().filter_map(Entry::ids));
+    }
+
+    /// Starts the worker; it runs until its handle is aborted.
+    pub fn start(self: &Arc<Self>) -> JoinHandle<()> {
+        let this = self.clone();
+        let rx = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        tokio::spawn(async move {
+            if let Some(rx) = rx {
+                this.run(rx).await;
+            }
+        })
+    }
+
+    /// Waits until no entry is queued, for `limit` at most (a stop).
+    pub async fn flush(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.metrics.history_waiting.get() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn run(&self, mut rx: mpsc::Receiver<Change>) {
+        if let Err(e) = self.store.prepare().await {
+            log::warn!("history: cannot prepare its store yet ({e}); tried again at a write");
+        }
+        let mut pruned = Instant::now();
+        while let Some(first) = rx.recv().await {
+            let mut changes = vec![first];
+            while changes.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(change) => changes.push(change),
+                    Err(_) => break,
+                }
+            }
+            let n = changes.len() as i64;
+            let entries: Vec<Entry> = changes.into_iter().map(Change::entry).collect();
+            self.write_until_done(&entries).await;
+            self.metrics.history_waiting.sub(n);
+            if pruned.elapsed() >= PRUNE_EVERY {
+                self.prune().await;
+                pruned = Instant::now();
+            }
+        }
+    }
+
+    async fn write_until_done(&self, entries: &[Entry]) {
+        let mut pause = RETRY;
+        loop {
+            match self.write_now(entries).await {
+                Ok(_) => return,
+                Err(e) => {
+                    // The database may be missing (a first start during an outage).
+                    let _ = self.store.prepare().await;
+                    log::warn!(
+                        "cannot write {} history entries ({e}); retrying in {pause:?}",
+                        entries.len()
+                    );
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    /// Removes what the bounds no longer keep; a failure is logged and left for the next time.
+    pub async fn prune(&self) {
+        let groups: Vec<(AccountId, DocId)> = self
+            .touched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        let before = clock::gregorian_now() - (self.bounds.days as i64) * 86_400;
+        match self
+            .store
+            .prune(before, &groups, self.bounds.max_per_group)
+            .await
+        {
+            Ok(n) if n > 0 => log::info!("history: {n} entries past the bounds removed"),
+            Ok(_) => {}
+            Err(e) => log::warn!("history: pruning failed ({e}); tried again later"),
+        }
+    }
+}
