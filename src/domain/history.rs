@@ -294,7 +294,10 @@ fn diff_objects(
         }
         path.pop();
     }
-    for (k, n) in new.iter().filter(|(k, _)| !skip(k) && !old.contains_key(*k)) {
+    for (k, n) in new
+        .iter()
+        .filter(|(k, _)| !skip(k) && !old.contains_key(*k))
+    {
         path.push(k.clone());
         out.push(change(path, "added", None, Some(n)));
         path.pop();
@@ -380,7 +383,12 @@ mod tests {
         assert_eq!(
             d,
             vec![
-                change(&["name".into()], "changed", Some(&json!("a")), Some(&json!("b"))),
+                change(
+                    &["name".into()],
+                    "changed",
+                    Some(&json!("a")),
+                    Some(&json!("b"))
+                ),
                 change(
                     &["music_on_hold".into(), "media_id".into()],
                     "removed",

@@ -43,8 +43,12 @@ pub trait HistoryStore: Send + Sync {
         start: Option<&str>,
         limit: usize,
     ) -> StoreResult<Vec<Entry>>;
-    async fn entry(&self, account: &AccountId, group: &DocId, id: &str)
-        -> StoreResult<Option<Entry>>;
+    async fn entry(
+        &self,
+        account: &AccountId,
+        group: &DocId,
+        id: &str,
+    ) -> StoreResult<Option<Entry>>;
     /// One account's entries in a range of time, newest first, with their keys.
     async fn account(
         &self,
@@ -53,8 +57,12 @@ pub trait HistoryStore: Send + Sync {
     ) -> StoreResult<Vec<(String, Entry)>>;
     /// Removes entries older than `before` (Gregorian seconds), and, of each group in `groups`,
     /// all but the newest `keep`. Returns how many were removed.
-    async fn prune(&self, before: i64, groups: &[(AccountId, DocId)], keep: usize)
-        -> StoreResult<u64>;
+    async fn prune(
+        &self,
+        before: i64,
+        groups: &[(AccountId, DocId)],
+        keep: usize,
+    ) -> StoreResult<u64>;
     /// A follower's checkpoint (where it read a change feed up to).
     async fn checkpoint(&self, name: &str) -> StoreResult<Option<Value>>;
     async fn set_checkpoint(&self, name: &str, value: &Value) -> StoreResult<()>;

@@ -11,8 +11,8 @@ use super::{validate, write_failed, writes};
 use crate::domain::group;
 use crate::domain::history::{self, Action, Entry};
 use crate::domain::ids::DocId;
-use crate::error::ApiError;
 use crate::envelope::Data;
+use crate::error::ApiError;
 use crate::pipeline::reply::{Outcome, Revision, Success};
 use crate::store::history::AccountRange;
 use crate::writes::Write;
@@ -175,7 +175,12 @@ async fn account(req: &GroupRequest<'_>) -> Result<Outcome, ApiError> {
     // The upper bound is inclusive: a read on skips the key it starts at.
     let mut after: Option<String> = None;
     loop {
-        let rows = req.state.history.store.account(&req.account, &range).await?;
+        let rows = req
+            .state
+            .history
+            .store
+            .account(&req.account, &range)
+            .await?;
         let exhausted = rows.len() < range.limit;
         let last = rows.last().map(|(key, _)| key.clone());
         found.extend(rows.into_iter().filter(|(key, e)| {
@@ -207,9 +212,9 @@ pub async fn restore(req: &GroupRequest<'_>) -> Result<Outcome, ApiError> {
         return Err(ApiError::NotFound);
     };
     let (id, entry) = load_entry(req, raw).await?;
-    let version = entry
-        .version
-        .ok_or(ApiError::FaultyRequest("the entry's change removed the group: nothing to restore"))?;
+    let version = entry.version.ok_or(ApiError::FaultyRequest(
+        "the entry's change removed the group: nothing to restore",
+    ))?;
     let current = req.state.store.get_doc(&req.account.db(), &id).await?;
     let current = match current {
         Some(Value::Object(doc)) if group::is_group_type(&doc) => Some(doc),

@@ -101,7 +101,11 @@ impl CouchHistory {
         let url = self
             .client
             .url(&[HISTORY_DB], &[("partitioned", "true".into())]);
-        match self.client.send(self.client.request(Method::PUT, url)).await {
+        match self
+            .client
+            .send(self.client.request(Method::PUT, url))
+            .await
+        {
             Ok(_) | Err(StoreError::Other { status: 412, .. }) => Ok(()),
             // A server without partitioned databases: a plain one serves the same reads.
             Err(StoreError::Other { .. }) => self.client.create_db(&self.db).await,
@@ -188,7 +192,10 @@ impl HistoryStore for CouchHistory {
         group: &DocId,
         id: &str,
     ) -> StoreResult<Option<Entry>> {
-        match self.get(&[HISTORY_DB, &stored_id(account, group, id)], &[]).await {
+        match self
+            .get(&[HISTORY_DB, &stored_id(account, group, id)], &[])
+            .await
+        {
             Ok(doc) => Ok(serde_json::from_value(doc).ok()),
             Err(StoreError::NotFound) => Ok(None),
             Err(e) => Err(e),
