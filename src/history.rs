@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::domain::clock;
-use crate::domain::history::{Change, Entry};
+use crate::domain::history::{self, Change, Entry};
 use crate::domain::ids::{AccountId, DocId};
 use crate::metrics::Metrics;
 use crate::store::history::History;
@@ -61,6 +61,13 @@ pub struct Recorder {
     touched: Mutex<HashSet<(AccountId, DocId)>>,
     /// Each entry written before `record` returns, with no worker (the command line).
     direct: bool,
+    /// The stored ids of the entries queued, not yet written: the feed follower leaves them to
+    /// the queue. As bounded as the queue.
+    pending: Mutex<HashSet<String>>,
+}
+
+fn pending_key(account: &AccountId, group: &DocId, entry: &str) -> String {
+    history::stored_id(account, group, entry)
 }
 
 impl Recorder {
@@ -74,6 +81,7 @@ impl Recorder {
             bounds,
             touched: Mutex::new(HashSet::new()),
             direct: false,
+            pending: Mutex::new(HashSet::new()),
         }
     }
 
@@ -96,6 +104,12 @@ impl Recorder {
             }
             return;
         }
+        let key = pending_key(
+            &change.account,
+            &change.group,
+            &history::entry_id(&change.rev_after),
+        );
+        self.lock_pending().insert(key);
         self.metrics.history_waiting.inc();
         if self.tx.send(change).await.is_err() {
             // The worker is gone (a stop): the change feed finds it at the next start.
@@ -111,6 +125,21 @@ impl Recorder {
         let n = written.iter().filter(|w| **w).count();
         self.metrics.history_written.inc_by(n as u64);
         Ok(n)
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether this change's entry is queued here, not yet written.
+    pub fn is_pending(&self, account: &AccountId, group: &DocId, entry: &str) -> bool {
+        self.lock_pending()
+            .contains(&pending_key(account, group, entry))
+    }
+
+    /// Entries the feed follower wrote: changes that had none.
+    pub fn recovered(&self, n: usize) {
+        self.metrics.history_recovered.inc_by(n as u64);
     }
 
     fn touch(&self, entries: &[Entry]) {
@@ -153,6 +182,15 @@ impl Recorder {
             let n = changes.len() as i64;
             let entries: Vec<Entry> = changes.into_iter().map(Change::entry).collect();
             self.write_until_done(&entries).await;
+            {
+                let mut pending = self.lock_pending();
+                for (account, group, entry) in entries
+                    .iter()
+                    .filter_map(|e| e.ids().map(|(a, g)| (a, g, &e.id)))
+                {
+                    pending.remove(&pending_key(&account, &group, entry));
+                }
+            }
             self.metrics.history_waiting.sub(n);
             if pruned.elapsed() >= PRUNE_EVERY {
                 self.prune().await;

@@ -367,6 +367,8 @@ pub struct Application {
     resolver: Option<tokio::task::JoinHandle<()>>,
     /// The group history's writer.
     history: Option<tokio::task::JoinHandle<()>>,
+    /// The group history's change-feed follower.
+    history_feed: Option<tokio::task::JoinHandle<()>>,
     recorder: Arc<Recorder>,
 }
 
@@ -414,6 +416,7 @@ impl Application {
             recorder.clone(),
         ));
         let resolver = state.resolver.clone();
+        let history_feed = state.history_feed.clone();
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let connections = connection_limit(config.max_connections);
         let access_log =
@@ -436,6 +439,7 @@ impl Application {
             Backend::Embedded { .. } => None,
         };
         let history = Some(recorder.start());
+        let history_feed = Some(history_feed.start());
         log::info!(
             "listening on {address} with {workers} workers, up to {connections} connections"
         );
@@ -448,6 +452,7 @@ impl Application {
             hearing,
             resolver,
             history,
+            history_feed,
             recorder,
         })
     }
@@ -463,11 +468,12 @@ impl Application {
     /// for the next start, or another instance). Then the bus gets its bounded flush of the
     /// notices still queued.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let workers: Vec<tokio::task::AbortHandle> = [&self.hearing, &self.resolver]
-            .into_iter()
-            .flatten()
-            .map(tokio::task::JoinHandle::abort_handle)
-            .collect();
+        let workers: Vec<tokio::task::AbortHandle> =
+            [&self.hearing, &self.resolver, &self.history_feed]
+                .into_iter()
+                .flatten()
+                .map(tokio::task::JoinHandle::abort_handle)
+                .collect();
         let (draining, caches) = (self.draining.clone(), self.caches.clone());
         let quiet = tokio::spawn(async move {
             draining.notified().await;
@@ -480,7 +486,10 @@ impl Application {
         systemd::ready();
         let served = self.server.await;
         quiet.abort();
-        for worker in [&self.hearing, &self.resolver].into_iter().flatten() {
+        for worker in [&self.hearing, &self.resolver, &self.history_feed]
+            .into_iter()
+            .flatten()
+        {
             worker.abort();
         }
         self.caches.stop_feeds();

@@ -12,6 +12,7 @@ use crate::cache::CacheStats;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::history::Recorder;
+use crate::history_feed::HistoryFeed;
 use crate::metrics::Metrics;
 use crate::notices::ChangeNotifier;
 use crate::recent_writes::RecentWrites;
@@ -52,6 +53,9 @@ pub struct AppState {
     pub recent: RecentWrites,
     /// Records every group change in the group's history (its worker is started by `startup`).
     pub history: Arc<Recorder>,
+    /// Records the group changes that have no entry, from the change feeds (started by
+    /// `startup`).
+    pub history_feed: Arc<HistoryFeed>,
 }
 
 impl AppState {
@@ -72,14 +76,14 @@ impl AppState {
         history: Arc<Recorder>,
     ) -> Self {
         let store: Store = caches.clone();
-        let resolver = Arc::new(Resolver::new(
-            store.clone(),
-            notifier.clone(),
-            metrics.clone(),
-        ));
+        let resolver = Arc::new(
+            Resolver::new(store.clone(), notifier.clone(), metrics.clone())
+                .recording(history.clone()),
+        );
         Self {
             resolver,
             recent: RecentWrites::new(),
+            history_feed: Arc::new(HistoryFeed::new(direct.clone(), history.clone())),
             history,
             auth: Authenticator::new(store.clone(), config.key_cache, config.token_cache_entries),
             issuer: Issuer::new(direct, store.clone(), config.key_cache),

@@ -389,3 +389,98 @@ async fn a_restore_round_trips_and_a_stale_revision_is_a_conflict() {
         group.data
     );
 }
+
+/// `GET` of a group's history from a base URL (a server process), once it holds `n` entries.
+async fn history_at(base: &str, account: &Account, group: &str, n: usize) -> Value {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let resp = client
+            .get(format!("{base}{}", history_path(account, group)))
+            .header("X-Auth-Token", &account.token)
+            .send()
+            .await;
+        let body: Value = match resp {
+            Ok(resp) => resp.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        };
+        let count = body["data"].as_array().map_or(0, Vec::len);
+        if count >= n || Instant::now() > deadline {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_change_written_behind_kz_groups_back_is_recorded_as_outside() {
+    let app = TestApp::spawn().await;
+    let account = app.create_account(None).await;
+    let api = app.with_token(&account.token);
+    let group = add(&api, &account, json!({"name": "Inside"})).await;
+    history_of(&app, &account, &group.id, 1).await;
+    // As Kazoo or a script would: straight into the account database.
+    app.amend_doc(
+        &account,
+        &group.id,
+        json!({"name": "Outside", "endpoints": {"u9": {"type": "user"}}}),
+    )
+    .await;
+    let resp = history_of(&app, &account, &group.id, 2).await;
+    assert_eq!(actions(&resp), ["changed", "created"], "{}", resp.text);
+    let entry = &resp.json["data"][0];
+    assert_eq!(entry["actor"], json!({"kind": "outside"}), "{entry}");
+    assert_eq!(entry["rev_before"], group.revision.as_str());
+    assert_eq!(
+        entry["members"]["added"],
+        json!([{"id": "u9", "type": "user"}])
+    );
+    let name = entry["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["path"] == json!(["name"]))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(name["new"], "Outside", "{entry}");
+    // Recorded once, whoever else reads the feed later.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let again = history_of(&app, &account, &group.id, 2).await;
+    assert_eq!(again.listed("id").len(), 2, "{}", again.text);
+}
+
+#[tokio::test]
+async fn changes_made_while_kz_groups_was_killed_are_recovered_from_the_feed() {
+    use crate::helpers::process::ServerProcess;
+    let app = TestApp::spawn().await;
+    let account = app.create_account(None).await;
+    let backend = app.config.backend.clone();
+    let first = ServerProcess::start(&backend, &[]);
+    let created = reqwest::Client::new()
+        .put(format!("{}{}", first.base(), account.groups_path()))
+        .header("X-Auth-Token", &account.token)
+        .json(&json!({"data": {"name": "Before the crash"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    let group = created["data"]["id"].as_str().unwrap().to_owned();
+    let body = history_at(&first.base(), &account, &group, 1).await;
+    assert_eq!(body["data"].as_array().map_or(0, Vec::len), 1, "{body}");
+    // The follower has read the database (and kept its checkpoint) once its grace has passed.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    first.kill();
+    // A change whose entry never got written: made while no instance records.
+    app.amend_doc(&account, &group, json!({"name": "During the outage"}))
+        .await;
+    let second = ServerProcess::start(&backend, &[]);
+    let body = history_at(&second.base(), &account, &group, 2).await;
+    let entries = body["data"].as_array().cloned().unwrap_or_default();
+    assert_eq!(entries.len(), 2, "{body}");
+    assert_eq!(entries[0]["action"], "changed");
+    let kind = entries[0]["actor"]["kind"].as_str().unwrap_or("");
+    assert!(kind == "unknown" || kind == "outside", "{body}");
+    assert_eq!(entries[1]["action"], "created");
+    second.kill();
+}

@@ -29,6 +29,7 @@ pub async fn prepare(req: &GroupRequest<'_>) -> Result<(Installed, Option<DocId>
     // Where no server-wide change feed runs, the databases served are those followed for
     // conflicts.
     req.state.resolver.watch(&req.account.db());
+    req.state.history_feed.watch(&req.account.db());
     let views = req
         .state
         .views
