@@ -10,6 +10,7 @@ pub mod domain;
 pub mod envelope;
 pub mod error;
 pub mod history;
+pub mod history_cli;
 pub mod history_feed;
 pub mod json;
 pub mod metrics;

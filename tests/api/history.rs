@@ -484,3 +484,43 @@ async fn changes_made_while_kz_groups_was_killed_are_recovered_from_the_feed() {
     assert_eq!(entries[1]["action"], "created");
     second.kill();
 }
+
+#[tokio::test]
+async fn the_command_line_prints_a_history_as_json_lines() {
+    use crate::helpers::cli;
+    let app = TestApp::spawn().await;
+    let account = app.create_account(None).await;
+    let api = app.with_token(&account.token);
+    let group = add(&api, &account, json!({"name": "Cli"})).await;
+    api.update_group(&account, &group.id, json!({"name": "Cli 2"}))
+        .await;
+    history_of(&app, &account, &group.id, 2).await;
+    let backend = app.config.backend.clone();
+    let lines = |args: &[&str]| -> Vec<Value> {
+        let out = cli::command(&backend, args)
+            .output()
+            .expect("kz-groups runs");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    };
+    let of_group = lines(&["history", "--account", &account.id, "--group", &group.id]);
+    let actions: Vec<&str> = of_group
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["updated", "created"]);
+    assert_eq!(of_group[0]["version"]["name"], "Cli 2");
+    let of_account = lines(&["history", "--account", &account.id]);
+    assert_eq!(of_account.len(), 2);
+    let later = lines(&[
+        "history",
+        "--account",
+        &account.id,
+        "--since",
+        "2999-01-01T00:00:00Z",
+    ]);
+    assert!(later.is_empty());
+}
