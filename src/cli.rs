@@ -324,7 +324,7 @@ pub async fn run(cli: Cli, config: Config) -> Result<(), String> {
             Ok(())
         }
         Task::Doctor { account, fix: true } => {
-            let history = startup::history_store(&config)?;
+            let history = crate::history::open_store(&config)?;
             announcing(&config, |notifier| {
                 doctor::fix(store, notifier, history, account)
             })
@@ -335,7 +335,7 @@ pub async fn run(cli: Cli, config: Config) -> Result<(), String> {
             fix: false,
         } => doctor::report(store, account).await,
         Task::History(query) => {
-            let history = startup::history_store(&config)?;
+            let history = crate::history::open_store(&config)?;
             let n = crate::history_cli::print(&history, &query).await?;
             eprintln!("history: {n} entries");
             Ok(())

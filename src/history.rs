@@ -19,10 +19,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::config::{Backend, Config, HistoryBounds as Bounds};
 use crate::domain::clock;
 use crate::domain::history::{self, Change, Entry};
 use crate::domain::ids::{AccountId, DocId};
 use crate::metrics::Metrics;
+use crate::store::couch::history::CouchHistory;
+use crate::store::couch::CouchClient;
+use crate::store::embedded::history::EmbeddedHistory;
 use crate::store::history::History;
 
 /// Changes waiting to be written, at most.
@@ -33,22 +37,19 @@ const RETRY: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(10);
 pub const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
-/// How long entries are kept, and how many of each group.
-#[derive(Debug, Clone, Copy)]
-pub struct Bounds {
-    /// `KZ_GROUPS_HISTORY_DAYS`.
-    pub days: u64,
-    /// `KZ_GROUPS_HISTORY_MAX_PER_GROUP`.
-    pub max_per_group: usize,
-}
-
-impl Default for Bounds {
-    fn default() -> Self {
-        Self {
-            days: 90,
-            max_per_group: 1000,
-        }
-    }
+/// The group history's store: a database of kz-groups' own on CouchDB, a file of its own beside
+/// the embedded store.
+pub fn open_store(config: &Config) -> Result<History, String> {
+    Ok(match &config.backend {
+        Backend::CouchDb { url } => Arc::new(CouchHistory::new(CouchClient::new(
+            url,
+            config.couch_timeout,
+            config.view_timeout,
+            config.couch_ca.as_ref(),
+        )?)),
+        // Its directory is the store's, made private when the store was opened (`startup`).
+        Backend::Embedded { dir } => Arc::new(EmbeddedHistory::open(dir)?),
+    })
 }
 
 pub struct Recorder {

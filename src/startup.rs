@@ -23,11 +23,8 @@ use crate::notices::{ChangeNotifier, LogNotifier};
 use crate::pipeline::{request, AppState};
 use crate::routes;
 use crate::store::cached::CachedStore;
-use crate::store::couch::history::CouchHistory;
 use crate::store::couch::CouchClient;
-use crate::store::embedded::history::EmbeddedHistory;
 use crate::store::embedded::EmbeddedStore;
-use crate::store::history::History;
 use crate::store::views::{DesignDoc, ViewInstaller};
 use crate::store::{Store, StoreError};
 use crate::store_metrics::MeteredStore;
@@ -78,23 +75,6 @@ pub fn store(config: &Config) -> Result<Store, String> {
             let store = EmbeddedStore::open(dir)?;
             private_files(dir)?;
             Arc::new(store)
-        }
-    })
-}
-
-/// The group history's store: a database of kz-groups' own on CouchDB, a file of its own beside
-/// the embedded store (which `store` opened first, so its directory exists).
-pub fn history_store(config: &Config) -> Result<History, String> {
-    Ok(match &config.backend {
-        Backend::CouchDb { url } => Arc::new(CouchHistory::new(CouchClient::new(
-            url,
-            config.couch_timeout,
-            config.view_timeout,
-            config.couch_ca.as_ref(),
-        )?)),
-        Backend::Embedded { dir } => {
-            private_dir(dir)?;
-            Arc::new(EmbeddedHistory::open(dir)?)
         }
     })
 }
@@ -398,11 +378,6 @@ impl Application {
         let address = listener.local_addr().map_err(|e| e.to_string())?;
         let port = address.port();
         // Started last, once nothing else can fail, so a failed build leaves no worker behind.
-        let recorder = Arc::new(Recorder::new(
-            history_store(&config)?,
-            metrics.clone(),
-            config.history,
-        ));
         let (notifier, bus) = notifier(&config);
         let hearing = hear_kazoo(&config, &caches);
         let state = web::Data::new(AppState::from_parts(
@@ -413,8 +388,8 @@ impl Application {
             schemas,
             notifier,
             metrics,
-            recorder.clone(),
-        ));
+        )?);
+        let recorder = state.history.clone();
         let resolver = state.resolver.clone();
         let history_feed = state.history_feed.clone();
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -73,14 +73,18 @@ impl AppState {
         schemas: Schemas,
         notifier: Arc<dyn ChangeNotifier>,
         metrics: Arc<Metrics>,
-        history: Arc<Recorder>,
-    ) -> Self {
+    ) -> Result<Self, String> {
         let store: Store = caches.clone();
+        let history = Arc::new(Recorder::new(
+            crate::history::open_store(config)?,
+            metrics.clone(),
+            config.history,
+        ));
         let resolver = Arc::new(
             Resolver::new(store.clone(), notifier.clone(), metrics.clone())
                 .recording(history.clone()),
         );
-        Self {
+        Ok(Self {
             resolver,
             recent: RecentWrites::new(),
             history_feed: Arc::new(HistoryFeed::new(direct.clone(), history.clone())),
@@ -107,7 +111,7 @@ impl AppState {
                 crate::config::Backend::CouchDb { .. } => "couchdb",
                 crate::config::Backend::Embedded { .. } => "embedded",
             },
-        }
+        })
     }
 
     /// Every in-process cache by the name `/metrics` gives it.
