@@ -524,3 +524,36 @@ async fn the_command_line_prints_a_history_as_json_lines() {
     ]);
     assert!(later.is_empty());
 }
+
+#[tokio::test]
+async fn pruning_keeps_the_newest_entries_of_each_group_and_drops_the_old_ones() {
+    use kz_groups::domain::ids::{AccountId, DocId};
+    let app = TestApp::spawn().await;
+    let account = app.create_account(None).await;
+    let api = app.with_token(&account.token);
+    let group = add(&api, &account, json!({"name": "p0"})).await;
+    for n in 1..4 {
+        api.update_group(&account, &group.id, json!({"name": format!("p{n}")}))
+            .await;
+    }
+    let all = history_of(&app, &account, &group.id, 4).await.listed("id");
+    let store = kz_groups::history::open_store(&app.config).unwrap();
+    let key = (
+        AccountId::parse(&account.id).unwrap(),
+        DocId::parse(&group.id).unwrap(),
+    );
+    // At most 2 a group: the 2 oldest go.
+    let removed = store.prune(0, std::slice::from_ref(&key), 2).await.unwrap();
+    assert_eq!(removed, 2);
+    let left = history_of(&app, &account, &group.id, 0).await.listed("id");
+    assert_eq!(left, all[..2]);
+    // Older than a time far ahead: everything goes (on a store of this test's own: the
+    // CouchDB's history is every test's).
+    if !crate::helpers::embedded_backend() {
+        return;
+    }
+    let removed = store.prune(i64::MAX / 2, &[], 2).await.unwrap();
+    assert!(removed >= 2, "{removed}");
+    let left = history_of(&app, &account, &group.id, 0).await;
+    assert_eq!(left.listed("id").len(), 0, "{}", left.text);
+}
