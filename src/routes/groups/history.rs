@@ -21,6 +21,8 @@ use crate::writes::Write;
 const KEY_END: &str = "\u{fff0}";
 /// Rows read per call while an `action` filter skips some.
 const CHUNK: usize = 200;
+/// The largest page: a larger `page_size` is answered with this many entries.
+const MAX_PAGE: usize = 1000;
 
 /// `GET …/history`, `GET …/history/{ENTRY}`, `GET …/groups/_account/history`.
 pub async fn serve(req: &GroupRequest<'_>) -> Result<Outcome, ApiError> {
@@ -48,10 +50,10 @@ fn done(data: Value, extra: Option<Vec<(&'static str, Value)>>) -> Outcome {
     })
 }
 
-/// `page_size` as the listings read it (groups-contract §5.2).
+/// `page_size` as the listings read it (groups-contract §5.2), at most [`MAX_PAGE`].
 fn page_size(req: &GroupRequest<'_>) -> Result<usize, ApiError> {
     let Some(v) = req.env.req_value("page_size") else {
-        return Ok(req.state.page_size);
+        return Ok(req.state.page_size.min(MAX_PAGE));
     };
     let n = match &*v {
         Value::Number(n) => n.as_i64(),
@@ -61,7 +63,7 @@ fn page_size(req: &GroupRequest<'_>) -> Result<usize, ApiError> {
     match n {
         None => Err(ApiError::FaultyRequest("invalid page size")),
         Some(n) if n < 1 => Err(ApiError::FaultyRequest("page size must be at least 1")),
-        Some(n) => Ok(n as usize),
+        Some(n) => Ok((n as usize).min(MAX_PAGE)),
     }
 }
 
