@@ -65,7 +65,13 @@ pub struct Recorder {
     /// The stored ids of the entries queued, not yet written: the feed follower leaves them to
     /// the queue. As bounded as the queue.
     pending: Mutex<HashSet<String>>,
+    /// The stored ids of the entries this process wrote last (at most [`KNOWN`]): the feed
+    /// follower skips their changes without reading the history store.
+    written: Mutex<lru::LruCache<String, ()>>,
 }
+
+/// Entries remembered as written by this process.
+const KNOWN: usize = 100_000;
 
 fn pending_key(account: &AccountId, group: &DocId, entry: &str) -> String {
     history::stored_id(account, group, entry)
@@ -83,6 +89,7 @@ impl Recorder {
             touched: Mutex::new(HashSet::new()),
             direct: false,
             pending: Mutex::new(HashSet::new()),
+            written: Mutex::new(lru::LruCache::new(KNOWN.try_into().expect("non-zero"))),
         }
     }
 
@@ -123,6 +130,15 @@ impl Recorder {
     pub async fn write_now(&self, entries: &[Entry]) -> crate::store::StoreResult<usize> {
         let written = self.store.insert(entries).await?;
         self.touch(entries);
+        {
+            let mut known = self.written.lock().unwrap_or_else(|p| p.into_inner());
+            for (account, group, id) in entries
+                .iter()
+                .filter_map(|e| e.ids().map(|(a, g)| (a, g, &e.id)))
+            {
+                known.put(pending_key(&account, &group, id), ());
+            }
+        }
         let n = written.iter().filter(|w| **w).count();
         self.metrics.history_written.inc_by(n as u64);
         Ok(n)
@@ -135,6 +151,14 @@ impl Recorder {
     /// Whether this change's entry is queued here, not yet written.
     pub fn is_pending(&self, account: &AccountId, group: &DocId, entry: &str) -> bool {
         self.lock_pending()
+            .contains(&pending_key(account, group, entry))
+    }
+
+    /// Whether this process wrote this change's entry lately.
+    pub fn wrote(&self, account: &AccountId, group: &DocId, entry: &str) -> bool {
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
             .contains(&pending_key(account, group, entry))
     }
 

@@ -43,6 +43,8 @@ const POLL: Duration = Duration::from_secs(1);
 pub const WATCH_FOR: Duration = Duration::from_secs(600);
 /// Without a server-wide feed: databases followed at most (the least recently used leave).
 const WATCHED: usize = 256;
+/// Documents read at once.
+const BULK: usize = 200;
 /// The server-wide feed's checkpoint name.
 const SERVER: &str = "server";
 
@@ -203,8 +205,11 @@ impl HistoryFeed {
             Actor::Outside
         };
         let mut complete = true;
-        for id in &ids {
-            complete &= self.record(&account, db, id, &actor).await?;
+        for chunk in ids.chunks(BULK) {
+            let docs = self.store.get_docs(db, chunk).await?;
+            for (id, doc) in chunk.iter().zip(docs) {
+                complete &= self.record(&account, db, id, doc, &actor).await?;
+            }
         }
         if complete {
             position.gap = false;
@@ -224,9 +229,10 @@ impl HistoryFeed {
         account: &AccountId,
         db: &DbName,
         id: &DocId,
+        doc: Option<Value>,
         actor: &Actor,
     ) -> StoreResult<bool> {
-        let (rev, after) = match self.store.get_doc(db, id).await? {
+        let (rev, after) = match doc {
             Some(Value::Object(doc)) => {
                 if doc.get("pvt_type").and_then(Value::as_str) != Some(group::GROUP_TYPE) {
                     return Ok(true);
@@ -242,6 +248,9 @@ impl HistoryFeed {
         let entry_id = history::entry_id(&rev);
         if self.recorder.is_pending(account, id, &entry_id) {
             return Ok(false);
+        }
+        if self.recorder.wrote(account, id, &entry_id) {
+            return Ok(true);
         }
         let history = &self.recorder.store;
         if history.entry(account, id, &entry_id).await?.is_some() {
