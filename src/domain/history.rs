@@ -182,7 +182,7 @@ impl Entry {
 impl Change {
     pub fn entry(self) -> Entry {
         let before = self.before.as_ref().map(visible);
-        let after = self.after.as_ref().map(visible);
+        let after = self.after.map(into_visible);
         let empty = Map::new();
         let (old, new) = (
             before.as_ref().unwrap_or(&empty),
@@ -214,6 +214,20 @@ pub fn visible(doc: &Map<String, Value>) -> Map<String, Value> {
         view.insert("deleted".into(), Value::Bool(true));
     }
     view
+}
+
+/// [`visible`], taking the document (a group may be megabytes: no copy of it is made).
+pub fn into_visible(mut doc: Map<String, Value>) -> Map<String, Value> {
+    let deleted = group::is_soft_deleted(&doc);
+    let id = doc.get("_id").cloned();
+    doc.retain(|k, _| !group::is_private_key(k) && k != "id");
+    if let Some(id) = id {
+        doc.insert("id".into(), id);
+    }
+    if deleted {
+        doc.insert("deleted".into(), Value::Bool(true));
+    }
+    doc
 }
 
 /// `3-abc` → `000000000003-abc`; a revision without a generation is kept as it is.
@@ -429,6 +443,7 @@ mod tests {
             Value::Object(visible(&doc)),
             json!({"name":"n","id":"g","deleted":true})
         );
+        assert_eq!(into_visible(doc.clone()), visible(&doc));
     }
 
     #[test]

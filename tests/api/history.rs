@@ -39,14 +39,20 @@ async fn history_of(app: &TestApp, account: &Account, group: &str, n: usize) -> 
     }
 }
 
+/// The application, and an account of this test's own.
+async fn setup() -> (TestApp, Account) {
+    let app = TestApp::spawn().await;
+    let account = app.create_account(None).await;
+    (app, account)
+}
+
 fn actions(resp: &Response) -> Vec<String> {
     resp.listed("action")
 }
 
 #[tokio::test]
 async fn every_write_is_recorded_newest_first_with_its_actor_diff_and_members() {
-    let app = TestApp::spawn().await;
-    let account = app.create_account(None).await;
+    let (app, account) = setup().await;
     let api = app.with_token(&account.token);
     let group = add(
         &api,
@@ -136,8 +142,7 @@ async fn every_write_is_recorded_newest_first_with_its_actor_diff_and_members() 
 
 #[tokio::test]
 async fn an_entry_carries_the_version_after_its_change() {
-    let app = TestApp::spawn().await;
-    let account = app.create_account(None).await;
+    let (app, account) = setup().await;
     let api = app.with_token(&account.token);
     let group = add(&api, &account, json!({"name": "One"})).await;
     let resp = history_of(&app, &account, &group.id, 1).await;
@@ -202,8 +207,7 @@ async fn api_keys_and_parent_accounts_are_recorded_as_who_they_are() {
 
 #[tokio::test]
 async fn history_outlives_a_hard_delete_and_is_refused_across_accounts() {
-    let app = TestApp::spawn().await;
-    let account = app.create_account(None).await;
+    let (app, account) = setup().await;
     let other = app.create_account(None).await;
     let api = app.with_token(&account.token);
     let group = add(&api, &account, json!({"name": "Gone"})).await;
@@ -244,8 +248,7 @@ async fn history_outlives_a_hard_delete_and_is_refused_across_accounts() {
 
 #[tokio::test]
 async fn paging_is_newest_first_with_crossbars_keys() {
-    let app = TestApp::spawn().await;
-    let account = app.create_account(None).await;
+    let (app, account) = setup().await;
     let api = app.with_token(&account.token);
     let group = add(&api, &account, json!({"name": "n0"})).await;
     for n in 1..5 {
@@ -292,8 +295,7 @@ async fn paging_is_newest_first_with_crossbars_keys() {
 
 #[tokio::test]
 async fn the_account_history_is_filtered_by_action_and_time() {
-    let app = TestApp::spawn().await;
-    let account = app.create_account(None).await;
+    let (app, account) = setup().await;
     let api = app.with_token(&account.token);
     let a = add(&api, &account, json!({"name": "A"})).await;
     let b = add(&api, &account, json!({"name": "B"})).await;
@@ -338,8 +340,7 @@ async fn the_account_history_is_filtered_by_action_and_time() {
 
 #[tokio::test]
 async fn a_restore_round_trips_and_a_stale_revision_is_a_conflict() {
-    let app = TestApp::spawn().await;
-    let account = app.create_account(None).await;
+    let (app, account) = setup().await;
     let api = app.with_token(&account.token);
     let group = add(
         &api,
@@ -414,8 +415,7 @@ async fn history_at(base: &str, account: &Account, group: &str, n: usize) -> Val
 
 #[tokio::test]
 async fn a_change_written_behind_kz_groups_back_is_recorded_as_outside() {
-    let app = TestApp::spawn().await;
-    let account = app.create_account(None).await;
+    let (app, account) = setup().await;
     let api = app.with_token(&account.token);
     let group = add(&api, &account, json!({"name": "Inside"})).await;
     history_of(&app, &account, &group.id, 1).await;
@@ -452,8 +452,7 @@ async fn a_change_written_behind_kz_groups_back_is_recorded_as_outside() {
 #[tokio::test]
 async fn changes_made_while_kz_groups_was_killed_are_recovered_from_the_feed() {
     use crate::helpers::process::ServerProcess;
-    let app = TestApp::spawn().await;
-    let account = app.create_account(None).await;
+    let (app, account) = setup().await;
     let backend = app.config.backend.clone();
     let first = ServerProcess::start(&backend, &[]);
     let created = reqwest::Client::new()
@@ -488,8 +487,7 @@ async fn changes_made_while_kz_groups_was_killed_are_recovered_from_the_feed() {
 #[tokio::test]
 async fn the_command_line_prints_a_history_as_json_lines() {
     use crate::helpers::cli;
-    let app = TestApp::spawn().await;
-    let account = app.create_account(None).await;
+    let (app, account) = setup().await;
     let api = app.with_token(&account.token);
     let group = add(&api, &account, json!({"name": "Cli"})).await;
     api.update_group(&account, &group.id, json!({"name": "Cli 2"}))
@@ -528,8 +526,7 @@ async fn the_command_line_prints_a_history_as_json_lines() {
 #[tokio::test]
 async fn pruning_keeps_the_newest_entries_of_each_group_and_drops_the_old_ones() {
     use kz_groups::domain::ids::{AccountId, DocId};
-    let app = TestApp::spawn().await;
-    let account = app.create_account(None).await;
+    let (app, account) = setup().await;
     let api = app.with_token(&account.token);
     let group = add(&api, &account, json!({"name": "p0"})).await;
     for n in 1..4 {

@@ -58,27 +58,27 @@ impl CouchHistory {
             .await
     }
 
-    /// The documents of a view-shaped answer's rows.
-    fn docs(answer: &Value) -> impl Iterator<Item = (&Value, Entry)> {
+    /// The rows of a view-shaped answer.
+    fn rows(answer: &Value) -> impl Iterator<Item = &Value> {
         answer
             .get("rows")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .filter_map(|row| {
-                let entry = serde_json::from_value(row.get("doc")?.clone()).ok()?;
-                Some((row, entry))
-            })
+    }
+
+    /// The documents of a view-shaped answer's rows.
+    fn docs(answer: &Value) -> impl Iterator<Item = (&Value, Entry)> {
+        Self::rows(answer).filter_map(|row| {
+            let entry = serde_json::from_value(row.get("doc")?.clone()).ok()?;
+            Some((row, entry))
+        })
     }
 
     /// The ids and revisions of a view-shaped answer's rows (the revision as `_all_docs` or
     /// `by_time` values it).
     fn revs(answer: &Value) -> Vec<Value> {
-        answer
-            .get("rows")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
+        Self::rows(answer)
             .filter_map(|row| {
                 let id = row.get("id")?.as_str()?;
                 let value = row.get("value")?;
@@ -158,6 +158,21 @@ impl HistoryStore for CouchHistory {
                 Err(e) => Err(e),
             })
             .collect()
+    }
+
+    async fn contains(&self, account: &AccountId, group: &DocId, id: &str) -> StoreResult<bool> {
+        let url = self
+            .client
+            .url(&[HISTORY_DB, &stored_id(account, group, id)], &[]);
+        match self
+            .client
+            .send(self.client.request(Method::HEAD, url))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(StoreError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     async fn group(

@@ -113,6 +113,18 @@ impl HistoryStore for EmbeddedHistory {
             .await
     }
 
+    async fn contains(&self, account: &AccountId, group: &DocId, id: &str) -> StoreResult<bool> {
+        let id = stored_id(account, group, id);
+        self.conns
+            .read(move |conn| {
+                conn.query_row("SELECT 1 FROM history WHERE id = ?1", [id], |_| Ok(()))
+                    .optional()
+                    .map(|found| found.is_some())
+                    .map_err(sql_error)
+            })
+            .await
+    }
+
     async fn group(
         &self,
         account: &AccountId,
