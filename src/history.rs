@@ -1,6 +1,6 @@
 //! The history recorder (issue 18): every change of a group made through kz-groups is handed
 //! here once the store acknowledged it, and written to the history store (`store::history`) by
-//! one background worker, in batches, off the request path.
+//! one background worker, in batches (gathered for up to 100 ms), off the request path.
 //!
 //! Bound: at most [`QUEUE`] changes wait; a write that finds the queue full waits for room
 //! before it answers (the history falls behind no further than that, and never drops one).
@@ -33,6 +33,9 @@ use crate::store::history::History;
 pub const QUEUE: usize = 10_000;
 /// Entries written in one call, at most.
 const BATCH: usize = 500;
+/// How long a batch gathers entries after its first: under load, few large writes rather than
+/// many small ones (the history store is often the groups' own CouchDB).
+const LINGER: Duration = Duration::from_millis(100);
 const RETRY: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(10);
 pub const PRUNE_EVERY: Duration = Duration::from_secs(600);
@@ -198,10 +201,11 @@ impl Recorder {
         let mut pruned = Instant::now();
         while let Some(first) = rx.recv().await {
             let mut changes = vec![first];
+            let until = tokio::time::Instant::now() + LINGER;
             while changes.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(change) => changes.push(change),
-                    Err(_) => break,
+                match tokio::time::timeout_at(until, rx.recv()).await {
+                    Ok(Some(change)) => changes.push(change),
+                    Ok(None) | Err(_) => break,
                 }
             }
             let n = changes.len() as i64;
