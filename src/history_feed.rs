@@ -52,6 +52,16 @@ pub struct HistoryFeed {
     watched: Mutex<LruCache<String, Instant>>,
 }
 
+/// What the follower found of one changed document.
+enum Found {
+    /// Not a group, or its change has an entry.
+    Settled,
+    /// Its entry is queued in this process.
+    Pending,
+    /// Its change has no entry: this one.
+    New(Box<history::Entry>),
+}
+
 /// Where one database's feed was read up to, in this process.
 struct Position {
     since: Value,
@@ -219,15 +229,26 @@ impl HistoryFeed {
             Actor::Outside
         };
         let mut complete = true;
+        let mut found = Vec::new();
         for id in &ids {
-            let known = match changes.revs.get(id.as_str()) {
+            let rev = changes.revs.get(id.as_str()).map(String::as_str);
+            let known = match rev {
                 Some(rev) => self.known(&account, id, rev).await?,
                 None => None,
             };
-            complete &= match known {
-                Some(known) => known,
-                None => self.record(&account, db, id, &actor).await?,
-            };
+            match known {
+                Some(written) => complete &= written,
+                None => match self.record(&account, db, id, &actor, rev).await? {
+                    Found::Settled => {}
+                    Found::Pending => complete = false,
+                    Found::New(entry) => found.push(*entry),
+                },
+            }
+        }
+        // The changes of one read in one write.
+        for chunk in found.chunks(500) {
+            let written = self.recorder.write_now(chunk).await?;
+            self.recorder.recovered(written);
         }
         if complete {
             position.gap = false;
@@ -257,51 +278,54 @@ impl HistoryFeed {
         Ok(None)
     }
 
+    /// The entry of the document's current revision, if it is a group's and has none
+    /// (`checked`: the revision the feed named, whose entry [`Self::known`] looked for).
     async fn record(
         &self,
         account: &AccountId,
         db: &DbName,
         id: &DocId,
         actor: &Actor,
-    ) -> StoreResult<bool> {
+        checked: Option<&str>,
+    ) -> StoreResult<Found> {
         // One document at a time: a group may be megabytes.
         let (rev, after) = match self.store.get_doc(db, id).await? {
             Some(Value::Object(doc)) => {
                 if doc.get("pvt_type").and_then(Value::as_str) != Some(group::GROUP_TYPE) {
-                    return Ok(true);
+                    return Ok(Found::Settled);
                 }
                 let rev = doc.get("_rev").and_then(Value::as_str).unwrap_or("");
                 (rev.to_owned(), Some(doc))
             }
             _ => match self.tombstone(db, id).await? {
                 Some(rev) => (rev, None),
-                None => return Ok(true),
+                None => return Ok(Found::Settled),
             },
         };
-        let entry_id = history::entry_id(&rev);
-        if self.recorder.is_pending(account, id, &entry_id) {
-            return Ok(false);
+        if checked != Some(rev.as_str()) {
+            match self.known(account, id, &rev).await? {
+                Some(true) => return Ok(Found::Settled),
+                Some(false) => return Ok(Found::Pending),
+                None => {}
+            }
         }
-        if self.recorder.wrote(account, id, &entry_id) {
-            return Ok(true);
-        }
-        let history = &self.recorder.store;
-        if history.entry(account, id, &entry_id).await?.is_some() {
-            return Ok(true);
-        }
-        let previous = history
-            .group(account, id, None, 1)
-            .await?
-            .into_iter()
-            .next();
+        // A first revision has nothing before it.
+        let previous = if rev.starts_with("1-") {
+            None
+        } else {
+            let history = &self.recorder.store;
+            history
+                .group(account, id, None, 1)
+                .await?
+                .into_iter()
+                .next()
+        };
         if after.is_none() && previous.is_none() {
             // A deleted document this history never knew as a group.
-            return Ok(true);
+            return Ok(Found::Settled);
         }
         let change = outside_change(account, id, actor, rev, previous, after);
-        let written = self.recorder.write_now(&[change.entry()]).await?;
-        self.recorder.recovered(written);
-        Ok(true)
+        Ok(Found::New(Box::new(change.entry())))
     }
 
     /// The revision of a deleted document's tombstone, when it has one.
