@@ -80,6 +80,8 @@ fn settle_history(http: &reqwest::blocking::Client, base: &str) {
             .lines()
             .any(|l| l == "kz_groups_history_entries_waiting 0")
         {
+            // And the change-feed follower has read those writes (its grace, then a poll).
+            std::thread::sleep(std::time::Duration::from_secs(4));
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
