@@ -199,7 +199,17 @@ impl Recorder {
             log::warn!("history: cannot prepare its store yet ({e}); tried again at a write");
         }
         let mut pruned = Instant::now();
-        while let Some(first) = rx.recv().await {
+        loop {
+            // Idle, it still prunes on time.
+            let first = match tokio::time::timeout(PRUNE_EVERY, rx.recv()).await {
+                Ok(Some(change)) => change,
+                Ok(None) => return,
+                Err(_) => {
+                    self.prune().await;
+                    pruned = Instant::now();
+                    continue;
+                }
+            };
             let mut changes = vec![first];
             let until = tokio::time::Instant::now() + LINGER;
             while changes.len() < BATCH {
