@@ -135,6 +135,17 @@ pub enum Command {
         after_help = format!("{STORE_ENV}\n{BUS_ENV}")
     )]
     Doctor(crate::doctor::DoctorArgs),
+    /// Print a group's or an account's history (issue 18) as JSON lines, newest first.
+    #[command(
+        long_about = "Print the history of one group (--group) or of every group of an account, \
+                      newest first, one JSON entry a line, as GET \
+                      /v2/accounts/{A}/groups/{G}/history/{ENTRY} gives each (action, actor, \
+                      revisions, changes, members, version); --since keeps the changes at or \
+                      after a time (Gregorian seconds, or YYYY-MM-DDTHH:MM:SSZ). Reads only; \
+                      the number of entries goes to stderr.",
+        after_help = STORE_ENV
+    )]
+    History(crate::history_cli::HistoryArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -316,12 +327,22 @@ pub async fn run(cli: Cli, config: Config) -> Result<(), String> {
             Ok(())
         }
         Task::Doctor { account, fix: true } => {
-            announcing(&config, |notifier| doctor::fix(store, notifier, account)).await
+            let history = crate::history::open_store(&config)?;
+            announcing(&config, |notifier| {
+                doctor::fix(store, notifier, history, account)
+            })
+            .await
         }
         Task::Doctor {
             account,
             fix: false,
         } => doctor::report(store, account).await,
+        Task::History(query) => {
+            let history = crate::history::open_store(&config)?;
+            let n = crate::history_cli::print(&history, &query).await?;
+            eprintln!("history: {n} entries");
+            Ok(())
+        }
     }
 }
 
@@ -336,6 +357,7 @@ enum Task {
     CreateUser(NewUser),
     ListUsers(AccountId),
     Doctor { account: AccountId, fix: bool },
+    History(crate::history_cli::HistoryQuery),
 }
 
 impl Task {
@@ -380,6 +402,7 @@ impl Task {
                 account: account_arg("--account", &args.account)?,
                 fix: args.fix,
             },
+            Command::History(args) => Task::History(args.parse()?),
         })
     }
 }

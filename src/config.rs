@@ -79,6 +79,9 @@ pub struct Config {
     /// `KZ_GROUPS_CROSSBAR`: which Crossbar line every request is answered as (`4.3`, the
     /// default, or `master`).
     pub crossbar: CrossbarLine,
+    /// `KZ_GROUPS_HISTORY_DAYS` (90) and `KZ_GROUPS_HISTORY_MAX_PER_GROUP` (1000): how long
+    /// group history entries are kept, and how many of each group.
+    pub history: HistoryBounds,
     /// `KZ_GROUPS_MAX_UPLOAD_BYTES`: Crossbar's `max_upload_size`.
     pub max_upload_bytes: usize,
     /// `KZ_GROUPS_NODE`: the name hashed into the envelope's `node` and sent as the `Node` of
@@ -115,6 +118,24 @@ pub struct Config {
 }
 
 /// Where and how document-change notices are published (amqp-notices.md).
+/// How long group history entries are kept, and how many of each group (issue 18).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryBounds {
+    /// `KZ_GROUPS_HISTORY_DAYS`.
+    pub days: u64,
+    /// `KZ_GROUPS_HISTORY_MAX_PER_GROUP`.
+    pub max_per_group: usize,
+}
+
+impl Default for HistoryBounds {
+    fn default() -> Self {
+        Self {
+            days: 90,
+            max_per_group: 1000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AmqpConfig {
     /// `KZ_GROUPS_AMQP_URL` (or the file `KZ_GROUPS_AMQP_URL_FILE` names), credentials
@@ -176,6 +197,10 @@ impl Config {
             couch_timeout: Duration::from_millis(number("KZ_GROUPS_COUCH_TIMEOUT_MS", 5000)?),
             page_size: number("KZ_GROUPS_PAGE_SIZE", 50)? as usize,
             crossbar: CrossbarLine::parse(&lookup("KZ_GROUPS_CROSSBAR").unwrap_or_default())?,
+            history: HistoryBounds {
+                days: number("KZ_GROUPS_HISTORY_DAYS", 90)?,
+                max_per_group: number("KZ_GROUPS_HISTORY_MAX_PER_GROUP", 1000)? as usize,
+            },
             max_upload_bytes: number(
                 "KZ_GROUPS_MAX_UPLOAD_BYTES",
                 DEFAULT_MAX_UPLOAD_BYTES as u64,

@@ -9,15 +9,19 @@ use serde_json::{json, Map, Value};
 
 use crate::domain::document::StoredDoc;
 use crate::domain::group;
+use crate::domain::history::{Action, Actor};
 use crate::domain::ids::{random_hex, AccountId, DocId};
+use crate::history::Recorder;
+use crate::metrics::Metrics;
 use crate::notices::ChangeNotifier;
 use crate::recent_writes::RecentWrites;
 use crate::startup;
+use crate::store::history::History;
 use crate::store::membership::{Reader, ReportedGroup};
 use crate::store::views::{self, DesignDb};
 use crate::store::{Store, StoreError};
 use crate::validation::Schemas;
-use crate::writes::{self, GroupWrites};
+use crate::writes::{self, GroupWrites, Write};
 
 #[derive(Debug, clap::Args)]
 pub struct DoctorArgs {
@@ -35,9 +39,10 @@ pub struct DoctorArgs {
 pub async fn fix(
     store: Store,
     notifier: Arc<dyn ChangeNotifier>,
+    history: History,
     account: AccountId,
 ) -> Result<(), String> {
-    run(store, Some(notifier), account).await
+    run(store, Some((notifier, history)), account).await
 }
 
 /// `doctor`: the report alone; nothing is written or announced.
@@ -48,7 +53,7 @@ pub async fn report(store: Store, account: AccountId) -> Result<(), String> {
 /// The report, and with a notifier the fixes.
 async fn run(
     store: Store,
-    notifier: Option<Arc<dyn ChangeNotifier>>,
+    notifier: Option<(Arc<dyn ChangeNotifier>, History)>,
     account: AccountId,
 ) -> Result<(), String> {
     if crate::store::account(&store, &account)
@@ -77,12 +82,13 @@ async fn run(
     if let Value::Object(fields) = report.json() {
         out.as_object_mut().expect("an object").extend(fields);
     }
-    let Some(notifier) = notifier else {
+    let Some((notifier, history)) = notifier else {
         println!("{out}");
         return Ok(());
     };
     let request_id = random_hex(16);
     let recent = RecentWrites::new();
+    let recorder = Recorder::direct(history, Arc::new(Metrics::new()));
     let writer = GroupWrites {
         store: &store,
         notifier: &*notifier,
@@ -90,6 +96,8 @@ async fn run(
         account: &account,
         request_id: &request_id,
         author: None,
+        history: &recorder,
+        actor: &Actor::CommandLine,
     };
     let schemas = Schemas::load()?;
     let (mut changed, mut failed) = (Vec::new(), Vec::new());
@@ -150,11 +158,16 @@ async fn fix_group(
     }
     let removals: Map<String, Value> = gone.iter().map(|f| (f.id.clone(), Value::Null)).collect();
     let body = json!({ "endpoints": removals });
+    let before = stored.fields().clone();
     let (public, private) = group::split(stored.into_fields());
     let public = writes::patched(schemas, public, body)
         .map_err(|e| format!("the patched group does not validate: {e:?}"))?;
+    let write = Write {
+        action: Action::Patched,
+        before: Some(&before),
+    };
     let (rev, _) = writer
-        .replace(&id, public, private)
+        .replace(&id, public, private, write)
         .await
         .map_err(|e| match e {
             StoreError::Conflict => "the group changed while it was being fixed".to_owned(),

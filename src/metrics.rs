@@ -38,6 +38,12 @@ pub struct Metrics {
     pub couchdb_accepted: IntCounter,
     /// The store's count as last scraped, so the counter follows it.
     couchdb_accepted_seen: Mutex<u64>,
+    /// Hook: group history entries written (issue 18), by whichever path.
+    pub history_written: IntCounter,
+    /// Hook: changes acknowledged whose history entry is queued, not yet written.
+    pub history_waiting: IntGauge,
+    /// Hook: entries recovered from the change feeds (a change with no entry yet).
+    pub history_recovered: IntCounter,
     /// Hook: a listing read again because its rows did not yet show a write this instance
     /// acknowledged (a cluster's view copy lagging; never on a single node).
     pub listing_rereads: IntCounter,
@@ -321,6 +327,21 @@ impl Metrics {
                 "Writes CouchDB answered 202 Accepted (stored without write quorum).",
             ),
             couchdb_accepted_seen: Mutex::new(0),
+            history_written: counter(
+                r,
+                "kz_groups_history_entries_written_total",
+                "Group history entries written.",
+            ),
+            history_waiting: gauge(
+                r,
+                "kz_groups_history_entries_waiting",
+                "Acknowledged group changes whose history entry is queued, not yet written.",
+            ),
+            history_recovered: counter(
+                r,
+                "kz_groups_history_entries_recovered_total",
+                "Group history entries recovered from the change feeds (changes without an entry).",
+            ),
             listing_rereads: counter(
                 r,
                 "kz_groups_listing_rereads_total",

@@ -50,7 +50,9 @@ use tokio::task::JoinHandle;
 
 use crate::domain::conflict::{self, Resolution};
 use crate::domain::group;
+use crate::domain::history;
 use crate::domain::ids::{DbName, DocId};
+use crate::history::Recorder;
 use crate::metrics::Metrics;
 use crate::notices::{Change, ChangeAction, ChangeNotifier, DocChange};
 use crate::store::{Changed, Feed, Leaf, Store, StoreError, StoreResult};
@@ -90,6 +92,8 @@ type DocKey = (String, String);
 
 pub struct Resolver {
     store: Store,
+    /// Where each resolution is recorded (the group's history).
+    history: Option<Arc<Recorder>>,
     notifier: Arc<dyn ChangeNotifier>,
     metrics: Arc<Metrics>,
     /// One resolution of a document at a time in this process; the others wait for it.
@@ -104,12 +108,19 @@ impl Resolver {
     pub fn new(store: Store, notifier: Arc<dyn ChangeNotifier>, metrics: Arc<Metrics>) -> Self {
         Self {
             store,
+            history: None,
             notifier,
             metrics,
             running: Mutex::new(HashMap::new()),
             watched: Mutex::new(LruCache::new(WATCHED.try_into().expect("non-zero"))),
             positions: Mutex::new(LruCache::new(POSITIONS.try_into().expect("non-zero"))),
         }
+    }
+
+    /// Records each resolution in the group's history.
+    pub fn recording(mut self, history: Arc<Recorder>) -> Self {
+        self.history = Some(history);
+        self
     }
 
     /// Starts the worker that follows the change feeds and the writes CouchDB stored on fewer
@@ -261,6 +272,7 @@ impl Resolver {
             Resolution::Merged(fields) => {
                 let rev = self.write_one(db, plan.merged(id, &fields)).await?;
                 self.announce(db, id, &fields, &rev, edit_action(&fields));
+                self.record(db, id, &plan, &rev, Some(&fields)).await;
                 let closable = plan.closable(&fields, reading.ancestor.as_ref());
                 let tombstones: Vec<Value> = closable
                     .iter()
@@ -281,6 +293,7 @@ impl Resolver {
                     .await?;
                 let winner = plan.winner_fields();
                 self.announce(db, id, &winner, &rev, ChangeAction::Deleted { soft: false });
+                self.record(db, id, &plan, &rev, None).await;
                 Resolved::Deleted(rev)
             }
         };
@@ -314,6 +327,50 @@ impl Resolver {
             Some(e) => Err(clone_error(e)),
             None => Ok(()),
         }
+    }
+
+    /// The resolution's entry in the group's history: one entry, named by the revision it wrote
+    /// (so instances resolving from the same leaves record it once), naming the leaves merged.
+    async fn record(
+        &self,
+        db: &DbName,
+        id: &DocId,
+        plan: &Plan<'_>,
+        rev: &str,
+        fields: Option<&Map<String, Value>>,
+    ) {
+        let (Some(history), Some(account)) = (&self.history, DbName::parse_account_db(db.as_str()))
+        else {
+            return;
+        };
+        let with_id = |fields: &Map<String, Value>, rev: &str| {
+            let mut doc = fields.clone();
+            doc.insert("_id".into(), Value::from(id.as_str()));
+            doc.insert("_rev".into(), Value::from(rev));
+            doc
+        };
+        let mut leaves: Vec<String> = plan.live.iter().map(|l| l.rev.clone()).collect();
+        leaves.extend(plan.deletes.iter().map(|l| l.rev.clone()));
+        let change = history::Change {
+            account,
+            group: id.clone(),
+            action: match fields {
+                Some(_) => history::Action::Resolved,
+                None => history::Action::HardDeleted,
+            },
+            actor: history::Actor::KzGroups,
+            timestamp: fields
+                .and_then(|f| f.get("pvt_modified"))
+                .and_then(Value::as_i64)
+                .unwrap_or_else(crate::domain::clock::gregorian_now),
+            request_id: None,
+            rev_before: Some(plan.winner.rev.clone()),
+            rev_after: rev.to_owned(),
+            merged_leaves: leaves,
+            before: Some(with_id(&plan.winner_fields(), &plan.winner.rev)),
+            after: fields.map(|f| with_id(f, rev)),
+        };
+        history.record(change).await;
     }
 
     /// The change notice of the resolution, as a POST (or a delete) announces its write.

@@ -17,6 +17,7 @@ use crate::auth::issuer::Issuer;
 use crate::bus::Bus;
 use crate::bus_listener;
 use crate::config::{Backend, Config};
+use crate::history::Recorder;
 use crate::metrics::Metrics;
 use crate::notices::{ChangeNotifier, LogNotifier};
 use crate::pipeline::{request, AppState};
@@ -344,7 +345,15 @@ pub struct Application {
     hearing: Option<tokio::task::JoinHandle<()>>,
     /// The conflict resolver's feed worker (CouchDB only).
     resolver: Option<tokio::task::JoinHandle<()>>,
+    /// The group history's writer.
+    history: Option<tokio::task::JoinHandle<()>>,
+    /// The group history's change-feed follower.
+    history_feed: Option<tokio::task::JoinHandle<()>>,
+    recorder: Arc<Recorder>,
 }
+
+/// How long a stop waits for the history entries still queued.
+const HISTORY_FLUSH: Duration = Duration::from_secs(5);
 
 impl Application {
     /// Builds everything, the store included, and binds the listener; fails fast on a broken
@@ -379,8 +388,10 @@ impl Application {
             schemas,
             notifier,
             metrics,
-        ));
+        )?);
+        let recorder = state.history.clone();
         let resolver = state.resolver.clone();
+        let history_feed = state.history_feed.clone();
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let connections = connection_limit(config.max_connections);
         let access_log =
@@ -402,6 +413,8 @@ impl Application {
             Backend::CouchDb { .. } => Some(resolver.start()),
             Backend::Embedded { .. } => None,
         };
+        let history = Some(recorder.start());
+        let history_feed = Some(history_feed.start());
         log::info!(
             "listening on {address} with {workers} workers, up to {connections} connections"
         );
@@ -413,6 +426,9 @@ impl Application {
             bus,
             hearing,
             resolver,
+            history,
+            history_feed,
+            recorder,
         })
     }
 
@@ -427,11 +443,12 @@ impl Application {
     /// for the next start, or another instance). Then the bus gets its bounded flush of the
     /// notices still queued.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let workers: Vec<tokio::task::AbortHandle> = [&self.hearing, &self.resolver]
-            .into_iter()
-            .flatten()
-            .map(tokio::task::JoinHandle::abort_handle)
-            .collect();
+        let workers: Vec<tokio::task::AbortHandle> =
+            [&self.hearing, &self.resolver, &self.history_feed]
+                .into_iter()
+                .flatten()
+                .map(tokio::task::JoinHandle::abort_handle)
+                .collect();
         let (draining, caches) = (self.draining.clone(), self.caches.clone());
         let quiet = tokio::spawn(async move {
             draining.notified().await;
@@ -444,10 +461,19 @@ impl Application {
         systemd::ready();
         let served = self.server.await;
         quiet.abort();
-        for worker in [&self.hearing, &self.resolver].into_iter().flatten() {
+        for worker in [&self.hearing, &self.resolver, &self.history_feed]
+            .into_iter()
+            .flatten()
+        {
             worker.abort();
         }
         self.caches.stop_feeds();
+        // The history entries of the writes answered: a bounded wait, as the bus's below; what
+        // is left is recovered from the change feeds at the next start.
+        self.recorder.flush(HISTORY_FLUSH).await;
+        if let Some(history) = &self.history {
+            history.abort();
+        }
         if let Some(bus) = &self.bus {
             let left = bus.shutdown().await;
             if left > 0 {

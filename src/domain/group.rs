@@ -140,11 +140,15 @@ pub fn stamp(doc: &mut Map<String, Value>, s: &SaveStamp<'_>) {
 /// A loaded doc counts as a live group: `pvt_type` is `group` or absent, and it is not
 /// soft-deleted (§4.4, §6.5).
 pub fn is_live_group(doc: &Map<String, Value>) -> bool {
-    let type_ok = match doc.get("pvt_type") {
+    is_group_type(doc) && !is_soft_deleted(doc)
+}
+
+/// `pvt_type` is `group` or absent: a group, soft-deleted or not.
+pub fn is_group_type(doc: &Map<String, Value>) -> bool {
+    match doc.get("pvt_type") {
         None => true,
         Some(t) => t.as_str() == Some(GROUP_TYPE),
-    };
-    type_ok && !is_soft_deleted(doc)
+    }
 }
 
 pub fn is_soft_deleted(doc: &Map<String, Value>) -> bool {

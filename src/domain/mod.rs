@@ -5,6 +5,7 @@ pub mod conflict;
 pub mod document;
 pub mod filters;
 pub mod group;
+pub mod history;
 pub mod ids;
 pub mod line;
 pub mod membership;

@@ -12,6 +12,8 @@ use crate::cache::CacheStats;
 use crate::config::Config;
 use crate::domain::line::CrossbarLine;
 use crate::error::ApiError;
+use crate::history::Recorder;
+use crate::history_feed::HistoryFeed;
 use crate::metrics::Metrics;
 use crate::notices::ChangeNotifier;
 use crate::recent_writes::RecentWrites;
@@ -52,6 +54,11 @@ pub struct AppState {
     pub resolver: Arc<Resolver>,
     /// The group writes acknowledged in the last seconds, which listings must show.
     pub recent: RecentWrites,
+    /// Records every group change in the group's history (its worker is started by `startup`).
+    pub history: Arc<Recorder>,
+    /// Records the group changes that have no entry, from the change feeds (started by
+    /// `startup`).
+    pub history_feed: Arc<HistoryFeed>,
 }
 
 impl AppState {
@@ -69,16 +76,22 @@ impl AppState {
         schemas: Schemas,
         notifier: Arc<dyn ChangeNotifier>,
         metrics: Arc<Metrics>,
-    ) -> Self {
+    ) -> Result<Self, String> {
         let store: Store = caches.clone();
-        let resolver = Arc::new(Resolver::new(
-            store.clone(),
-            notifier.clone(),
+        let history = Arc::new(Recorder::new(
+            crate::history::open_store(config)?,
             metrics.clone(),
+            config.history,
         ));
-        Self {
+        let resolver = Arc::new(
+            Resolver::new(store.clone(), notifier.clone(), metrics.clone())
+                .recording(history.clone()),
+        );
+        Ok(Self {
             resolver,
             recent: RecentWrites::new(),
+            history_feed: Arc::new(HistoryFeed::new(direct.clone(), history.clone())),
+            history,
             auth: Authenticator::new(store.clone(), config.key_cache, config.token_cache_entries),
             issuer: Issuer::new(direct, store.clone(), config.key_cache),
             store,
@@ -102,7 +115,7 @@ impl AppState {
                 crate::config::Backend::CouchDb { .. } => "couchdb",
                 crate::config::Backend::Embedded { .. } => "embedded",
             },
-        }
+        })
     }
 
     /// Every in-process cache by the name `/metrics` gives it.

@@ -15,6 +15,7 @@ use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use percent_encoding::percent_decode_str;
 
+use crate::domain::history::Actor;
 use crate::error::ApiError;
 use crate::pipeline::caller::{self, Authenticated, Caller};
 use crate::pipeline::media;
@@ -99,6 +100,20 @@ impl Route {
                 (Some(_), Insight::Dangling) => "group_dangling",
                 (Some(_), Insight::References) => "group_references",
             },
+            Route::Groups(GroupsPath {
+                target:
+                    Target::History {
+                        group,
+                        entry,
+                        restore,
+                    },
+                ..
+            }) => match (group, entry, restore) {
+                (None, ..) => "account_history",
+                (Some(_), None, _) => "group_history",
+                (Some(_), Some(_), false) => "group_history_entry",
+                (Some(_), Some(_), true) => "group_history_restore",
+            },
             Route::NoAccount => "no_account",
             Route::NotFound => "not_found",
         }
@@ -163,6 +178,18 @@ impl Route {
                     insight: Insight::Dangling,
                 },
             ),
+            // kz-groups' group history (issue 18): shapes Crossbar answers 404 `not_found`.
+            ["accounts", a, "groups", ACCOUNT_WIDE, "history"] => {
+                groups(a, None, history_target(None, None, false))
+            }
+            ["accounts", a, "groups", g, "history", rest @ ..] if *g != ACCOUNT_WIDE => {
+                match rest {
+                    [] => groups(a, None, history_target(Some(g), None, false)),
+                    [e] => groups(a, None, history_target(Some(g), Some(e), false)),
+                    [e, "restore"] => groups(a, None, history_target(Some(g), Some(e), true)),
+                    _ => Route::NotFound,
+                }
+            }
             ["accounts", a, "groups", g, sub] if *g != ACCOUNT_WIDE => match Insight::parse(sub) {
                 Some(insight) => groups(
                     a,
@@ -184,12 +211,22 @@ impl Route {
     }
 }
 
+fn history_target(group: Option<&str>, entry: Option<&str>, restore: bool) -> Target {
+    Target::History {
+        group: group.map(str::to_owned),
+        entry: entry.map(str::to_owned),
+        restore,
+    }
+}
+
 /// The methods a groups path allows before verb tunnelling (§1 table).
 fn groups_methods(target: &Target) -> &'static [Method] {
     match target {
         Target::Collection => &[Method::GET, Method::PUT],
         Target::Entity(_) => &[Method::GET, Method::POST, Method::PATCH, Method::DELETE],
         Target::Insight { .. } => &[Method::GET],
+        Target::History { restore: true, .. } => &[Method::PUT, Method::POST],
+        Target::History { .. } => &[Method::GET],
     }
 }
 
@@ -218,6 +255,10 @@ async fn serve_groups(mut req: GroupRequest<'_>, reply: &Reply) -> Result<Outcom
         (Target::Insight { insight, .. }, Method::GET) => {
             let insight = *insight;
             groups::membership::serve(&req, &views, insight).await
+        }
+        (Target::History { restore: false, .. }, Method::GET) => groups::history::serve(&req).await,
+        (Target::History { restore: true, .. }, Method::PUT | Method::POST) => {
+            groups::history::restore(&req).await
         }
         _ => Err(ApiError::InvalidMethod),
     }
@@ -333,6 +374,12 @@ async fn answer(
         verb,
         env,
         request_id: reply.tail.request_id.clone(),
+        actor: Actor::Token {
+            account_id: identity.author.account_id.clone(),
+            user_id: identity.owner_id.clone(),
+            auth_method: identity.method.clone(),
+            original_account_id: identity.author.original_account_id.clone(),
+        },
         author: identity.author,
         path: req.path().trim_end_matches('/').to_owned(),
         conditions: Conditions::of(req),

@@ -9,6 +9,7 @@
 pub mod cached;
 pub mod couch;
 pub mod embedded;
+pub mod history;
 pub mod membership;
 pub mod scan;
 pub mod views;
@@ -193,6 +194,9 @@ pub struct Changes {
     /// On a database's feed: the ids of the changed documents that have more than one leaf
     /// revision (CouchDB's `style=all_docs`): a conflict, or the tombstones a resolved one keeps.
     pub branched: Vec<String>,
+    /// On a database's feed: each changed document's current (winning) revision, by id, where
+    /// the feed says it; tombstones included.
+    pub revs: std::collections::HashMap<String, String>,
 }
 
 /// One leaf revision of a document, as CouchDB's `GET /{db}/{id}?open_revs=all&revs=true` gives

@@ -826,3 +826,46 @@ async fn a_resolution_closes_a_leaf_only_after_writing_the_revision_that_holds_i
         .expect("b's tombstone");
     assert_eq!(closed[kz_groups::resolver::MERGED_INTO], written.as_str());
 }
+
+#[tokio::test]
+async fn a_resolution_is_one_history_entry_naming_the_merged_leaves() {
+    let Conflicted {
+        couch, app, a, id, ..
+    } = conflicted(json!({"name": "G"}), |base| {
+        let t = base.modified;
+        vec![
+            base.edit('b', json!({"flags": ["b"], "pvt_modified": t + 1})),
+            base.edit('c', json!({"name": "H", "pvt_modified": t + 1})),
+        ]
+    })
+    .await;
+    assert_eq!(app.get_group(&a, &id).await.status, 200);
+    let stored = resolved(&couch, &a, &id).await;
+    let merged = stored["_rev"].as_str().unwrap().to_owned();
+    let path = format!("{}/history", a.group_path(&id));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let entries = loop {
+        let resp = app.with_token(&a.token).request("GET", &path).send().await;
+        let entries = resp.json["data"].as_array().cloned().unwrap_or_default();
+        if entries.iter().any(|e| e["action"] == "resolved") || Instant::now() > deadline {
+            break entries;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let resolutions: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["action"] == "resolved")
+        .collect();
+    assert_eq!(resolutions.len(), 1, "{entries:?}");
+    let entry = resolutions[0];
+    assert_eq!(entry["rev_after"], merged.as_str(), "{entry}");
+    assert_eq!(entry["actor"], json!({"kind": "kz_groups"}));
+    let leaves: Vec<&str> = entry["merged_leaves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(leaves.contains(&rev(2, 'b').as_str()), "{entry}");
+    assert!(leaves.contains(&rev(2, 'c').as_str()), "{entry}");
+}

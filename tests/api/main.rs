@@ -18,6 +18,7 @@ mod deployment;
 mod durability;
 mod first_use;
 mod groups;
+mod history;
 mod hostile;
 mod lifecycle;
 mod login;

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use kz_groups::domain::line::CrossbarLine;
 
-use crate::helpers::{md5_hex, Response, TestApp};
+use crate::helpers::{md5_hex, Account, Response, TestApp};
 
 const DOCUMENT: &str = include_str!("../../docs/openapi.json");
 
@@ -405,6 +405,8 @@ async fn every_documented_operation_answers_as_the_document_says() {
         &resp,
     );
 
+    exercise_history(&doc, &app, &account, &id).await;
+
     // Deletes, soft then hard.
     let deleted = admin().delete_group(&account, &id).await;
     assert_eq!(deleted.status, 200);
@@ -419,6 +421,70 @@ async fn every_documented_operation_answers_as_the_document_says() {
         missed.is_empty(),
         "documented operations never exercised: {missed:?}"
     );
+}
+
+/// The group history's operations (kz-groups' extension), on a group written at least twice.
+async fn exercise_history(doc: &Document, app: &TestApp, account: &Account, id: &str) {
+    // The group history (kz-groups' extension): its entries are written just after the answers.
+    let history = format!("{}/history", account.group_path(id));
+    let mut listed = app
+        .with_token(&account.token)
+        .request("GET", &history)
+        .send()
+        .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while listed.json["data"].as_array().map_or(0, Vec::len) < 2
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        listed = app
+            .with_token(&account.token)
+            .request("GET", &history)
+            .send()
+            .await;
+    }
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    let history_template = "/v2/accounts/{account_id}/groups/{group_id}/history";
+    doc.check("GET", history_template, &listed);
+    let entry = listed.listed("id").last().cloned().unwrap();
+    let entry_template = "/v2/accounts/{account_id}/groups/{group_id}/history/{entry_id}";
+    for path in [
+        format!("{history}/{entry}"),
+        format!("{history}/000000000001-x"),
+    ] {
+        let resp = app
+            .with_token(&account.token)
+            .request("GET", path)
+            .send()
+            .await;
+        doc.check("GET", entry_template, &resp);
+    }
+    let account_history = "/v2/accounts/{account_id}/groups/_account/history";
+    let resp = app
+        .with_token(&account.token)
+        .request(
+            "GET",
+            format!("{}/_account/history?action=created", account.groups_path()),
+        )
+        .send()
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    doc.check("GET", account_history, &resp);
+    let restore_template = "/v2/accounts/{account_id}/groups/{group_id}/history/{entry_id}/restore";
+    let current = app.with_token(&account.token).get_group(account, id).await;
+    for (method, rev, status) in [
+        ("PUT", "1-stale".to_owned(), 409),
+        ("POST", current.revision().to_owned(), 200),
+    ] {
+        let resp = app
+            .with_token(&account.token)
+            .request(method, format!("{history}/{entry}/restore"))
+            .json(&json!({"data": {"rev": rev}}))
+            .send()
+            .await;
+        assert_eq!(resp.status, status, "{method}: {}", resp.text);
+        doc.check(method, restore_template, &resp);
+    }
 }
 
 #[test]
@@ -467,13 +533,30 @@ fn the_document_is_openapi_3_1_and_names_every_route_of_the_route_table() {
             "account_dangling",
             "/v2/accounts/{account_id}/groups/_account/dangling",
         ),
+        (
+            "group_history",
+            "/v2/accounts/{account_id}/groups/{group_id}/history",
+        ),
+        (
+            "group_history_entry",
+            "/v2/accounts/{account_id}/groups/{group_id}/history/{entry_id}",
+        ),
+        (
+            "group_history_restore",
+            "/v2/accounts/{account_id}/groups/{group_id}/history/{entry_id}/restore",
+        ),
+        (
+            "account_history",
+            "/v2/accounts/{account_id}/groups/_account/history",
+        ),
     ] {
         assert!(paths.contains(path), "{path} missing");
         let concrete = path
             .replace("{account_id}", "4b31dd1d32ce6d249897c06332375d65")
             .replace("{user_id}", "u1")
-            .replace("{group_id}", "g1");
+            .replace("{group_id}", "g1")
+            .replace("{entry_id}", "000000000001-a");
         assert_eq!(kz_groups::routes::route_name(&concrete), name, "{path}");
     }
-    assert_eq!(paths.len(), 15, "{paths:?}");
+    assert_eq!(paths.len(), 19, "{paths:?}");
 }

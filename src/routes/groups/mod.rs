@@ -2,6 +2,7 @@
 //! content type, execute) for `create`, `fetch`, `update`, `patch` and `delete`, named as
 //! Crossbar's `cb_groups` names them; `summary` is in [`listing`]. Which verb reaches which
 //! handler is in the route table (`routes::serve_groups`).
+pub mod history;
 pub mod listing;
 pub mod membership;
 pub mod request;
@@ -13,14 +14,14 @@ use serde_json::{json, Map, Value};
 
 use crate::domain::document::StoredDoc;
 use crate::domain::group;
+use crate::domain::history::Action;
 use crate::domain::ids::DocId;
 use crate::error::{ApiError, StoreContext};
-use crate::notices::ChangeAction;
 use crate::pipeline::reply::{Outcome, Revision, Success};
 use crate::pipeline::AppState;
 use crate::store::views::Installed;
 use crate::store::StoreError;
-use crate::writes::{self, assemble, GroupWrites};
+use crate::writes::{self, assemble, GroupWrites, Write};
 use request::GroupRequest;
 
 /// What every groups request does before its handler: the account's design documents are
@@ -30,6 +31,7 @@ pub async fn prepare(req: &GroupRequest<'_>) -> Result<(Installed, Option<DocId>
     // Where no server-wide change feed runs, the databases served are those followed for
     // conflicts.
     req.state.resolver.watch(&req.account.db());
+    req.state.history_feed.watch(&req.account.db());
     let views = req
         .state
         .views
@@ -123,6 +125,8 @@ fn writes<'a>(req: &'a GroupRequest<'_>) -> GroupWrites<'a> {
         account: &req.account,
         request_id: &req.request_id,
         author: Some(&req.author),
+        history: &req.state.history,
+        actor: &req.actor,
     }
 }
 
@@ -132,10 +136,10 @@ async fn save(
     req: &GroupRequest<'_>,
     id: &DocId,
     doc: Map<String, Value>,
-    action: ChangeAction,
+    write: Write<'_>,
 ) -> Result<(String, Map<String, Value>), ApiError> {
     writes(req)
-        .save(id, doc, action)
+        .save(id, doc, write)
         .await
         .map_err(|e| write_failed(req, e))
 }
@@ -182,7 +186,11 @@ pub async fn create(req: &GroupRequest<'_>, data: Value) -> Result<Outcome, ApiE
     req.conditions.check_content_type()?;
     let mut doc = assemble(&id, public, Map::new());
     writes(req).stamp(&mut doc);
-    let (rev, doc) = save(req, &id, doc, ChangeAction::Created).await?;
+    let created = Write {
+        action: Action::Created,
+        before: None,
+    };
+    let (rev, doc) = save(req, &id, doc, created).await?;
     Ok(Outcome::Done(Success {
         status: StatusCode::CREATED,
         location: Some(format!("{}/{}", req.path, id)),
@@ -209,9 +217,9 @@ pub async fn fetch(req: &GroupRequest<'_>) -> Result<Outcome, ApiError> {
 pub async fn update(req: &GroupRequest<'_>, data: Value) -> Result<Outcome, ApiError> {
     let public = validate(req.state, request_public_data(data))?;
     let (id, stored) = load_group(req).await?;
-    let rev = stored.rev.clone();
+    let before = stored.fields().clone();
     let (_, private) = group::split(stored.into_fields());
-    write_over(req, &id, public, private, &rev).await
+    write_over(req, &id, public, private, &before, Action::Updated).await
 }
 
 /// PATCH: deep-merge into the stored doc, then validate the result (§6.4, §6.5).
@@ -226,40 +234,46 @@ pub async fn patch(req: &GroupRequest<'_>, data: Value) -> Result<Outcome, ApiEr
     let live = stored
         .as_ref()
         .is_some_and(|doc| group::is_live_group(doc.fields()));
-    let (public, private, rev) = match stored {
+    let (public, private, before) = match stored {
         Some(doc) => {
-            let rev = doc.rev.clone();
+            let before = doc.fields().clone();
             let (public, private) = group::split(doc.into_fields());
             (
                 writes::patched(&req.state.schemas, public, body)?,
                 private,
-                rev,
+                before,
             )
         }
-        None => (validate(req.state, body)?, Map::new(), String::new()),
+        None => (validate(req.state, body)?, Map::new(), Map::new()),
     };
     let id = id?;
     if !live {
         return Err(req.not_found());
     }
-    write_over(req, &id, public, private, &rev).await
+    write_over(req, &id, public, private, &before, Action::Patched).await
 }
 
-/// The common end of POST and PATCH: conditions against the stored revision, content type,
-/// save over it.
+/// The common end of POST and PATCH: conditions against the stored revision (`before`'s),
+/// content type, save over it.
 async fn write_over(
     req: &GroupRequest<'_>,
     id: &DocId,
     public: Map<String, Value>,
     private: Map<String, Value>,
-    rev: &str,
+    before: &Map<String, Value>,
+    action: Action,
 ) -> Result<Outcome, ApiError> {
+    let rev = before.get("_rev").and_then(Value::as_str).unwrap_or("");
     if let Some(outcome) = req.conditions.check(Some(rev), false)? {
         return Ok(outcome);
     }
     req.conditions.check_content_type()?;
+    let write = Write {
+        action,
+        before: Some(before),
+    };
     let (new_rev, doc) = writes(req)
-        .replace(id, public, private)
+        .replace(id, public, private, write)
         .await
         .map_err(|e| write_failed(req, e))?;
     Ok(Outcome::Done(Success::ok(
@@ -280,23 +294,16 @@ pub async fn delete(req: &GroupRequest<'_>) -> Result<Outcome, ApiError> {
         let mut doc = stored.clone().into_fields();
         doc.insert("pvt_deleted".into(), Value::Bool(true));
         writes(req).stamp(&mut doc);
-        save(req, &id, doc, ChangeAction::Deleted { soft: true }).await?;
+        let deleted = Write {
+            action: Action::Deleted,
+            before: Some(stored.fields()),
+        };
+        save(req, &id, doc, deleted).await?;
     } else {
-        req.state.recent.begin(&req.account.db(), &id);
-        let new_rev = req
-            .state
-            .store
-            .delete_doc(&req.account.db(), &id, &stored.rev)
+        writes(req)
+            .remove(&id, stored.fields(), &stored.rev)
             .await
             .map_err(|e| write_failed(req, e))?;
-        req.state.recent.record(&req.account.db(), &id, None);
-        // The notice describes the doc as it was before the delete, with the tombstone's rev.
-        writes(req).announce(
-            &id,
-            stored.fields(),
-            &new_rev,
-            ChangeAction::Deleted { soft: false },
-        );
     }
     data.insert("_read_only".into(), json!({"deleted": true}));
     Ok(Outcome::Done(Success::ok(

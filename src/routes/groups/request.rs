@@ -5,6 +5,7 @@ use actix_web::HttpRequest;
 use serde_json::Value;
 
 use crate::domain::group::Author;
+use crate::domain::history::Actor;
 use crate::domain::ids::{AccountId, DocId};
 use crate::envelope::{self, RequestEnvelope};
 use crate::error::ApiError;
@@ -33,6 +34,16 @@ pub enum Target {
         /// The raw group id segment; `None` for the whole account.
         group: Option<String>,
         insight: Insight,
+    },
+    /// A group's history (kz-groups' extension, issue 18): `groups/{G}/history`,
+    /// `groups/{G}/history/{ENTRY}`, `groups/{G}/history/{ENTRY}/restore`, and the account's,
+    /// `groups/_account/history`.
+    History {
+        /// The raw group id segment; `None` for the whole account.
+        group: Option<String>,
+        /// The raw entry id segment.
+        entry: Option<String>,
+        restore: bool,
     },
 }
 
@@ -80,6 +91,18 @@ impl Target {
             Target::Insight { group, insight } => {
                 vec![group.as_deref().unwrap_or(ACCOUNT_WIDE), insight.name()]
             }
+            Target::History {
+                group,
+                entry,
+                restore,
+            } => {
+                let mut args = vec![group.as_deref().unwrap_or(ACCOUNT_WIDE), "history"];
+                args.extend(entry.as_deref());
+                if *restore {
+                    args.push("restore");
+                }
+                args
+            }
         }
     }
 }
@@ -95,6 +118,8 @@ pub struct GroupRequest<'a> {
     pub env: RequestEnvelope,
     pub request_id: String,
     pub author: Author,
+    /// Who the group's history records as making this request's changes.
+    pub actor: Actor,
     /// The request path without a trailing slash, for `Location`.
     pub path: String,
     pub conditions: Conditions,
@@ -108,8 +133,13 @@ impl GroupRequest<'_> {
             Target::Entity(raw)
             | Target::Insight {
                 group: Some(raw), ..
+            }
+            | Target::History {
+                group: Some(raw), ..
             } => DocId::parse(raw).ok_or_else(|| self.not_found()),
-            Target::Collection | Target::Insight { group: None, .. } => Err(ApiError::NotFound),
+            Target::Collection
+            | Target::Insight { group: None, .. }
+            | Target::History { group: None, .. } => Err(ApiError::NotFound),
         }
     }
 
@@ -119,8 +149,13 @@ impl GroupRequest<'_> {
             Target::Entity(raw)
             | Target::Insight {
                 group: Some(raw), ..
+            }
+            | Target::History {
+                group: Some(raw), ..
             } => ApiError::BadIdentifier(raw.clone()),
-            Target::Collection | Target::Insight { group: None, .. } => ApiError::NotFound,
+            Target::Collection
+            | Target::Insight { group: None, .. }
+            | Target::History { group: None, .. } => ApiError::NotFound,
         }
     }
 

@@ -3,6 +3,7 @@
 //! CouchDB's meaning on servers that speak it loosely: the rows of a view are cut out of the
 //! answer as it arrives (`rows`), `startkey_docid` works where a server ignores it
 //! (`startkey_docid`), and database names come back with their slashes (`all_dbs`).
+pub mod history;
 mod rows;
 pub mod startkey_docid;
 pub mod tls;
@@ -588,10 +589,21 @@ impl DocStore for CouchClient {
                     .map(|db| Changed::Db(db.to_owned())),
             })
             .collect();
+        // With `style=all_docs` the winning revision comes first.
+        let revs = results
+            .into_iter()
+            .flatten()
+            .filter_map(|change| {
+                let id = change.get("id")?.as_str()?;
+                let rev = change.pointer("/changes/0/rev")?.as_str()?;
+                Some((id.to_owned(), rev.to_owned()))
+            })
+            .collect();
         Ok(Changes {
             last_seq,
             changed,
             branched,
+            revs,
         })
     }
 

@@ -2,6 +2,8 @@
 //! write's own transaction, so a change is seen exactly when its data is, by this process and
 //! by any other on the same file (the CLI writing while the server runs). Readers poll it: a
 //! sequence number is an integer, and the table keeps the last [`KEPT`] changes.
+use std::collections::HashMap;
+
 use rusqlite::{params, Connection};
 
 use super::sql_error;
@@ -44,7 +46,7 @@ pub fn after(
     db: Option<&str>,
     since: i64,
     limit: usize,
-) -> StoreResult<(Vec<Changed>, i64)> {
+) -> StoreResult<(Vec<Changed>, i64, HashMap<String, String>)> {
     let last = end(conn)?;
     if last - since > KEPT {
         return Err(StoreError::Other {
@@ -55,18 +57,25 @@ pub fn after(
     }
     let mut stmt = conn
         .prepare_cached(
-            "SELECT seq, db, id FROM changes WHERE seq > ?1 AND (?2 IS NULL OR db = ?2)
-             ORDER BY seq LIMIT ?3",
+            "SELECT c.seq, c.db, c.id, d.rev FROM changes c
+             LEFT JOIN docs d ON d.db = c.db AND d.id = c.id
+             WHERE c.seq > ?1 AND (?2 IS NULL OR c.db = ?2)
+             ORDER BY c.seq LIMIT ?3",
         )
         .map_err(sql_error)?;
     let mut rows = stmt
         .query(params![since, db, limit as i64])
         .map_err(sql_error)?;
     let (mut changed, mut read, mut full) = (Vec::new(), 0, false);
+    let mut revs = HashMap::new();
     while let Some(row) = rows.next().map_err(sql_error)? {
         let seq: i64 = row.get(0).map_err(sql_error)?;
         let db: String = row.get(1).map_err(sql_error)?;
         let id: Option<String> = row.get(2).map_err(sql_error)?;
+        let rev: Option<String> = row.get(3).map_err(sql_error)?;
+        if let (Some(id), Some(rev)) = (&id, rev) {
+            revs.insert(id.clone(), rev);
+        }
         read = seq;
         changed.push(match id {
             Some(id) => Changed::Doc { db, id },
@@ -76,5 +85,5 @@ pub fn after(
     }
     // A filtered read that found less than its limit has seen everything up to `last`.
     let next = if full { read } else { last.max(since) };
-    Ok((changed, next))
+    Ok((changed, next, revs))
 }

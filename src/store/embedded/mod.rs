@@ -11,6 +11,7 @@ mod batches;
 mod changes;
 pub mod collation;
 mod docs;
+pub mod history;
 pub mod native_views;
 mod pool;
 mod schema;
@@ -383,7 +384,7 @@ impl DocStore for EmbeddedStore {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let filter = db.clone();
-            let (changed, next) = self
+            let (changed, next, revs) = self
                 .conns
                 .read(move |conn| changes::after(conn, filter.as_deref(), since, FEED_BATCH))
                 .await?;
@@ -394,6 +395,7 @@ impl DocStore for EmbeddedStore {
                     changed,
                     // One leaf per document here: nothing ever branches.
                     branched: Vec::new(),
+                    revs,
                 });
             }
             tokio::time::sleep(FEED_POLL).await;

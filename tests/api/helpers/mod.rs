@@ -10,7 +10,7 @@ pub mod cut_proxy;
 pub mod process;
 pub mod tls_proxy;
 
-pub use client::{Group, Response};
+pub use client::{Caller, Group, Response};
 
 use kz_groups::admin::{self, NewAccount, NewUser};
 use kz_groups::auth::{identity, jwt, keys};
