@@ -780,7 +780,14 @@ async fn stream_all(
         closing: Some(closing),
     };
     let body = stream::unfold(state, StreamState::next_chunk);
-    let body = stream::once(async move { Ok(head) }).chain(body);
+    // actix writes out what it has encoded only once the body is pending: were the rows after
+    // the head all at hand and a store failure among them, the connection would be dropped
+    // before a byte of the answer was sent. The stream therefore pauses once after the head, so
+    // the answer has begun (status and head sent) before any further row is read.
+    let pause = stream::once(tokio::task::yield_now()).filter_map(|()| async { None });
+    let body = stream::once(async move { Ok(head) })
+        .chain(pause)
+        .chain(body);
     Ok(Outcome::Stream(Streamed {
         etag,
         body: body.boxed(),
