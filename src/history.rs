@@ -39,6 +39,8 @@ const LINGER: Duration = Duration::from_millis(100);
 const RETRY: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(10);
 pub const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// Groups written since the last pruning that are remembered for it, at most.
+const TOUCHED_MAX: usize = 100_000;
 
 /// The group history's store: a database of kz-groups' own on CouchDB, a file of its own beside
 /// the embedded store.
@@ -61,7 +63,7 @@ pub struct Recorder {
     pub store: History,
     metrics: Arc<Metrics>,
     bounds: Bounds,
-    /// Groups written since the last pruning.
+    /// Groups written since the last pruning (at most [`TOUCHED_MAX`]).
     touched: Mutex<HashSet<(AccountId, DocId)>>,
     /// Each entry written before `record` returns, with no worker (the command line).
     direct: bool,
@@ -170,9 +172,21 @@ impl Recorder {
         self.metrics.history_recovered.inc_by(n as u64);
     }
 
+    /// Notes the groups written, for the next pruning's per-group bound. At most
+    /// [`TOUCHED_MAX`] are held (the worker prunes early when they are reached); a group past
+    /// that is pruned by age only, and by count the next time it is written.
     fn touch(&self, entries: &[Entry]) {
         let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
-        touched.extend(entries.iter().filter_map(Entry::ids));
+        for ids in entries.iter().filter_map(Entry::ids) {
+            if touched.len() >= TOUCHED_MAX {
+                break;
+            }
+            touched.insert(ids);
+        }
+    }
+
+    fn touched_full(&self) -> bool {
+        self.touched.lock().unwrap_or_else(|p| p.into_inner()).len() >= TOUCHED_MAX
     }
 
     /// Starts the worker; it runs until its handle is aborted.
@@ -231,7 +245,7 @@ impl Recorder {
                 }
             }
             self.metrics.history_waiting.sub(n);
-            if pruned.elapsed() >= PRUNE_EVERY {
+            if pruned.elapsed() >= PRUNE_EVERY || self.touched_full() {
                 self.prune().await;
                 pruned = Instant::now();
             }

@@ -20,7 +20,6 @@
 //! group's newest entry. A tombstone is recorded (`hard_deleted`) only for a group with entries.
 //! Entry ids are the revisions' (`domain::history`), so instances recording one change write
 //! one entry.
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,6 +44,10 @@ pub const WATCH_FOR: Duration = Duration::from_secs(600);
 const WATCHED: usize = 256;
 /// The server-wide feed's checkpoint name.
 const SERVER: &str = "server";
+/// Databases whose feed position is held in memory, at most (the least recently read go first).
+/// A database read again after its position went is read on from its checkpoint in the history
+/// store, as after a start: what changed meanwhile without an entry is recorded as `unknown`.
+const POSITIONS: std::num::NonZeroUsize = std::num::NonZeroUsize::new(10_000).unwrap();
 
 pub struct HistoryFeed {
     store: Store,
@@ -98,7 +101,7 @@ impl HistoryFeed {
     }
 
     async fn run(&self) {
-        let mut positions: HashMap<String, Position> = HashMap::new();
+        let mut positions: LruCache<String, Position> = LruCache::new(POSITIONS);
         let mut server: Option<Value> = None;
         loop {
             let dbs = self.changed_dbs(&mut server).await;
@@ -177,19 +180,19 @@ impl HistoryFeed {
     async fn follow_db(
         &self,
         db: &DbName,
-        positions: &mut HashMap<String, Position>,
+        positions: &mut LruCache<String, Position>,
     ) -> StoreResult<()> {
         let Some(account) = DbName::parse_account_db(db.as_str()) else {
             return Ok(());
         };
         let name = checkpoint_name(db);
-        if !positions.contains_key(&name) {
+        if !positions.contains(&name) {
             let saved = self.recorder.store.checkpoint(&name).await?;
             let position = Position {
                 gap: saved.is_some(),
                 since: saved.unwrap_or(Value::from(0)),
             };
-            positions.insert(name.clone(), position);
+            positions.put(name.clone(), position);
         }
         let position = positions.get_mut(&name).expect("inserted above");
         let changes = match self
