@@ -29,6 +29,9 @@ use crate::store::couch::CouchClient;
 use crate::store::embedded::history::EmbeddedHistory;
 use crate::store::history::History;
 
+/// How long a change is left to its writer's own entry before another records it (the feed
+/// follower, or a write over it).
+pub const GRACE: Duration = Duration::from_secs(2);
 /// Changes waiting to be written, at most.
 pub const QUEUE: usize = 10_000;
 /// Entries written in one call, at most.
@@ -73,10 +76,27 @@ pub struct Recorder {
     /// The stored ids of the entries this process wrote last (at most [`KNOWN`]): the feed
     /// follower skips their changes without reading the history store.
     written: Mutex<lru::LruCache<String, ()>>,
+    /// Revisions written over, for the feed follower (at most [`OVERWRITTEN_MAX`]).
+    overwritten: Mutex<std::collections::VecDeque<Overwritten>>,
 }
 
 /// Entries remembered as written by this process.
 const KNOWN: usize = 100_000;
+/// Revisions written over that wait for their check, at most (each holds its document).
+const OVERWRITTEN_MAX: usize = 1_000;
+
+/// A revision a write of this process replaced that this process did not record: a change
+/// made behind its back (or by a peer) that the change feeds may never show, since they give
+/// only a document's latest revision. The feed follower checks it [`GRACE`] after the write, as
+/// it checks a change: if its entry is still missing then, it is recorded as `outside`, from the
+/// document the write read.
+pub struct Overwritten {
+    due: Instant,
+    pub account: AccountId,
+    pub group: DocId,
+    pub rev: String,
+    pub doc: serde_json::Map<String, serde_json::Value>,
+}
 
 fn pending_key(account: &AccountId, group: &DocId, entry: &str) -> String {
     history::stored_id(account, group, entry)
@@ -95,6 +115,7 @@ impl Recorder {
             direct: false,
             pending: Mutex::new(HashSet::new()),
             written: Mutex::new(lru::LruCache::new(KNOWN.try_into().expect("non-zero"))),
+            overwritten: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -172,6 +193,11 @@ impl Recorder {
         self.metrics.history_recovered.inc_by(n as u64);
     }
 
+    /// One pass of the feed follower over the changed databases.
+    pub fn feed_pass(&self, ok: bool) {
+        self.metrics.history_feed_pass(ok);
+    }
+
     /// Notes the groups written, for the next pruning's per-group bound. At most
     /// [`TOUCHED_MAX`] are held (the worker prunes early when they are reached); a group past
     /// that is pruned by age only, and by count the next time it is written.
@@ -233,6 +259,7 @@ impl Recorder {
                 }
             }
             let n = changes.len() as i64;
+            self.note_overwritten(&changes);
             let entries: Vec<Entry> = changes.into_iter().map(Change::entry).collect();
             self.write_until_done(&entries).await;
             {
@@ -250,6 +277,58 @@ impl Recorder {
                 pruned = Instant::now();
             }
         }
+    }
+
+    /// Notes the revisions these changes replaced that this process has no entry of (in its
+    /// queue or among those it wrote lately), for the feed follower to check after the grace.
+    fn note_overwritten(&self, changes: &[Change]) {
+        let due = Instant::now() + GRACE;
+        let mut overwritten = self.overwritten.lock().unwrap_or_else(|p| p.into_inner());
+        for change in changes {
+            let (Some(rev), Some(doc)) = (&change.rev_before, &change.before) else {
+                continue;
+            };
+            let entry = history::entry_id(rev);
+            if change.action == history::Action::Resolved
+                || self.is_pending(&change.account, &change.group, &entry)
+                || self.wrote(&change.account, &change.group, &entry)
+            {
+                continue;
+            }
+            if overwritten.len() >= OVERWRITTEN_MAX {
+                log::warn!(
+                    "history: more than {OVERWRITTEN_MAX} revisions written over wait for their \
+                     check; revision {rev} of group {} is not looked for",
+                    change.group
+                );
+                continue;
+            }
+            overwritten.push_back(Overwritten {
+                due,
+                account: change.account.clone(),
+                group: change.group.clone(),
+                rev: rev.clone(),
+                doc: doc.clone(),
+            });
+        }
+    }
+
+    /// Revisions written over whose check failed, to be checked again.
+    pub fn overwritten_again(&self, items: Vec<Overwritten>) {
+        let mut overwritten = self.overwritten.lock().unwrap_or_else(|p| p.into_inner());
+        for item in items.into_iter().rev() {
+            if overwritten.len() < OVERWRITTEN_MAX {
+                overwritten.push_front(item);
+            }
+        }
+    }
+
+    /// The revisions written over whose check is due.
+    pub fn due_overwritten(&self) -> Vec<Overwritten> {
+        let mut overwritten = self.overwritten.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let due = overwritten.iter().take_while(|o| o.due <= now).count();
+        overwritten.drain(..due).collect()
     }
 
     async fn write_until_done(&self, entries: &[Entry]) {

@@ -20,24 +20,32 @@
 //! group's newest entry. A tombstone is recorded (`hard_deleted`) only for a group with entries.
 //! Entry ids are the revisions' (`domain::history`), so instances recording one change write
 //! one entry.
+//!
+//! A pass reads every changed database's feed, waits the grace once, then settles each
+//! database: the entries this process wrote or queued are known without the store; the others'
+//! entries are looked for in one read of the history store, and only the documents still without
+//! one are read ([`DOCS_READ`] at a time). A database left unsettled (a failure, an entry still
+//! queued) is read again next pass; the server-wide feed's checkpoint moves only when none is
+//! left, so a stop or a SIGKILL never skips a database it named. Every pass is counted
+//! (`kz_groups_history_feed_passes_total`, by result).
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::task::JoinHandle;
 
-use crate::domain::clock;
 use crate::domain::group;
-use crate::domain::history::{self, Action, Actor, Change};
+use crate::domain::history::{self, Actor, Change};
 use crate::domain::ids::{AccountId, DbName, DocId};
-use crate::history::Recorder;
+use crate::history::{Overwritten, Recorder, GRACE};
 use crate::store::{Changed, Feed, Store, StoreError, StoreResult};
 
-/// How long a change is left to its writer's own entry.
-pub const GRACE: Duration = Duration::from_secs(2);
 /// How often the feeds are read.
 const POLL: Duration = Duration::from_secs(1);
+/// Changed documents read per call: few, since a group may be as large as an upload may be
+/// (`KZ_GROUPS_MAX_UPLOAD_BYTES`, 8 MB by default).
+const DOCS_READ: usize = 10;
 /// Without a server-wide feed: how long a database is followed after its last request here.
 pub const WATCH_FOR: Duration = Duration::from_secs(600);
 /// Without a server-wide feed: databases followed at most (the least recently used leave).
@@ -61,8 +69,33 @@ enum Found {
     Settled,
     /// Its entry is queued in this process.
     Pending,
-    /// Its change has no entry: this one.
-    New(Box<history::Entry>),
+    /// Its change has no entry: these (the revisions before it that had none either, oldest
+    /// first, then its own).
+    New(Vec<history::Entry>),
+}
+
+/// The server-wide feed (CouchDB's `_db_updates`), as this process reads it.
+#[derive(Default)]
+struct ServerFeed {
+    /// Where it was read up to (`None`: not known yet, or no such feed).
+    read: Option<Value>,
+    /// Its checkpoint as last kept.
+    saved: Option<Value>,
+    /// The account databases named since the last pass.
+    named: Vec<DbName>,
+}
+
+/// One database's feed as read, its changes to be settled after the grace.
+struct Read {
+    db: DbName,
+    account: AccountId,
+    /// Its checkpoint's name.
+    name: String,
+    /// Read from a checkpoint in a gap of the recording ([`Position::gap`]).
+    gap: bool,
+    /// The changed documents.
+    ids: Vec<DocId>,
+    changes: crate::store::Changes,
 }
 
 /// Where one database's feed was read up to, in this process.
@@ -102,32 +135,83 @@ impl HistoryFeed {
 
     async fn run(&self) {
         let mut positions: LruCache<String, Position> = LruCache::new(POSITIONS);
-        let mut server: Option<Value> = None;
+        let mut server = ServerFeed::default();
+        // Databases left unsettled by the last pass (a failure, an entry still queued).
+        let mut retry: Vec<DbName> = Vec::new();
         loop {
-            let dbs = self.changed_dbs(&mut server).await;
+            let mut ok = self.read_server(&mut server).await;
+            let mut dbs = std::mem::take(&mut server.named);
+            dbs.extend(self.watched_dbs());
+            dbs.append(&mut retry);
+            dbs.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+            dbs.dedup();
+            let mut reads = Vec::new();
             for db in dbs {
-                if let Err(e) = self.follow_db(&db, &mut positions).await {
-                    log::warn!("history: cannot read the change feed of {db} ({e}); later");
+                match self.read_db(&db, &mut positions).await {
+                    Ok(read) => reads.extend(read),
+                    Err(e) => {
+                        log::warn!("history: cannot read the change feed of {db} ({e}); later");
+                        retry.push(db);
+                        ok = false;
+                    }
                 }
             }
+            // The writers' own entries normally land within the grace: one wait for the pass.
+            if reads.iter().any(|r| !r.ids.is_empty()) {
+                tokio::time::sleep(GRACE).await;
+            }
+            for read in reads {
+                let db = read.db.clone();
+                match self.settle_db(read, &mut positions).await {
+                    Ok(true) => {}
+                    Ok(false) => retry.push(db),
+                    Err(e) => {
+                        log::warn!("history: cannot record the changes of {db} ({e}); later");
+                        retry.push(db);
+                        ok = false;
+                    }
+                }
+            }
+            if let Err(e) = self.settle_overwritten().await {
+                log::warn!("history: cannot check the revisions written over ({e})");
+                ok = false;
+            }
+            // The server-wide feed's checkpoint moves only past databases all settled: a stop
+            // now finds the others named again.
+            if retry.is_empty() {
+                self.save_server(&mut server).await;
+            }
+            self.recorder.feed_pass(ok);
             tokio::time::sleep(POLL).await;
         }
     }
 
-    /// The account databases to read: those the server-wide feed names since it was last read
-    /// (from its checkpoint), else the watched ones.
-    async fn changed_dbs(&self, server: &mut Option<Value>) -> Vec<DbName> {
+    /// Reads the server-wide feed on from where it was read (its checkpoint after a start;
+    /// its end at a first start), noting the account databases it names; `false` when it
+    /// could not be read. Without one (pouchdb-server) nothing is named.
+    async fn read_server(&self, server: &mut ServerFeed) -> bool {
         let history = &self.recorder.store;
-        if server.is_none() {
-            *server = match history.checkpoint(SERVER).await {
-                Ok(Some(since)) => Some(since),
-                _ => self.store.feed_end(Feed::Server).await.ok().flatten(),
+        if server.read.is_none() {
+            // A checkpoint that cannot be read yet is not skipped: the next pass asks again.
+            let start = match history.checkpoint(SERVER).await {
+                Ok(Some(since)) => {
+                    server.saved = Some(since.clone());
+                    Ok(Some(since))
+                }
+                Ok(None) => self.store.feed_end(Feed::Server).await,
+                Err(e) => Err(e),
             };
+            match start {
+                Ok(start) => server.read = start,
+                Err(e) => {
+                    log::warn!("history: cannot find where to read the server-wide feed ({e})");
+                    return false;
+                }
+            }
         }
-        let Some(since) = server.clone() else {
-            return self.watched_dbs();
+        let Some(since) = server.read.clone() else {
+            return true;
         };
-        let mut names: Vec<String> = Vec::new();
         match self
             .store
             .feed_next(Feed::Server, &since, Duration::ZERO)
@@ -139,23 +223,32 @@ impl HistoryFeed {
                         Changed::Db(name) => name,
                         Changed::Doc { db, .. } => db,
                     };
-                    if !names.contains(&name) {
-                        names.push(name);
+                    if let Some(account) = DbName::parse_account_db(&name) {
+                        server.named.push(account.db());
                     }
                 }
-                let _ = history.set_checkpoint(SERVER, &changes.last_seq).await;
-                *server = Some(changes.last_seq);
+                server.read = Some(changes.last_seq);
+                true
             }
-            Err(e) => log::warn!("history: cannot read the server-wide feed ({e})"),
+            Err(e) => {
+                log::warn!("history: cannot read the server-wide feed ({e})");
+                false
+            }
         }
-        let mut dbs: Vec<DbName> = names
-            .iter()
-            .filter_map(|n| DbName::parse_account_db(n))
-            .map(|a| a.db())
-            .collect();
-        dbs.extend(self.watched_dbs());
-        dbs.dedup();
-        dbs
+    }
+
+    /// Keeps where the server-wide feed was read up to, when it moved.
+    async fn save_server(&self, server: &mut ServerFeed) {
+        let Some(read) = server.read.clone() else {
+            return;
+        };
+        if server.saved.as_ref() == Some(&read) {
+            return;
+        }
+        match self.recorder.store.set_checkpoint(SERVER, &read).await {
+            Ok(()) => server.saved = Some(read),
+            Err(e) => log::warn!("history: cannot keep the server-wide feed's checkpoint ({e})"),
+        }
     }
 
     fn watched_dbs(&self) -> Vec<DbName> {
@@ -176,14 +269,14 @@ impl HistoryFeed {
             .collect()
     }
 
-    /// Reads one database's feed on from its position and records what has no entry.
-    async fn follow_db(
+    /// Reads one database's feed on from its position.
+    async fn read_db(
         &self,
         db: &DbName,
         positions: &mut LruCache<String, Position>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Option<Read>> {
         let Some(account) = DbName::parse_account_db(db.as_str()) else {
-            return Ok(());
+            return Ok(None);
         };
         let name = checkpoint_name(db);
         if !positions.contains(&name) {
@@ -211,7 +304,7 @@ impl HistoryFeed {
                 if let Some(end) = self.store.feed_end(Feed::Db(db)).await? {
                     position.since = end;
                 }
-                return Ok(());
+                return Ok(None);
             }
             Err(e) => return Err(e),
         };
@@ -223,29 +316,69 @@ impl HistoryFeed {
                 Changed::Db(_) => None,
             })
             .collect();
-        if !ids.is_empty() {
-            tokio::time::sleep(GRACE).await;
-        }
-        let actor = if position.gap {
-            Actor::Unknown
-        } else {
-            Actor::Outside
-        };
+        Ok(Some(Read {
+            db: db.clone(),
+            account,
+            name,
+            gap: position.gap,
+            ids,
+            changes,
+        }))
+    }
+
+    /// Records the changes of one database's read that have no entry, and moves its checkpoint
+    /// past them when none is left waiting (`false` when one is: an entry still queued here).
+    async fn settle_db(
+        &self,
+        read: Read,
+        positions: &mut LruCache<String, Position>,
+    ) -> StoreResult<bool> {
+        let Read {
+            db,
+            account,
+            name,
+            gap,
+            ids,
+            changes,
+        } = read;
+        let db = &db;
+        let actor = if gap { Actor::Unknown } else { Actor::Outside };
         let mut complete = true;
-        let mut found = Vec::new();
-        for id in &ids {
-            let rev = changes.revs.get(id.as_str()).map(String::as_str);
-            let known = match rev {
-                Some(rev) => self.known(&account, id, rev).await?,
-                None => None,
-            };
-            match known {
+        // What this process knows, then what the history store holds, in one read.
+        let mut unknown: Vec<(DocId, Option<String>)> = Vec::new();
+        for id in ids {
+            let rev = changes.revs.get(id.as_str()).cloned();
+            match rev
+                .as_deref()
+                .and_then(|rev| self.known_here(&account, &id, rev))
+            {
                 Some(written) => complete &= written,
-                None => match self.record(&account, db, id, &actor, rev).await? {
+                None => unknown.push((id, rev)),
+            }
+        }
+        let keys: Vec<String> = unknown
+            .iter()
+            .filter_map(|(id, rev)| {
+                let rev = rev.as_deref()?;
+                Some(history::stored_id(&account, id, &history::entry_id(rev)))
+            })
+            .collect();
+        let mut stored = self.recorder.store.stored(&keys).await?.into_iter();
+        unknown.retain(|(_, rev)| rev.is_none() || !stored.next().unwrap_or(false));
+        let mut found = Vec::new();
+        // The documents a few at a time (`DOCS_READ`).
+        for chunk in unknown.chunks(DOCS_READ) {
+            let ids: Vec<DocId> = chunk.iter().map(|(id, _)| id.clone()).collect();
+            let docs = self.store.get_docs(db, &ids).await?;
+            for ((id, rev), doc) in chunk.iter().zip(docs) {
+                match self
+                    .record(&account, db, id, &actor, rev.as_deref(), doc)
+                    .await?
+                {
                     Found::Settled => {}
                     Found::Pending => complete = false,
-                    Found::New(entry) => found.push(*entry),
-                },
+                    Found::New(entries) => found.extend(entries),
+                }
             }
         }
         // The changes of one read in one write.
@@ -253,36 +386,38 @@ impl HistoryFeed {
             let written = self.recorder.write_now(chunk).await?;
             self.recorder.recovered(written);
         }
-        if complete {
+        if !complete {
+            return Ok(false);
+        }
+        let moved = positions.get_mut(&name).map(|position| {
             position.gap = false;
-            position.since = changes.last_seq.clone();
+            std::mem::replace(&mut position.since, changes.last_seq.clone())
+        });
+        if moved.as_ref() != Some(&changes.last_seq) {
             self.recorder
                 .store
                 .set_checkpoint(&name, &changes.last_seq)
                 .await?;
         }
-        Ok(())
+        Ok(true)
     }
 
-    /// Records the document's current revision if it is a group's and has no entry; `false`
-    /// when its entry is still queued in this process.
-    /// What is known of a change by its revision alone, without reading the document: `true`
-    /// when its entry is written, `false` when it is queued here, `None` when it has none.
-    async fn known(&self, account: &AccountId, id: &DocId, rev: &str) -> StoreResult<Option<bool>> {
+    /// What this process knows of a change by its revision alone: `true` when it wrote its
+    /// entry lately, `false` when the entry is queued here, `None` when it cannot tell.
+    fn known_here(&self, account: &AccountId, id: &DocId, rev: &str) -> Option<bool> {
         let entry_id = history::entry_id(rev);
         if self.recorder.is_pending(account, id, &entry_id) {
-            return Ok(Some(false));
+            Some(false)
+        } else if self.recorder.wrote(account, id, &entry_id) {
+            Some(true)
+        } else {
+            None
         }
-        if self.recorder.wrote(account, id, &entry_id)
-            || self.recorder.store.contains(account, id, &entry_id).await?
-        {
-            return Ok(Some(true));
-        }
-        Ok(None)
     }
 
-    /// The entry of the document's current revision, if it is a group's and has none
-    /// (`checked`: the revision the feed named, whose entry [`Self::known`] looked for).
+    /// The entry of the document's current revision (`doc`, as read after the feed), if it is
+    /// a group's and has none (`checked`: the revision the feed named, whose entry was looked
+    /// for already).
     async fn record(
         &self,
         account: &AccountId,
@@ -290,9 +425,9 @@ impl HistoryFeed {
         id: &DocId,
         actor: &Actor,
         checked: Option<&str>,
+        doc: Option<Value>,
     ) -> StoreResult<Found> {
-        // One document at a time: a group may be megabytes.
-        let (rev, after) = match self.store.get_doc(db, id).await? {
+        let (rev, after) = match doc {
             Some(Value::Object(doc)) => {
                 if doc.get("pvt_type").and_then(Value::as_str) != Some(group::GROUP_TYPE) {
                     return Ok(Found::Settled);
@@ -305,8 +440,17 @@ impl HistoryFeed {
                 None => return Ok(Found::Settled),
             },
         };
+        // Written again since the feed was read: this revision's entry is looked for now.
         if checked != Some(rev.as_str()) {
-            match self.known(account, id, &rev).await? {
+            let known = match self.known_here(account, id, &rev) {
+                Some(known) => Some(known),
+                None => {
+                    let key = history::stored_id(account, id, &history::entry_id(&rev));
+                    let stored = self.recorder.store.stored(&[key]).await?;
+                    stored.first().copied().filter(|s| *s)
+                }
+            };
+            match known {
                 Some(true) => return Ok(Found::Settled),
                 Some(false) => return Ok(Found::Pending),
                 None => {}
@@ -327,8 +471,132 @@ impl HistoryFeed {
             // A deleted document this history never knew as a group.
             return Ok(Found::Settled);
         }
-        let change = outside_change(account, id, actor, rev, previous, after);
-        Ok(Found::New(Box::new(change.entry())))
+        let (mut entries, previous) = self.gap(db, account, id, actor, &rev, previous).await?;
+        entries.push(Change::outside(account, id, actor, rev, previous, after).entry());
+        Ok(Found::New(entries))
+    }
+
+    /// The entries of the revisions between the group's newest entry (`previous`) and `rev`
+    /// that have none: changes written over before anyone recorded them (by a writer behind
+    /// kz-groups' back, or by an instance killed with its entries queued). Read from CouchDB's
+    /// revision history while their bodies are kept (until compaction; the embedded store keeps
+    /// none). Returns them oldest first, and the entry `rev`'s difference is taken from.
+    async fn gap(
+        &self,
+        db: &DbName,
+        account: &AccountId,
+        id: &DocId,
+        actor: &Actor,
+        rev: &str,
+        previous: Option<history::Entry>,
+    ) -> StoreResult<(Vec<history::Entry>, Option<history::Entry>)> {
+        let generation = |r: &str| r.split('-').next().and_then(|g| g.parse::<u64>().ok());
+        let Some(mut previous) = previous else {
+            return Ok((Vec::new(), None));
+        };
+        let (Some(from), Some(to)) = (generation(&previous.rev_after), generation(rev)) else {
+            return Ok((Vec::new(), Some(previous)));
+        };
+        if to <= from + 1 {
+            return Ok((Vec::new(), Some(previous)));
+        }
+        let leaves = self.store.leaves(db, id).await?;
+        let Some(line) = leaves
+            .iter()
+            .map(|l| &l.history)
+            .find(|h| h.iter().any(|r| r == rev) && h.contains(&previous.rev_after))
+        else {
+            // Another branch (a conflict resolved since): nothing to walk.
+            return Ok((Vec::new(), Some(previous)));
+        };
+        let between: Vec<String> = line
+            .iter()
+            .filter(|r| generation(r).is_some_and(|g| g > from && g < to))
+            .rev()
+            .cloned()
+            .collect();
+        let mut entries = Vec::new();
+        for missed in between {
+            let entry_id = history::entry_id(&missed);
+            if self.known_here(account, id, &missed).is_some() {
+                continue;
+            }
+            if let Some(stored) = self.recorder.store.entry(account, id, &entry_id).await? {
+                previous = stored;
+                continue;
+            }
+            let Some(Value::Object(doc)) = self.store.get_rev(db, id, &missed).await? else {
+                // Its body is gone (compacted): the next entry's difference spans it.
+                continue;
+            };
+            let entry = Change::outside(account, id, actor, missed, Some(previous), Some(doc));
+            previous = entry.clone().entry();
+            entries.push(previous.clone());
+        }
+        Ok((entries, Some(previous)))
+    }
+
+    /// Records the revisions this process's writes replaced that still have no entry once the
+    /// grace has passed (`Recorder::due_overwritten`), with any gap before them. What cannot be
+    /// checked now is checked again next pass.
+    async fn settle_overwritten(&self) -> StoreResult<()> {
+        let due = self.recorder.due_overwritten();
+        if due.is_empty() {
+            return Ok(());
+        }
+        let recorded = match self.overwritten_entries(&due).await {
+            Ok(found) if found.is_empty() => Ok(0),
+            Ok(found) => self.recorder.write_now(&found).await,
+            Err(e) => Err(e),
+        };
+        match recorded {
+            Ok(written) => {
+                self.recorder.recovered(written);
+                Ok(())
+            }
+            Err(e) => {
+                self.recorder.overwritten_again(due);
+                Err(e)
+            }
+        }
+    }
+
+    /// The entries of the revisions written over that have none.
+    async fn overwritten_entries(&self, due: &[Overwritten]) -> StoreResult<Vec<history::Entry>> {
+        let keys: Vec<String> = due
+            .iter()
+            .map(|o| history::stored_id(&o.account, &o.group, &history::entry_id(&o.rev)))
+            .collect();
+        let stored = self.recorder.store.stored(&keys).await?;
+        let mut found = Vec::new();
+        for (o, stored) in due.iter().zip(stored) {
+            if stored || self.known_here(&o.account, &o.group, &o.rev).is_some() {
+                continue;
+            }
+            let entry_id = history::entry_id(&o.rev);
+            let previous = self
+                .recorder
+                .store
+                .group(&o.account, &o.group, Some(&entry_id), 1)
+                .await?
+                .into_iter()
+                .next();
+            let db = o.account.db();
+            let (gap, previous) = self
+                .gap(&db, &o.account, &o.group, &Actor::Outside, &o.rev, previous)
+                .await?;
+            found.extend(gap);
+            let change = Change::outside(
+                &o.account,
+                &o.group,
+                &Actor::Outside,
+                o.rev.clone(),
+                previous,
+                Some(o.doc.clone()),
+            );
+            found.push(change.entry());
+        }
+        Ok(found)
     }
 
     /// The revision of a deleted document's tombstone, when it has one.
@@ -339,52 +607,5 @@ impl HistoryFeed {
             .filter(|l| l.deleted)
             .max_by_key(|l| history::entry_id(&l.rev))
             .map(|l| l.rev))
-    }
-}
-
-fn outside_change(
-    account: &AccountId,
-    id: &DocId,
-    actor: &Actor,
-    rev: String,
-    previous: Option<history::Entry>,
-    after: Option<Map<String, Value>>,
-) -> Change {
-    let timestamp = after
-        .as_ref()
-        .and_then(|d| d.get("pvt_modified"))
-        .and_then(Value::as_i64)
-        .unwrap_or_else(clock::gregorian_now);
-    let before = previous.as_ref().and_then(|p| {
-        let mut doc = p.version.clone()?;
-        // The version is a public view: `id` back to `_id`, `deleted` to the flag it shows.
-        if let Some(id) = doc.shift_remove("id") {
-            doc.insert("_id".into(), id);
-        }
-        if doc.shift_remove("deleted").is_some() {
-            doc.insert("pvt_deleted".into(), Value::Bool(true));
-        }
-        Some(doc)
-    });
-    Change {
-        account: account.clone(),
-        group: id.clone(),
-        action: if after.is_some() {
-            Action::Changed
-        } else {
-            Action::HardDeleted
-        },
-        actor: actor.clone(),
-        timestamp,
-        request_id: after
-            .as_ref()
-            .and_then(|d| d.get("pvt_request_id"))
-            .and_then(Value::as_str)
-            .map(str::to_owned),
-        rev_before: previous.map(|p| p.rev_after),
-        rev_after: rev,
-        merged_leaves: Vec::new(),
-        before,
-        after,
     }
 }

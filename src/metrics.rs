@@ -44,6 +44,9 @@ pub struct Metrics {
     pub history_waiting: IntGauge,
     /// Hook: entries recovered from the change feeds (a change with no entry yet).
     pub history_recovered: IntCounter,
+    /// Hook: passes of the history's change-feed follower, by `result` (`ok`: every changed
+    /// database read up to its end; `failed`: one could not be read, retried next pass).
+    pub history_feed_passes: IntCounterVec,
     /// Hook: a listing read again because its rows did not yet show a write this instance
     /// acknowledged (a cluster's view copy lagging; never on a single node).
     pub listing_rereads: IntCounter,
@@ -311,7 +314,7 @@ impl Metrics {
         register(r, build_info.expect("a metric"))
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        Self {
+        let metrics = Self {
             http: Http::new(r),
             store: StoreCalls::new(r),
             caches: Caches::new(r),
@@ -342,13 +345,30 @@ impl Metrics {
                 "kz_groups_history_entries_recovered_total",
                 "Group history entries recovered from the change feeds (changes without an entry).",
             ),
+            history_feed_passes: counter_vec(
+                r,
+                "kz_groups_history_feed_passes_total",
+                "Passes of the group history's change-feed follower over the changed account databases, by result (ok: all read; failed: one could not be read, retried next pass).",
+                &["result"],
+            ),
             listing_rereads: counter(
                 r,
                 "kz_groups_listing_rereads_total",
                 "Listings read again because they did not yet show a write this instance acknowledged (a cluster's view copy lagging).",
             ),
             registry,
+        };
+        // Both series from the start, so a rule comparing them never meets an absent one.
+        for result in ["ok", "failed"] {
+            metrics.history_feed_passes.with_label_values(&[result]);
         }
+        metrics
+    }
+
+    /// One pass of the history's change-feed follower (`ok`: nothing left unread).
+    pub fn history_feed_pass(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.history_feed_passes.with_label_values(&[result]).inc();
     }
 
     /// One answered request; `route` is a name of the route table (`routes::route_name`).

@@ -180,6 +180,56 @@ impl Entry {
 }
 
 impl Change {
+    /// The change a writer other than this kz-groups made (`actor`: outside or unknown), found
+    /// as the document `after` at revision `rev` (`None`: a tombstone); the difference is
+    /// taken against the group's newest entry, `previous`.
+    pub fn outside(
+        account: &AccountId,
+        id: &DocId,
+        actor: &Actor,
+        rev: String,
+        previous: Option<Entry>,
+        after: Option<Map<String, Value>>,
+    ) -> Change {
+        let timestamp = after
+            .as_ref()
+            .and_then(|d| d.get("pvt_modified"))
+            .and_then(Value::as_i64)
+            .unwrap_or_else(super::clock::gregorian_now);
+        let before = previous.as_ref().and_then(|p| {
+            let mut doc = p.version.clone()?;
+            // The version is a public view: `id` back to `_id`, `deleted` to the flag it shows.
+            if let Some(id) = doc.shift_remove("id") {
+                doc.insert("_id".into(), id);
+            }
+            if doc.shift_remove("deleted").is_some() {
+                doc.insert("pvt_deleted".into(), Value::Bool(true));
+            }
+            Some(doc)
+        });
+        Change {
+            account: account.clone(),
+            group: id.clone(),
+            action: if after.is_some() {
+                Action::Changed
+            } else {
+                Action::HardDeleted
+            },
+            actor: actor.clone(),
+            timestamp,
+            request_id: after
+                .as_ref()
+                .and_then(|d| d.get("pvt_request_id"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            rev_before: previous.map(|p| p.rev_after),
+            rev_after: rev,
+            merged_leaves: Vec::new(),
+            before,
+            after,
+        }
+    }
+
     pub fn entry(self) -> Entry {
         let before = self.before.as_ref().map(visible);
         let after = self.after.map(into_visible);

@@ -31,10 +31,10 @@ pub trait HistoryStore: Send + Sync {
     /// Writes entries; one whose id is stored already is left as it is (`false`: another
     /// writer recorded that change first). One answer per entry, in order.
     async fn insert(&self, entries: &[Entry]) -> StoreResult<Vec<bool>>;
-    /// Whether an entry is stored (by account, group and entry id).
-    async fn contains(&self, account: &AccountId, group: &DocId, id: &str) -> StoreResult<bool> {
-        Ok(self.entry(account, group, id).await?.is_some())
-    }
+    /// Which of these entries are stored (by stored id, `domain::history::stored_id`), one
+    /// answer per id in order, in one read. An entry removed by pruning counts as stored: its
+    /// change was recorded.
+    async fn stored(&self, ids: &[String]) -> StoreResult<Vec<bool>>;
     /// One group's entries, newest first, from entry `start` (inclusive) when given.
     async fn group(
         &self,

@@ -413,19 +413,25 @@ async fn history_at(base: &str, account: &Account, group: &str, n: usize) -> Val
     }
 }
 
-#[tokio::test]
-async fn a_change_written_behind_kz_groups_back_is_recorded_as_outside() {
-    let (app, account) = setup().await;
+/// A group created through the API, then changed as Kazoo or a script would: straight into the
+/// account database (a member added, the name changed).
+async fn changed_behind_the_back(app: &TestApp, account: &Account) -> Group {
     let api = app.with_token(&account.token);
-    let group = add(&api, &account, json!({"name": "Inside"})).await;
-    history_of(&app, &account, &group.id, 1).await;
-    // As Kazoo or a script would: straight into the account database.
+    let group = add(&api, account, json!({"name": "Inside"})).await;
+    history_of(app, account, &group.id, 1).await;
     app.amend_doc(
-        &account,
+        account,
         &group.id,
         json!({"name": "Outside", "endpoints": {"u9": {"type": "user"}}}),
     )
     .await;
+    group
+}
+
+#[tokio::test]
+async fn a_change_written_behind_kz_groups_back_is_recorded_as_outside() {
+    let (app, account) = setup().await;
+    let group = changed_behind_the_back(&app, &account).await;
     let resp = history_of(&app, &account, &group.id, 2).await;
     assert_eq!(actions(&resp), ["changed", "created"], "{}", resp.text);
     let entry = &resp.json["data"][0];
@@ -444,9 +450,43 @@ async fn a_change_written_behind_kz_groups_back_is_recorded_as_outside() {
         .unwrap_or_default();
     assert_eq!(name["new"], "Outside", "{entry}");
     // Recorded once, whoever else reads the feed later.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    crate::helpers::history_feed_caught_up(app.base()).await;
     let again = history_of(&app, &account, &group.id, 2).await;
     assert_eq!(again.listed("id").len(), 2, "{}", again.text);
+}
+
+#[tokio::test]
+async fn a_change_behind_kz_groups_back_written_over_at_once_keeps_its_own_entry() {
+    let (app, account) = setup().await;
+    let api = app.with_token(&account.token);
+    let group = changed_behind_the_back(&app, &account).await;
+    // Written over before any feed read could see it: the feeds show the latest revision only.
+    let patched = crate::helpers::eventually(
+        || api.patch_group(&account, &group.id, json!({"name": "Inside again"})),
+        |resp| resp.status == 200,
+    )
+    .await;
+    assert_eq!(patched.status, 200, "{}", patched.text);
+    let resp = history_of(&app, &account, &group.id, 3).await;
+    assert_eq!(
+        actions(&resp),
+        ["patched", "changed", "created"],
+        "{}",
+        resp.text
+    );
+    let outside = &resp.json["data"][1];
+    assert_eq!(outside["actor"], json!({"kind": "outside"}), "{outside}");
+    assert_eq!(outside["rev_before"], group.revision.as_str(), "{outside}");
+    assert_eq!(
+        outside["members"]["added"],
+        json!([{"id": "u9", "type": "user"}]),
+        "{outside}"
+    );
+    assert_eq!(resp.json["data"][0]["rev_before"], outside["rev_after"]);
+    // Once: the feed follower finds the entry there.
+    crate::helpers::history_feed_caught_up(app.base()).await;
+    let again = history_of(&app, &account, &group.id, 3).await;
+    assert_eq!(again.listed("id").len(), 3, "{}", again.text);
 }
 
 #[tokio::test]
@@ -467,8 +507,8 @@ async fn changes_made_while_kz_groups_was_killed_are_recovered_from_the_feed() {
     let group = created["data"]["id"].as_str().unwrap().to_owned();
     let body = history_at(&first.base(), &account, &group, 1).await;
     assert_eq!(body["data"].as_array().map_or(0, Vec::len), 1, "{body}");
-    // The follower has read the database (and kept its checkpoint) once its grace has passed.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The follower has read the database and kept its checkpoint.
+    crate::helpers::history_feed_caught_up(&first.base()).await;
     first.kill();
     // A change whose entry never got written: made while no instance records.
     app.amend_doc(&account, &group, json!({"name": "During the outage"}))

@@ -67,21 +67,29 @@ fn put(client: &reqwest::blocking::Client, url: &str, token: Option<&str>, body:
     req.send().map(|r| r.status().as_u16()).unwrap_or(0)
 }
 
-/// Waits (10 s at most) until the service has no group history entry waiting to be written.
+fn scrape(http: &reqwest::blocking::Client, base: &str) -> String {
+    http.get(format!("{base}/metrics"))
+        .send()
+        .and_then(|r| r.text())
+        .unwrap_or_default()
+}
+
+/// Waits (10 s at most) until the service has no group history entry waiting to be written,
+/// and its change-feed follower has read what was written (30 s at most).
 fn settle_history(http: &reqwest::blocking::Client, base: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::time::Instant::now() < deadline {
-        let metrics = http
-            .get(format!("{base}/metrics"))
-            .send()
-            .and_then(|r| r.text())
-            .unwrap_or_default();
+        let metrics = scrape(http, base);
         if metrics
             .lines()
             .any(|l| l == "kz_groups_history_entries_waiting 0")
         {
-            // And the change-feed follower has read those writes (its grace, then a poll).
-            std::thread::sleep(std::time::Duration::from_secs(4));
+            // And the change-feed follower has read those writes (two passes more).
+            let wanted = crate::helpers::history_feed_passes(&metrics) + 2;
+            while crate::helpers::history_feed_passes(&scrape(http, base)) < wanted {
+                assert!(std::time::Instant::now() < deadline + std::time::Duration::from_secs(20));
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));

@@ -160,19 +160,23 @@ impl HistoryStore for CouchHistory {
             .collect()
     }
 
-    async fn contains(&self, account: &AccountId, group: &DocId, id: &str) -> StoreResult<bool> {
-        let url = self
-            .client
-            .url(&[HISTORY_DB, &stored_id(account, group, id)], &[]);
-        match self
-            .client
-            .send(self.client.request(Method::HEAD, url))
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(StoreError::NotFound) => Ok(false),
-            Err(e) => Err(e),
+    async fn stored(&self, ids: &[String]) -> StoreResult<Vec<bool>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
+        let url = self.client.url(&[HISTORY_DB, "_all_docs"], &[]);
+        let request = self
+            .client
+            .request(Method::POST, url)
+            .json(&json!({ "keys": ids }));
+        let answer = self.client.json(request).await?;
+        // A row with a `value` is a stored entry, or one removed since (`value.deleted`); an
+        // unknown id's row carries `error` instead.
+        let found: std::collections::HashSet<&str> = Self::rows(&answer)
+            .filter(|row| row.get("value").is_some_and(Value::is_object))
+            .filter_map(|row| row.get("key").and_then(Value::as_str))
+            .collect();
+        Ok(ids.iter().map(|id| found.contains(id.as_str())).collect())
     }
 
     async fn group(

@@ -113,14 +113,16 @@ impl HistoryStore for EmbeddedHistory {
             .await
     }
 
-    async fn contains(&self, account: &AccountId, group: &DocId, id: &str) -> StoreResult<bool> {
-        let id = stored_id(account, group, id);
+    async fn stored(&self, ids: &[String]) -> StoreResult<Vec<bool>> {
+        let ids = ids.to_vec();
         self.conns
             .read(move |conn| {
-                conn.query_row("SELECT 1 FROM history WHERE id = ?1", [id], |_| Ok(()))
-                    .optional()
-                    .map(|found| found.is_some())
-                    .map_err(sql_error)
+                let mut stmt = conn
+                    .prepare_cached("SELECT 1 FROM history WHERE id = ?1")
+                    .map_err(sql_error)?;
+                ids.iter()
+                    .map(|id| stmt.exists([id]).map_err(sql_error))
+                    .collect()
             })
             .await
     }

@@ -47,6 +47,38 @@ where
     }
 }
 
+/// The successful passes of the group history's change-feed follower, in a `/metrics` scrape.
+pub fn history_feed_passes(scrape: &str) -> u64 {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix("kz_groups_history_feed_passes_total{result=\"ok\"} "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until the history's change-feed follower of the service at `base` has read every
+/// change made before this call: two passes more have ended (the first may have begun before).
+/// Panics after 30 s.
+pub async fn history_feed_caught_up(base: &str) {
+    let http = reqwest::Client::new();
+    let scrape = || async {
+        let resp = http.get(format!("{base}/metrics")).send().await;
+        match resp {
+            Ok(resp) => history_feed_passes(&resp.text().await.unwrap_or_default()),
+            Err(_) => 0,
+        }
+    };
+    let wanted = scrape().await + 2;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while scrape().await < wanted {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the history's feed follower at {base} made no two passes in 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// The fixture signing key, stored as Kazoo stores its key (auth-contract §2.1), under `KID`.
 pub const KEY_PEM: &str = include_str!("../../fixtures/kazoo_e2049.pem");
 /// Another key of the same kind, for tokens signed with the wrong key.
@@ -223,6 +255,11 @@ impl TestApp {
 
     fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// Where the application listens (`http://127.0.0.1:PORT`).
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     /// A new account under `parent`, as `kz-groups accounts create` makes it; without a parent
