@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Backend, Config, HistoryBounds as Bounds};
 use crate::domain::clock;
-use crate::domain::history::{self, Change, Entry};
+use crate::domain::history::{self, Change, Entry, EntryId};
 use crate::domain::ids::{AccountId, DocId};
 use crate::metrics::Metrics;
 use crate::store::couch::history::CouchHistory;
@@ -98,7 +98,7 @@ pub struct Overwritten {
     pub doc: serde_json::Map<String, serde_json::Value>,
 }
 
-fn pending_key(account: &AccountId, group: &DocId, entry: &str) -> String {
+fn pending_key(account: &AccountId, group: &DocId, entry: &EntryId) -> String {
     history::stored_id(account, group, entry)
 }
 
@@ -141,7 +141,7 @@ impl Recorder {
         let key = pending_key(
             &change.account,
             &change.group,
-            &history::entry_id(&change.rev_after),
+            &history::EntryId::of_rev(&change.rev_after),
         );
         self.lock_pending().insert(key);
         self.metrics.history_waiting.inc();
@@ -175,13 +175,13 @@ impl Recorder {
     }
 
     /// Whether this change's entry is queued here, not yet written.
-    pub fn is_pending(&self, account: &AccountId, group: &DocId, entry: &str) -> bool {
+    pub fn is_pending(&self, account: &AccountId, group: &DocId, entry: &EntryId) -> bool {
         self.lock_pending()
             .contains(&pending_key(account, group, entry))
     }
 
     /// Whether this process wrote this change's entry lately.
-    pub fn wrote(&self, account: &AccountId, group: &DocId, entry: &str) -> bool {
+    pub fn wrote(&self, account: &AccountId, group: &DocId, entry: &EntryId) -> bool {
         self.written
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -288,7 +288,7 @@ impl Recorder {
             let (Some(rev), Some(doc)) = (&change.rev_before, &change.before) else {
                 continue;
             };
-            let entry = history::entry_id(rev);
+            let entry = history::EntryId::of_rev(rev);
             if change.action == history::Action::Resolved
                 || self.is_pending(&change.account, &change.group, &entry)
                 || self.wrote(&change.account, &change.group, &entry)

@@ -3,7 +3,7 @@
 //! included). Reads only.
 use serde_json::Value;
 
-use crate::domain::history::{parse_entry_id, Entry};
+use crate::domain::history::{Entry, EntryId};
 use crate::domain::ids::{AccountId, DocId};
 use crate::store::history::{AccountRange, History};
 
@@ -90,10 +90,10 @@ pub async fn print(history: &History, query: &HistoryQuery) -> Result<usize, Str
     };
     match &query.group {
         Some(group) => {
-            let mut start: Option<String> = None;
+            let mut start: Option<EntryId> = None;
             loop {
                 let mut page = history
-                    .group(&query.account, group, start.as_deref(), CHUNK + 1)
+                    .group(&query.account, group, start.as_ref(), CHUNK + 1)
                     .await
                     .map_err(fail)?;
                 let next = (page.len() > CHUNK).then(|| page.pop()).flatten();
@@ -101,7 +101,7 @@ pub async fn print(history: &History, query: &HistoryQuery) -> Result<usize, Str
                     emit(entry);
                 }
                 match next {
-                    Some(n) if n.timestamp >= query.since => start = parse_entry_id(&n.id),
+                    Some(n) if n.timestamp >= query.since => start = Some(n.id),
                     _ => break,
                 }
             }

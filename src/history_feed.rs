@@ -22,9 +22,10 @@
 //! one entry.
 //!
 //! A pass reads every changed database's feed, waits the grace once, then settles each
-//! database: the entries this process wrote or queued are known without the store; the others'
-//! entries are looked for in one read of the history store, and only the documents still without
-//! one are read ([`DOCS_READ`] at a time). A database left unsettled (a failure, an entry still
+//! database: the entries this process wrote or queued are known without the store, those any
+//! instance wrote lately from the history's own change feed (read once per pass); the rest are
+//! looked for in one read of the history store, and only the documents still without one are
+//! read ([`DOCS_READ`] at a time). A database left unsettled (a failure, an entry still
 //! queued) is read again next pass; the server-wide feed's checkpoint moves only when none is
 //! left, so a stop or a SIGKILL never skips a database it named. Every pass is counted
 //! (`kz_groups_history_feed_passes_total`, by result).
@@ -52,6 +53,10 @@ pub const WATCH_FOR: Duration = Duration::from_secs(600);
 const WATCHED: usize = 256;
 /// The server-wide feed's checkpoint name.
 const SERVER: &str = "server";
+/// Entries written lately by any instance that are remembered, at most.
+const RECENT: std::num::NonZeroUsize = std::num::NonZeroUsize::new(100_000).unwrap();
+/// Reads of the history's own change feed per pass, at most.
+const WRITTEN_READS: usize = 20;
 /// Databases whose feed position is held in memory, at most (the least recently read go first).
 /// A database read again after its position went is read on from its checkpoint in the history
 /// store, as after a start: what changed meanwhile without an entry is recorded as `unknown`.
@@ -83,6 +88,14 @@ struct ServerFeed {
     saved: Option<Value>,
     /// The account databases named since the last pass.
     named: Vec<DbName>,
+}
+
+/// The history's own change feed, as this process reads it.
+struct WrittenFeed {
+    /// Where it was read up to (`None`: not yet; the first read starts from its end).
+    seq: Option<Value>,
+    /// The stored ids of the entries written lately, by any instance (at most [`RECENT`]).
+    ids: LruCache<String, ()>,
 }
 
 /// One database's feed as read, its changes to be settled after the grace.
@@ -136,6 +149,10 @@ impl HistoryFeed {
     async fn run(&self) {
         let mut positions: LruCache<String, Position> = LruCache::new(POSITIONS);
         let mut server = ServerFeed::default();
+        let mut written = WrittenFeed {
+            seq: None,
+            ids: LruCache::new(RECENT),
+        };
         // Databases left unsettled by the last pass (a failure, an entry still queued).
         let mut retry: Vec<DbName> = Vec::new();
         loop {
@@ -159,10 +176,11 @@ impl HistoryFeed {
             // The writers' own entries normally land within the grace: one wait for the pass.
             if reads.iter().any(|r| !r.ids.is_empty()) {
                 tokio::time::sleep(GRACE).await;
+                self.read_written(&mut written).await;
             }
             for read in reads {
                 let db = read.db.clone();
-                match self.settle_db(read, &mut positions).await {
+                match self.settle_db(read, &mut positions, &written.ids).await {
                     Ok(true) => {}
                     Ok(false) => retry.push(db),
                     Err(e) => {
@@ -233,6 +251,37 @@ impl HistoryFeed {
             Err(e) => {
                 log::warn!("history: cannot read the server-wide feed ({e})");
                 false
+            }
+        }
+    }
+
+    /// Reads on the history's own change feed: the entries every instance wrote since the last
+    /// pass, so a peer's change is settled without looking its entry up. A failure only means
+    /// lookups.
+    async fn read_written(&self, written: &mut WrittenFeed) {
+        // A long backlog is read over several passes.
+        for _ in 0..WRITTEN_READS {
+            match self
+                .recorder
+                .store
+                .written_since(written.seq.as_ref())
+                .await
+            {
+                Ok(Some(read)) => {
+                    let more = !read.ids.is_empty();
+                    for id in read.ids {
+                        written.ids.put(id, ());
+                    }
+                    written.seq = Some(read.last_seq);
+                    if !more {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    log::debug!("history: cannot read the history's change feed ({e})");
+                    return;
+                }
             }
         }
     }
@@ -332,6 +381,7 @@ impl HistoryFeed {
         &self,
         read: Read,
         positions: &mut LruCache<String, Position>,
+        written: &LruCache<String, ()>,
     ) -> StoreResult<bool> {
         let Read {
             db,
@@ -344,15 +394,19 @@ impl HistoryFeed {
         let db = &db;
         let actor = if gap { Actor::Unknown } else { Actor::Outside };
         let mut complete = true;
-        // What this process knows, then what the history store holds, in one read.
+        // What this process knows, what the history's feed showed written, then what the
+        // history store holds, in one read.
         let mut unknown: Vec<(DocId, Option<String>)> = Vec::new();
         for id in ids {
             let rev = changes.revs.get(id.as_str()).cloned();
-            match rev
-                .as_deref()
-                .and_then(|rev| self.known_here(&account, &id, rev))
-            {
-                Some(written) => complete &= written,
+            let known = rev.as_deref().and_then(|rev| {
+                self.known_here(&account, &id, rev).or_else(|| {
+                    let key = history::stored_id(&account, &id, &history::EntryId::of_rev(rev));
+                    written.contains(&key).then_some(true)
+                })
+            });
+            match known {
+                Some(done) => complete &= done,
                 None => unknown.push((id, rev)),
             }
         }
@@ -360,7 +414,11 @@ impl HistoryFeed {
             .iter()
             .filter_map(|(id, rev)| {
                 let rev = rev.as_deref()?;
-                Some(history::stored_id(&account, id, &history::entry_id(rev)))
+                Some(history::stored_id(
+                    &account,
+                    id,
+                    &history::EntryId::of_rev(rev),
+                ))
             })
             .collect();
         let mut stored = self.recorder.store.stored(&keys).await?.into_iter();
@@ -405,7 +463,7 @@ impl HistoryFeed {
     /// What this process knows of a change by its revision alone: `true` when it wrote its
     /// entry lately, `false` when the entry is queued here, `None` when it cannot tell.
     fn known_here(&self, account: &AccountId, id: &DocId, rev: &str) -> Option<bool> {
-        let entry_id = history::entry_id(rev);
+        let entry_id = history::EntryId::of_rev(rev);
         if self.recorder.is_pending(account, id, &entry_id) {
             Some(false)
         } else if self.recorder.wrote(account, id, &entry_id) {
@@ -445,7 +503,7 @@ impl HistoryFeed {
             let known = match self.known_here(account, id, &rev) {
                 Some(known) => Some(known),
                 None => {
-                    let key = history::stored_id(account, id, &history::entry_id(&rev));
+                    let key = history::stored_id(account, id, &history::EntryId::of_rev(&rev));
                     let stored = self.recorder.store.stored(&[key]).await?;
                     stored.first().copied().filter(|s| *s)
                 }
@@ -517,7 +575,7 @@ impl HistoryFeed {
             .collect();
         let mut entries = Vec::new();
         for missed in between {
-            let entry_id = history::entry_id(&missed);
+            let entry_id = history::EntryId::of_rev(&missed);
             if self.known_here(account, id, &missed).is_some() {
                 continue;
             }
@@ -565,7 +623,7 @@ impl HistoryFeed {
     async fn overwritten_entries(&self, due: &[Overwritten]) -> StoreResult<Vec<history::Entry>> {
         let keys: Vec<String> = due
             .iter()
-            .map(|o| history::stored_id(&o.account, &o.group, &history::entry_id(&o.rev)))
+            .map(|o| history::stored_id(&o.account, &o.group, &history::EntryId::of_rev(&o.rev)))
             .collect();
         let stored = self.recorder.store.stored(&keys).await?;
         let mut found = Vec::new();
@@ -573,7 +631,7 @@ impl HistoryFeed {
             if stored || self.known_here(&o.account, &o.group, &o.rev).is_some() {
                 continue;
             }
-            let entry_id = history::entry_id(&o.rev);
+            let entry_id = history::EntryId::of_rev(&o.rev);
             let previous = self
                 .recorder
                 .store
@@ -605,7 +663,7 @@ impl HistoryFeed {
         Ok(leaves
             .into_iter()
             .filter(|l| l.deleted)
-            .max_by_key(|l| history::entry_id(&l.rev))
+            .max_by_key(|l| history::EntryId::of_rev(&l.rev))
             .map(|l| l.rev))
     }
 }

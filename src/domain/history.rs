@@ -129,7 +129,7 @@ pub struct Members {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     /// `{generation:012}-{hash}` of `rev_after`.
-    pub id: String,
+    pub id: EntryId,
     pub account_id: String,
     pub group_id: String,
     pub action: Action,
@@ -239,7 +239,7 @@ impl Change {
             after.as_ref().unwrap_or(&empty),
         );
         Entry {
-            id: entry_id(&self.rev_after),
+            id: EntryId::of_rev(&self.rev_after),
             account_id: self.account.as_str().to_owned(),
             group_id: self.group.as_str().to_owned(),
             action: self.action,
@@ -280,13 +280,44 @@ pub fn into_visible(mut doc: Map<String, Value>) -> Map<String, Value> {
     doc
 }
 
-/// `3-abc` → `000000000003-abc`; a revision without a generation is kept as it is.
-pub fn entry_id(rev: &str) -> String {
-    match rev.split_once('-') {
-        Some((generation, hash)) if generation.bytes().all(|b| b.is_ascii_digit()) => {
-            format!("{:0>12}-{hash}", generation)
-        }
-        _ => rev.to_owned(),
+/// An entry's id: the revision of its change with the generation padded (`3-abc` →
+/// `000000000003-abc`), so one group's ids sort by generation. Made from a revision
+/// ([`EntryId::of_rev`]) or parsed from what a client sends ([`EntryId::parse`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EntryId(String);
+
+impl EntryId {
+    /// The entry id of a change to revision `rev` (one without a generation is kept as it is).
+    pub fn of_rev(rev: &str) -> Self {
+        Self(match rev.split_once('-') {
+            Some((generation, hash)) if generation.bytes().all(|b| b.is_ascii_digit()) => {
+                format!("{generation:0>12}-{hash}")
+            }
+            _ => rev.to_owned(),
+        })
+    }
+
+    /// An entry id as a client may give it: `{generation:012}-{hash}` (or the revision itself).
+    pub fn parse(raw: &str) -> Option<Self> {
+        let id = Self::of_rev(raw);
+        let (generation, hash) = id.0.split_once('-')?;
+        let ok = generation.len() == 12
+            && generation.bytes().all(|b| b.is_ascii_digit())
+            && !hash.is_empty()
+            && hash.len() <= 64
+            && hash.bytes().all(|b| b.is_ascii_alphanumeric());
+        ok.then_some(id)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for EntryId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -304,20 +335,8 @@ pub fn group_prefix(account: &AccountId, group: &DocId) -> String {
 }
 
 /// The stored id of an entry.
-pub fn stored_id(account: &AccountId, group: &DocId, entry: &str) -> String {
+pub fn stored_id(account: &AccountId, group: &DocId, entry: &EntryId) -> String {
     format!("{}{entry}", group_prefix(account, group))
-}
-
-/// An entry id as a client may give it: `{generation:012}-{hash}` (or the revision itself).
-pub fn parse_entry_id(raw: &str) -> Option<String> {
-    let id = entry_id(raw);
-    let (generation, hash) = id.split_once('-')?;
-    let ok = generation.len() == 12
-        && generation.bytes().all(|b| b.is_ascii_digit())
-        && !hash.is_empty()
-        && hash.len() <= 64
-        && hash.bytes().all(|b| b.is_ascii_alphanumeric());
-    ok.then_some(id)
 }
 
 /// The account-wide order: newest first by time, then by group and entry.
@@ -418,16 +437,17 @@ mod tests {
 
     #[test]
     fn entry_ids_sort_by_generation() {
-        assert_eq!(entry_id("3-abc"), "000000000003-abc");
-        assert!(entry_id("10-a") > entry_id("9-z"));
-        assert_eq!(parse_entry_id("3-abc").as_deref(), Some("000000000003-abc"));
+        assert_eq!(EntryId::of_rev("3-abc").as_str(), "000000000003-abc");
+        assert!(EntryId::of_rev("10-a") > EntryId::of_rev("9-z"));
+        let parsed = |raw: &str| EntryId::parse(raw).map(|id| id.to_string());
+        assert_eq!(parsed("3-abc").as_deref(), Some("000000000003-abc"));
         assert_eq!(
-            parse_entry_id("000000000003-abc").as_deref(),
+            parsed("000000000003-abc").as_deref(),
             Some("000000000003-abc")
         );
-        assert_eq!(parse_entry_id("x-abc"), None);
-        assert_eq!(parse_entry_id("3-"), None);
-        assert_eq!(parse_entry_id("3-a/b"), None);
+        assert_eq!(parsed("x-abc"), None);
+        assert_eq!(parsed("3-"), None);
+        assert_eq!(parsed("3-a/b"), None);
     }
 
     #[test]

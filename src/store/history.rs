@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::StoreResult;
-use crate::domain::history::Entry;
+use crate::domain::history::{Entry, EntryId};
 use crate::domain::ids::{AccountId, DocId};
 
 /// The CouchDB database of the history.
@@ -35,19 +35,26 @@ pub trait HistoryStore: Send + Sync {
     /// answer per id in order, in one read. An entry removed by pruning counts as stored: its
     /// change was recorded.
     async fn stored(&self, ids: &[String]) -> StoreResult<Vec<bool>>;
+    /// The stored ids of the entries any instance wrote since `since` (the history's own
+    /// change feed; `None`: from now, nothing read), and where the read ended. `Ok(None)` where
+    /// there is no such feed to read: the embedded store, whose one process knows what it wrote.
+    async fn written_since(&self, since: Option<&Value>) -> StoreResult<Option<Written>> {
+        let _ = since;
+        Ok(None)
+    }
     /// One group's entries, newest first, from entry `start` (inclusive) when given.
     async fn group(
         &self,
         account: &AccountId,
         group: &DocId,
-        start: Option<&str>,
+        start: Option<&EntryId>,
         limit: usize,
     ) -> StoreResult<Vec<Entry>>;
     async fn entry(
         &self,
         account: &AccountId,
         group: &DocId,
-        id: &str,
+        id: &EntryId,
     ) -> StoreResult<Option<Entry>>;
     /// One account's entries in a range of time, newest first, with their keys.
     async fn account(
@@ -66,6 +73,12 @@ pub trait HistoryStore: Send + Sync {
     /// A follower's checkpoint (where it read a change feed up to).
     async fn checkpoint(&self, name: &str) -> StoreResult<Option<Value>>;
     async fn set_checkpoint(&self, name: &str, value: &Value) -> StoreResult<()>;
+}
+
+/// What [`HistoryStore::written_since`] read: stored ids, and the feed position after them.
+pub struct Written {
+    pub ids: Vec<String>,
+    pub last_seq: Value,
 }
 
 /// The shared handle.

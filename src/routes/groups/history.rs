@@ -96,7 +96,7 @@ async fn group_entries(req: &GroupRequest<'_>) -> Result<Outcome, ApiError> {
     let size = page_size(req)?;
     let start = match start_key(req) {
         Some(raw) => Some(
-            history::parse_entry_id(&raw).ok_or(ApiError::FaultyRequest("invalid start key"))?,
+            history::EntryId::parse(&raw).ok_or(ApiError::FaultyRequest("invalid start key"))?,
         ),
         None => None,
     };
@@ -104,14 +104,14 @@ async fn group_entries(req: &GroupRequest<'_>) -> Result<Outcome, ApiError> {
         .state
         .history
         .store
-        .group(&req.account, &id, start.as_deref(), size + 1)
+        .group(&req.account, &id, start.as_ref(), size + 1)
         .await?;
     if entries.is_empty() && start.is_none() && !group_exists(req, &id).await? {
         return Err(req.not_found());
     }
-    let next = (entries.len() > size).then(|| entries.pop().map(|e| e.id));
+    let next = (entries.len() > size).then(|| entries.pop().map(|e| e.id.to_string()));
     let items: Vec<Value> = entries.into_iter().map(summary).collect();
-    let extra = paging(items.len(), start, next.flatten());
+    let extra = paging(items.len(), start.map(|s| s.to_string()), next.flatten());
     Ok(done(Value::Array(items), Some(extra)))
 }
 
@@ -127,7 +127,7 @@ async fn group_exists(req: &GroupRequest<'_>, id: &DocId) -> Result<bool, ApiErr
 async fn load_entry(req: &GroupRequest<'_>, raw: &str) -> Result<(DocId, Entry), ApiError> {
     let id = req.group_id()?;
     let missing = || ApiError::BadIdentifier(raw.to_owned());
-    let entry_id = history::parse_entry_id(raw).ok_or_else(missing)?;
+    let entry_id = history::EntryId::parse(raw).ok_or_else(missing)?;
     let entry = req
         .state
         .history

@@ -9,14 +9,16 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::CouchClient;
-use crate::domain::history::{group_prefix, stored_id, time_key, Entry};
+use crate::domain::history::{group_prefix, stored_id, time_key, Entry, EntryId};
 use crate::domain::ids::{AccountId, DbName, DocId};
-use crate::store::history::{AccountRange, HistoryStore, HISTORY_DB};
+use crate::store::history::{AccountRange, HistoryStore, Written, HISTORY_DB};
 use crate::store::{DocStore, StoreError, StoreResult};
 
 /// Above every character of a stored id, in CouchDB's collation and bytewise.
 const ID_END: &str = "\u{fff0}";
 const DESIGN: &str = "history";
+/// Rows of the history's change feed read per call.
+const WRITTEN_BATCH: usize = 5000;
 /// Rows read per call while pruning.
 const PRUNE_BATCH: usize = 1000;
 
@@ -179,11 +181,47 @@ impl HistoryStore for CouchHistory {
         Ok(ids.iter().map(|id| found.contains(id.as_str())).collect())
     }
 
+    async fn written_since(&self, since: Option<&Value>) -> StoreResult<Option<Written>> {
+        let Some(since) = since else {
+            let end = self
+                .get(&[HISTORY_DB, "_changes"], &[("since", "now".into())])
+                .await?;
+            let last_seq = end.get("last_seq").cloned().unwrap_or(Value::from(0));
+            return Ok(Some(Written {
+                ids: Vec::new(),
+                last_seq,
+            }));
+        };
+        let since = match since {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let answer = self
+            .get(
+                &[HISTORY_DB, "_changes"],
+                &[("since", since), ("limit", WRITTEN_BATCH.to_string())],
+            )
+            .await?;
+        let ids = answer
+            .get("results")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|row| row.get("deleted") != Some(&Value::Bool(true)))
+            .filter_map(|row| Some(row.get("id")?.as_str()?.to_owned()))
+            .collect();
+        let last_seq = answer
+            .get("last_seq")
+            .cloned()
+            .ok_or_else(|| super::bad_answer("a _changes answer without last_seq"))?;
+        Ok(Some(Written { ids, last_seq }))
+    }
+
     async fn group(
         &self,
         account: &AccountId,
         group: &DocId,
-        start: Option<&str>,
+        start: Option<&EntryId>,
         limit: usize,
     ) -> StoreResult<Vec<Entry>> {
         let prefix = group_prefix(account, group);
@@ -195,7 +233,7 @@ impl HistoryStore for CouchHistory {
                     ("descending", "true".into()),
                     (
                         "startkey",
-                        json_key(format!("{prefix}{}", start.unwrap_or(ID_END))),
+                        json_key(format!("{prefix}{}", start.map_or(ID_END, EntryId::as_str))),
                     ),
                     ("endkey", json_key(&prefix)),
                     ("limit", limit.to_string()),
@@ -209,7 +247,7 @@ impl HistoryStore for CouchHistory {
         &self,
         account: &AccountId,
         group: &DocId,
-        id: &str,
+        id: &EntryId,
     ) -> StoreResult<Option<Entry>> {
         match self
             .get(&[HISTORY_DB, &stored_id(account, group, id)], &[])

@@ -737,7 +737,7 @@ fn view_params(query: &ViewQuery) -> Vec<(&'static str, String)> {
     params
 }
 
-fn bad_answer(reason: &str) -> StoreError {
+pub(super) fn bad_answer(reason: &str) -> StoreError {
     StoreError::Other {
         status: 200,
         error: "bad_answer".into(),

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::pool::Connections;
 use super::{fault, sql_error};
-use crate::domain::history::{group_prefix, stored_id, time_key, Entry};
+use crate::domain::history::{group_prefix, stored_id, time_key, Entry, EntryId};
 use crate::domain::ids::{AccountId, DocId};
 use crate::store::history::{AccountRange, HistoryStore};
 use crate::store::StoreResult;
@@ -131,11 +131,11 @@ impl HistoryStore for EmbeddedHistory {
         &self,
         account: &AccountId,
         group: &DocId,
-        start: Option<&str>,
+        start: Option<&EntryId>,
         limit: usize,
     ) -> StoreResult<Vec<Entry>> {
         let prefix = group_prefix(account, group);
-        let upper = format!("{prefix}{}", start.unwrap_or(ID_END));
+        let upper = format!("{prefix}{}", start.map_or(ID_END, EntryId::as_str));
         self.conns
             .read(move |conn| {
                 let mut stmt = conn
@@ -158,7 +158,7 @@ impl HistoryStore for EmbeddedHistory {
         &self,
         account: &AccountId,
         group: &DocId,
-        id: &str,
+        id: &EntryId,
     ) -> StoreResult<Option<Entry>> {
         let id = stored_id(account, group, id);
         let body = self
