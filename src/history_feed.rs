@@ -15,8 +15,9 @@
 //!   writer cannot be told apart from the document;
 //! - otherwise: the actor `outside` (Kazoo, a script writing to CouchDB, another tool).
 //!
-//! The change feeds give a document's latest revision: several outside changes between two
-//! reads are one entry, whose difference spans them. The difference is taken against the
+//! The change feeds give a document's latest revision: the revisions between the group's newest
+//! entry and it are walked back in CouchDB's revision history ([`HistoryFeed::gap`]) while their
+//! bodies are kept; otherwise one entry's difference spans them. The difference is taken against the
 //! group's newest entry. A tombstone is recorded (`hard_deleted`) only for a group with entries.
 //! Entry ids are the revisions' (`domain::history`), so instances recording one change write
 //! one entry.
