@@ -19,7 +19,7 @@ use super::request::GroupRequest;
 use crate::csv;
 use crate::domain::filters::Filters;
 use crate::domain::ids::random_hex;
-use crate::domain::ids::{AccountId, DbName, DocId};
+use crate::domain::ids::{DbName, DocId};
 use crate::domain::line::{to_integer, PageSizeError};
 use crate::domain::start_key;
 use crate::envelope::{self, Data, RequestEnvelope, SuccessBody, Tail};
@@ -29,7 +29,7 @@ use crate::pipeline::reply::{md5_hex, CsvBody, Outcome, Revision, Streamed, Succ
 use crate::pipeline::Reply;
 use crate::recent_writes::Written;
 use crate::store::embedded::collation::collate;
-use crate::store::views::{Installed, ViewInstaller};
+use crate::store::views::Installed;
 use crate::store::{RowStream, Store, StoreError, View, ViewQuery, ViewRow};
 /// Rows read per store call when streaming (`paginate=false`). Crossbar reads 50 at a time;
 /// each call's rows are streamed as they arrive (memory stays flat whatever this is), so fewer,
@@ -297,12 +297,40 @@ fn resume_key(user: Option<&DocId>, row: &ViewRow) -> Value {
     }
 }
 
-fn view_error(views: &ViewInstaller, account: &AccountId, e: StoreError) -> ApiError {
+fn view_error(req: &GroupRequest<'_>, e: StoreError) -> ApiError {
     if matches!(e, StoreError::NotFound) {
         // The design doc or the database went away: check it again next time.
-        views.forget(account);
+        req.state.views.forget(&req.account);
     }
     ApiError::from_store(e, StoreContext::View)
+}
+
+/// Reads with `read` (its argument: whether to read past the caches) until what it read agrees
+/// with the writes this process acknowledged before the read (`stale` says whether it does
+/// not), or [`REREAD_BUDGET`] is spent: the read-your-writes loop of every checked listing.
+async fn read_own_writes<T, Fut>(
+    req: &GroupRequest<'_>,
+    mut read: impl FnMut(bool) -> Fut,
+    stale: impl Fn(&T, &[Written]) -> bool,
+) -> Result<T, ApiError>
+where
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let state = req.state;
+    let db = req.account.db();
+    let deadline = Instant::now() + REREAD_BUDGET;
+    let mut fresh = false;
+    loop {
+        let before = state.recent.of(&db);
+        let read_now = read(fresh).await?;
+        let writes = settled(before, &state.recent.of(&db));
+        if writes.is_empty() || Instant::now() >= deadline || !stale(&read_now, &writes) {
+            return Ok(read_now);
+        }
+        fresh = true;
+        state.metrics.listing_rereads.inc();
+        tokio::time::sleep(REREAD_PAUSE).await;
+    }
 }
 
 /// GET `…/groups` and `…/users/{U}/groups`, as JSON or (`reply.csv`) CSV.
@@ -368,30 +396,19 @@ async fn read_page(
     user: Option<&DocId>,
     listing: &ListingRequest,
 ) -> Result<Page, ApiError> {
-    let state = req.state;
-    let db = req.account.db();
-    let fail = |e| view_error(&state.views, &req.account, e);
-    let deadline = Instant::now() + REREAD_BUDGET;
-    let mut fresh = false;
-    loop {
-        let before = state.recent.of(&db);
-        let page = if listing.reverse {
-            page_v4_3(req, views, user, listing, fresh).await
-        } else {
-            page_master(req, views, user, listing, fresh).await
-        }
-        .map_err(fail)?;
-        let writes = settled(before, &state.recent.of(&db));
-        if writes.is_empty()
-            || Instant::now() >= deadline
-            || !stale(&page.rows, page.next.is_some(), listing, user, &writes)
-        {
-            return Ok(page);
-        }
-        fresh = true;
-        state.metrics.listing_rereads.inc();
-        tokio::time::sleep(REREAD_PAUSE).await;
-    }
+    read_own_writes(
+        req,
+        |fresh| async move {
+            if listing.reverse {
+                page_v4_3(req, views, user, listing, fresh).await
+            } else {
+                page_master(req, views, user, listing, fresh).await
+            }
+            .map_err(|e| view_error(req, e))
+        },
+        |page: &Page, writes| stale(&page.rows, page.next.is_some(), listing, user, writes),
+    )
+    .await
 }
 
 /// Master (`crossbar_view`): the page's passing rows, then the next passing row, where the
@@ -566,30 +583,33 @@ async fn whole_checked(
     user: Option<&DocId>,
     listing: &ListingRequest,
 ) -> Result<Option<Outcome>, ApiError> {
-    let state = req.state;
-    let db = req.account.db();
-    let fail = |e| view_error(&state.views, &req.account, e);
-    let deadline = Instant::now() + REREAD_BUDGET;
-    let mut fresh = false;
-    let rows = loop {
-        let before = state.recent.of(&db);
-        let mut reader = reader(req, views, user, listing, STREAM_CHUNK, fresh);
-        let mut rows = Vec::new();
-        while let Some(mut row) = reader.next_passing(&listing.filters).await.map_err(fail)? {
-            if rows.len() == CHECKED_ROWS {
-                return Ok(None);
+    let read = read_own_writes(
+        req,
+        |fresh| async move {
+            let mut reader = reader(req, views, user, listing, STREAM_CHUNK, fresh);
+            let mut rows = Vec::new();
+            while let Some(mut row) = reader
+                .next_passing(&listing.filters)
+                .await
+                .map_err(|e| view_error(req, e))?
+            {
+                if rows.len() == CHECKED_ROWS {
+                    return Ok(None);
+                }
+                // Only the summary is answered: the document a filter read is not held.
+                row.doc = None;
+                rows.push(row);
             }
-            // Only the summary is answered: the document a filter read is not held.
-            row.doc = None;
-            rows.push(row);
-        }
-        let writes = settled(before, &state.recent.of(&db));
-        if Instant::now() >= deadline || !stale(&rows, false, listing, user, &writes) {
-            break rows;
-        }
-        fresh = true;
-        state.metrics.listing_rereads.inc();
-        tokio::time::sleep(REREAD_PAUSE).await;
+            Ok(Some(rows))
+        },
+        |rows: &Option<Vec<ViewRow>>, writes| {
+            rows.as_ref()
+                .is_some_and(|rows| stale(rows, false, listing, user, writes))
+        },
+    )
+    .await?;
+    let Some(rows) = read else {
+        return Ok(None);
     };
     let revision = if rows.is_empty() {
         Revision::None
@@ -738,12 +758,11 @@ async fn stream_all(
     listing: ListingRequest,
     tail: &Tail,
 ) -> Result<Outcome, ApiError> {
-    let state = req.state;
     let mut rows = whole_reader(req, views, user, &listing);
     let first = rows
         .next_passing(&listing.filters)
         .await
-        .map_err(|e| view_error(&state.views, &req.account, e))?;
+        .map_err(|e| view_error(req, e))?;
     let (etag, closing) = if listing.chunked {
         if first.is_none() {
             return Ok(empty_listing(&listing));
@@ -820,8 +839,7 @@ async fn csv_all(
     user: Option<&DocId>,
     listing: &ListingRequest,
 ) -> Result<Outcome, ApiError> {
-    let state = req.state;
-    let fail = |e| view_error(&state.views, &req.account, e);
+    let fail = |e| view_error(req, e);
     let mut rows = whole_reader(req, views, user, listing);
     let mut spool = Spool::create().map_err(spool_error)?;
     let mut columns = csv::Columns::default();
@@ -909,6 +927,7 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::ids::AccountId;
     use crate::recent_writes::RecentWrites;
     use serde_json::json;
 
