@@ -17,10 +17,10 @@
 //!
 //! The change feeds give a document's latest revision: the revisions between the group's newest
 //! entry and it are walked back in CouchDB's revision history ([`HistoryFeed::gap`]) while their
-//! bodies are kept; otherwise one entry's difference spans them. The difference is taken against the
-//! group's newest entry. A tombstone is recorded (`hard_deleted`) only for a group with entries.
-//! Entry ids are the revisions' (`domain::history`), so instances recording one change write
-//! one entry.
+//! bodies are kept; otherwise one entry's difference spans them. The difference is taken against
+//! the group's newest entry. A tombstone is recorded (`hard_deleted`) only for a group with
+//! entries. Entry ids are the revisions' (`domain::history`), so instances recording one change
+//! write one entry.
 //!
 //! A pass reads every changed database's feed, waits the grace once, then settles each
 //! database: the entries this process wrote or queued are known without the store, those any
