@@ -2,7 +2,8 @@
 //! here once the store acknowledged it, and written to the history store (`store::history`) by
 //! one background worker, in batches (gathered for up to 100 ms), off the request path.
 //!
-//! Bound: at most [`QUEUE`] changes wait; a write that finds the queue full waits for room
+//! Bound: at most [`QUEUE`] changes wait, holding at most [`QUEUE_BYTES`] of documents (each
+//! change holds the group before and after it); a write that finds the queue full waits for room
 //! before it answers (the history falls behind no further than that, and never drops one).
 //! While the history store cannot be reached, the worker retries the batch it holds (backing off
 //! up to 10 s); the queue then fills and writes wait, which `kz_groups_history_entries_waiting`
@@ -16,13 +17,14 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::{Backend, Config, HistoryBounds as Bounds};
 use crate::domain::clock;
 use crate::domain::history::{self, Change, Entry, EntryId};
 use crate::domain::ids::{AccountId, DocId};
+use crate::json;
 use crate::metrics::Metrics;
 use crate::store::couch::history::CouchHistory;
 use crate::store::couch::CouchClient;
@@ -34,6 +36,14 @@ use crate::store::history::History;
 pub const GRACE: Duration = Duration::from_secs(2);
 /// Changes waiting to be written, at most.
 pub const QUEUE: usize = 10_000;
+/// The memory the documents of the changes waiting may take, at most (as `json` counts a
+/// parsed tree). A change larger than this waits until the queue is empty, then waits alone.
+pub const QUEUE_BYTES: usize = 64 << 20;
+/// The memory the documents of revisions written over may take while they wait for their check
+/// (one larger than this is still held when it is the only one).
+const OVERWRITTEN_BYTES: usize = 16 << 20;
+/// The queue's memory is counted in these.
+const ROOM_UNIT: usize = 1024;
 /// Entries written in one call, at most.
 const BATCH: usize = 500;
 /// How long a batch gathers entries after its first: under load, few large writes rather than
@@ -61,8 +71,10 @@ pub fn open_store(config: &Config) -> Result<History, String> {
 }
 
 pub struct Recorder {
-    tx: mpsc::Sender<Change>,
-    rx: Mutex<Option<mpsc::Receiver<Change>>>,
+    tx: mpsc::Sender<Queued>,
+    rx: Mutex<Option<mpsc::Receiver<Queued>>>,
+    /// The queue's memory not taken, in [`ROOM_UNIT`]s.
+    room: Arc<Semaphore>,
     pub store: History,
     metrics: Arc<Metrics>,
     bounds: Bounds,
@@ -76,8 +88,24 @@ pub struct Recorder {
     /// The stored ids of the entries this process wrote last (at most [`KNOWN`]): the feed
     /// follower skips their changes without reading the history store.
     written: Mutex<lru::LruCache<String, ()>>,
-    /// Revisions written over, for the feed follower (at most [`OVERWRITTEN_MAX`]).
-    overwritten: Mutex<std::collections::VecDeque<Overwritten>>,
+    /// Revisions written over, for the feed follower (at most [`OVERWRITTEN_MAX`], holding at
+    /// most [`OVERWRITTEN_BYTES`]).
+    overwritten: Mutex<OverwrittenQueue>,
+}
+
+/// A change waiting to be written, with the room its documents take in the queue.
+struct Queued {
+    change: Change,
+    room: OwnedSemaphorePermit,
+}
+
+/// The memory a change's documents take.
+fn held(change: &Change) -> usize {
+    [&change.before, &change.after]
+        .into_iter()
+        .flatten()
+        .map(json::object_cost)
+        .sum()
 }
 
 /// Entries remembered as written by this process.
@@ -96,6 +124,23 @@ pub struct Overwritten {
     pub group: DocId,
     pub rev: String,
     pub doc: serde_json::Map<String, serde_json::Value>,
+    /// The memory `doc` takes.
+    cost: usize,
+}
+
+#[derive(Default)]
+struct OverwrittenQueue {
+    items: std::collections::VecDeque<Overwritten>,
+    /// The memory their documents take.
+    bytes: usize,
+}
+
+impl OverwrittenQueue {
+    /// Whether `cost` more fits (anything fits an empty queue).
+    fn fits(&self, cost: usize) -> bool {
+        self.items.is_empty()
+            || (self.items.len() < OVERWRITTEN_MAX && self.bytes + cost <= OVERWRITTEN_BYTES)
+    }
 }
 
 fn pending_key(account: &AccountId, group: &DocId, entry: &EntryId) -> String {
@@ -108,6 +153,7 @@ impl Recorder {
         Self {
             tx,
             rx: Mutex::new(Some(rx)),
+            room: Arc::new(Semaphore::new(QUEUE_BYTES / ROOM_UNIT)),
             store,
             metrics,
             bounds,
@@ -115,7 +161,7 @@ impl Recorder {
             direct: false,
             pending: Mutex::new(HashSet::new()),
             written: Mutex::new(lru::LruCache::new(KNOWN.try_into().expect("non-zero"))),
-            overwritten: Mutex::new(std::collections::VecDeque::new()),
+            overwritten: Mutex::new(OverwrittenQueue::default()),
         }
     }
 
@@ -145,7 +191,22 @@ impl Recorder {
         );
         self.lock_pending().insert(key);
         self.metrics.history_waiting.inc();
-        if self.tx.send(change).await.is_err() {
+        let units = held(&change)
+            .div_ceil(ROOM_UNIT)
+            .clamp(1, QUEUE_BYTES / ROOM_UNIT);
+        let queued = match self.room.clone().acquire_many_owned(units as u32).await {
+            Ok(room) => {
+                let bytes = (room.num_permits() * ROOM_UNIT) as i64;
+                self.metrics.history_queue_bytes.add(bytes);
+                let sent = self.tx.send(Queued { change, room }).await.is_ok();
+                if !sent {
+                    self.metrics.history_queue_bytes.sub(bytes);
+                }
+                sent
+            }
+            Err(_) => false,
+        };
+        if !queued {
             // The worker is gone (a stop): the change feed finds it at the next start.
             self.metrics.history_waiting.dec();
         }
@@ -234,7 +295,7 @@ impl Recorder {
         }
     }
 
-    async fn run(&self, mut rx: mpsc::Receiver<Change>) {
+    async fn run(&self, mut rx: mpsc::Receiver<Queued>) {
         if let Err(e) = self.store.prepare().await {
             log::warn!("history: cannot prepare its store yet ({e}); tried again at a write");
         }
@@ -250,14 +311,17 @@ impl Recorder {
                     continue;
                 }
             };
-            let mut changes = vec![first];
+            let mut queued = vec![first];
             let until = tokio::time::Instant::now() + LINGER;
-            while changes.len() < BATCH {
+            while queued.len() < BATCH {
                 match tokio::time::timeout_at(until, rx.recv()).await {
-                    Ok(Some(change)) => changes.push(change),
+                    Ok(Some(change)) => queued.push(change),
                     Ok(None) | Err(_) => break,
                 }
             }
+            // The room is held until the entries are written.
+            let (changes, room): (Vec<Change>, Vec<OwnedSemaphorePermit>) =
+                queued.into_iter().map(|q| (q.change, q.room)).unzip();
             let n = changes.len() as i64;
             self.note_overwritten(&changes);
             let entries: Vec<Entry> = changes.into_iter().map(Change::entry).collect();
@@ -271,6 +335,11 @@ impl Recorder {
                     pending.remove(&pending_key(&account, &group, entry));
                 }
             }
+            let freed: usize = room.iter().map(OwnedSemaphorePermit::num_permits).sum();
+            drop(room);
+            self.metrics
+                .history_queue_bytes
+                .sub((freed * ROOM_UNIT) as i64);
             self.metrics.history_waiting.sub(n);
             if pruned.elapsed() >= PRUNE_EVERY || self.touched_full() {
                 self.prune().await;
@@ -295,20 +364,25 @@ impl Recorder {
             {
                 continue;
             }
-            if overwritten.len() >= OVERWRITTEN_MAX {
+            let cost = json::object_cost(doc);
+            if !overwritten.fits(cost) {
                 log::warn!(
-                    "history: more than {OVERWRITTEN_MAX} revisions written over wait for their \
-                     check; revision {rev} of group {} is not looked for",
+                    "history: {} revisions written over ({} MiB) wait for their check; revision \
+                     {rev} of group {} is not looked for",
+                    overwritten.items.len(),
+                    overwritten.bytes >> 20,
                     change.group
                 );
                 continue;
             }
-            overwritten.push_back(Overwritten {
+            overwritten.bytes += cost;
+            overwritten.items.push_back(Overwritten {
                 due,
                 account: change.account.clone(),
                 group: change.group.clone(),
                 rev: rev.clone(),
                 doc: doc.clone(),
+                cost,
             });
         }
     }
@@ -317,8 +391,9 @@ impl Recorder {
     pub fn overwritten_again(&self, items: Vec<Overwritten>) {
         let mut overwritten = self.overwritten.lock().unwrap_or_else(|p| p.into_inner());
         for item in items.into_iter().rev() {
-            if overwritten.len() < OVERWRITTEN_MAX {
-                overwritten.push_front(item);
+            if overwritten.fits(item.cost) {
+                overwritten.bytes += item.cost;
+                overwritten.items.push_front(item);
             }
         }
     }
@@ -327,8 +402,14 @@ impl Recorder {
     pub fn due_overwritten(&self) -> Vec<Overwritten> {
         let mut overwritten = self.overwritten.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        let due = overwritten.iter().take_while(|o| o.due <= now).count();
-        overwritten.drain(..due).collect()
+        let due = overwritten
+            .items
+            .iter()
+            .take_while(|o| o.due <= now)
+            .count();
+        let items: Vec<Overwritten> = overwritten.items.drain(..due).collect();
+        overwritten.bytes -= items.iter().map(|o| o.cost).sum::<usize>();
+        items
     }
 
     async fn write_until_done(&self, entries: &[Entry]) {
@@ -368,5 +449,169 @@ impl Recorder {
             Ok(_) => {}
             Err(e) => log::warn!("history: pruning failed ({e}); tried again later"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::history::Actor;
+    use crate::store::history::{AccountRange, HistoryStore};
+    use crate::store::StoreResult;
+    use serde_json::{Map, Value};
+    use tokio::sync::watch;
+
+    /// A history store whose writes wait until it is opened (a slow or unreachable one).
+    struct Closed(watch::Receiver<bool>);
+
+    #[async_trait::async_trait]
+    impl HistoryStore for Closed {
+        async fn prepare(&self) -> StoreResult<()> {
+            Ok(())
+        }
+        async fn insert(&self, entries: &[Entry]) -> StoreResult<Vec<bool>> {
+            let _ = self.0.clone().wait_for(|open| *open).await;
+            Ok(vec![true; entries.len()])
+        }
+        async fn stored(&self, ids: &[String]) -> StoreResult<Vec<bool>> {
+            Ok(vec![false; ids.len()])
+        }
+        async fn group(
+            &self,
+            _: &AccountId,
+            _: &DocId,
+            _: Option<&EntryId>,
+            _: usize,
+        ) -> StoreResult<Vec<Entry>> {
+            Ok(Vec::new())
+        }
+        async fn entry(&self, _: &AccountId, _: &DocId, _: &EntryId) -> StoreResult<Option<Entry>> {
+            Ok(None)
+        }
+        async fn account(
+            &self,
+            _: &AccountId,
+            _: &AccountRange,
+        ) -> StoreResult<Vec<(String, Entry)>> {
+            Ok(Vec::new())
+        }
+        async fn prune(&self, _: i64, _: &[(AccountId, DocId)], _: usize) -> StoreResult<u64> {
+            Ok(0)
+        }
+        async fn checkpoint(&self, _: &str) -> StoreResult<Option<Value>> {
+            Ok(None)
+        }
+        async fn set_checkpoint(&self, _: &str, _: &Value) -> StoreResult<()> {
+            Ok(())
+        }
+    }
+
+    /// An edit of a group whose name takes about a mebibyte, before and after.
+    fn large_edit(i: usize) -> Change {
+        let doc = |name: &str| -> Map<String, Value> {
+            let mut d = Map::new();
+            d.insert("_id".into(), Value::from(format!("g{i}")));
+            d.insert("name".into(), Value::from(name.repeat(1 << 20)));
+            d
+        };
+        Change {
+            account: AccountId::parse("4b31dd1d32ce6d249897c06332375d65").unwrap(),
+            group: DocId::parse(&format!("g{i}")).unwrap(),
+            action: history::Action::Updated,
+            actor: Actor::CommandLine,
+            timestamp: 63_900_000_000,
+            request_id: None,
+            rev_before: Some(format!("1-{i:032x}")),
+            rev_after: format!("2-{i:032x}"),
+            merged_leaves: Vec::new(),
+            before: Some(doc("a")),
+            after: Some(doc("b")),
+        }
+    }
+
+    /// A recorder over a history store that writes once `open` says so, and its metrics.
+    fn recorder(open: bool) -> (watch::Sender<bool>, Arc<Metrics>, Arc<Recorder>) {
+        let (open, closed) = watch::channel(open);
+        let metrics = Arc::new(Metrics::new());
+        let store = Arc::new(Closed(closed));
+        let recorder = Recorder::new(store, metrics.clone(), Bounds::default());
+        (open, metrics, Arc::new(recorder))
+    }
+
+    #[tokio::test]
+    async fn the_queue_holds_at_most_its_bytes_of_documents_and_then_writes_wait() {
+        let (open, metrics, recorder) = recorder(false);
+        let worker = recorder.start();
+        let each = held(&large_edit(0));
+        assert!(each > 2 << 20, "{each}");
+        let fit = (QUEUE_BYTES / ROOM_UNIT) / each.div_ceil(ROOM_UNIT);
+        assert!(fit < QUEUE / 100, "the bytes bind before the count: {fit}");
+        for i in 0..fit {
+            tokio::time::timeout(Duration::from_secs(5), recorder.record(large_edit(i)))
+                .await
+                .expect("room in the queue");
+        }
+        // Nothing is written while the store is closed: the next change finds no room.
+        let next = recorder.record(large_edit(fit));
+        tokio::pin!(next);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), &mut next)
+                .await
+                .is_err(),
+            "a change past the queue's bytes was queued"
+        );
+        assert_eq!(metrics.history_waiting.get(), fit as i64 + 1);
+        let taken = (fit * each.div_ceil(ROOM_UNIT) * ROOM_UNIT) as i64;
+        assert_eq!(metrics.history_queue_bytes.get(), taken);
+        assert!(taken <= QUEUE_BYTES as i64);
+        open.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), next)
+            .await
+            .expect("room once the queue was written");
+        recorder.flush(Duration::from_secs(10)).await;
+        assert_eq!(metrics.history_waiting.get(), 0);
+        assert_eq!(metrics.history_queue_bytes.get(), 0);
+        worker.abort();
+    }
+
+    #[test]
+    fn revisions_written_over_are_held_within_their_bytes() {
+        let each = json::object_cost(large_edit(0).before.as_ref().unwrap());
+        let fit = OVERWRITTEN_BYTES / each;
+        assert!(
+            fit < OVERWRITTEN_MAX / 10,
+            "the bytes bind before the count: {fit}"
+        );
+        let edits: Vec<Change> = (0..fit + 5).map(large_edit).collect();
+        let waiting = |r: &Recorder| {
+            let o = r.overwritten.lock().unwrap();
+            (o.items.len(), o.bytes)
+        };
+        let (_, _, full) = recorder(true);
+        full.note_overwritten(&edits);
+        assert_eq!(waiting(&full), (fit, fit * each));
+        // One alone is held whatever its size.
+        let mut huge = large_edit(0);
+        let name = Value::from("d".repeat(OVERWRITTEN_BYTES));
+        huge.before.as_mut().unwrap().insert("name".into(), name);
+        let (_, _, alone) = recorder(true);
+        alone.note_overwritten(&[huge]);
+        assert_eq!(waiting(&alone).0, 1);
+    }
+
+    #[tokio::test]
+    async fn a_change_larger_than_the_queue_is_queued_alone() {
+        let (_open, metrics, recorder) = recorder(true);
+        let worker = recorder.start();
+        let mut huge = large_edit(0);
+        let name = Value::from("c".repeat(QUEUE_BYTES));
+        huge.after.as_mut().unwrap().insert("name".into(), name);
+        assert!(held(&huge) > QUEUE_BYTES);
+        tokio::time::timeout(Duration::from_secs(10), recorder.record(huge))
+            .await
+            .expect("a change larger than the queue still goes through");
+        recorder.flush(Duration::from_secs(10)).await;
+        assert_eq!(metrics.history_waiting.get(), 0);
+        worker.abort();
     }
 }

@@ -41,6 +41,7 @@ use crate::domain::group;
 use crate::domain::history::{self, Actor, Change};
 use crate::domain::ids::{AccountId, DbName, DocId};
 use crate::history::{Overwritten, Recorder, GRACE};
+use crate::json;
 use crate::store::{Changed, Feed, Store, StoreError, StoreResult};
 
 /// How often the feeds are read.
@@ -48,6 +49,11 @@ const POLL: Duration = Duration::from_secs(1);
 /// Changed documents read per call: few, since a group may be as large as an upload may be
 /// (`KZ_GROUPS_MAX_UPLOAD_BYTES`, 8 MB by default).
 const DOCS_READ: usize = 10;
+/// Entries written in one call, at most.
+const WRITE_BATCH: usize = 500;
+/// The entries found in one database's read are written once they take this much memory (or
+/// [`WRITE_BATCH`] of them), not all at its end: a read of many large groups never holds them all.
+const FOUND_BYTES: usize = 8 << 20;
 /// Without a server-wide feed: how long a database is followed after its last request here.
 pub const WATCH_FOR: Duration = Duration::from_secs(600);
 /// Without a server-wide feed: databases followed at most (the least recently used leave).
@@ -118,6 +124,17 @@ struct Position {
     /// The first read since this process began following the database, which had a
     /// checkpoint: its changes fell in a gap of the recording.
     gap: bool,
+}
+
+/// The memory an entry's documents take: its version and the values its difference names.
+fn entry_cost(entry: &history::Entry) -> usize {
+    let changed = entry
+        .changes
+        .iter()
+        .flat_map(|c| [&c.old, &c.new])
+        .flatten();
+    entry.version.as_ref().map_or(0, json::object_cost)
+        + changed.map(json::value_cost).sum::<usize>()
 }
 
 fn checkpoint_name(db: &DbName) -> String {
@@ -425,6 +442,7 @@ impl HistoryFeed {
         let mut stored = self.recorder.store.stored(&keys).await?.into_iter();
         unknown.retain(|(_, rev)| rev.is_none() || !stored.next().unwrap_or(false));
         let mut found = Vec::new();
+        let mut found_bytes = 0;
         // The documents a few at a time (`DOCS_READ`).
         for chunk in unknown.chunks(DOCS_READ) {
             let ids: Vec<DocId> = chunk.iter().map(|(id, _)| id.clone()).collect();
@@ -436,15 +454,18 @@ impl HistoryFeed {
                 {
                     Found::Settled => {}
                     Found::Pending => complete = false,
-                    Found::New(entries) => found.extend(entries),
+                    Found::New(entries) => {
+                        found_bytes += entries.iter().map(entry_cost).sum::<usize>();
+                        found.extend(entries);
+                    }
                 }
             }
+            if found.len() >= WRITE_BATCH || found_bytes >= FOUND_BYTES {
+                self.write_found(std::mem::take(&mut found)).await?;
+                found_bytes = 0;
+            }
         }
-        // The changes of one read in one write.
-        for chunk in found.chunks(500) {
-            let written = self.recorder.write_now(chunk).await?;
-            self.recorder.recovered(written);
-        }
+        self.write_found(found).await?;
         if !complete {
             return Ok(false);
         }
@@ -459,6 +480,15 @@ impl HistoryFeed {
                 .await?;
         }
         Ok(true)
+    }
+
+    /// Writes the entries found, [`WRITE_BATCH`] at a time.
+    async fn write_found(&self, found: Vec<history::Entry>) -> StoreResult<()> {
+        for chunk in found.chunks(WRITE_BATCH) {
+            let written = self.recorder.write_now(chunk).await?;
+            self.recorder.recovered(written);
+        }
+        Ok(())
     }
 
     /// What this process knows of a change by its revision alone: `true` when it wrote its

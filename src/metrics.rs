@@ -42,6 +42,8 @@ pub struct Metrics {
     pub history_written: IntCounter,
     /// Hook: changes acknowledged whose history entry is queued, not yet written.
     pub history_waiting: IntGauge,
+    /// Hook: the memory the queued changes' documents take (`history::QUEUE_BYTES` at most).
+    pub history_queue_bytes: IntGauge,
     /// Hook: entries recovered from the change feeds (a change with no entry yet).
     pub history_recovered: IntCounter,
     /// Hook: passes of the history's change-feed follower, by `result` (`ok`: every changed
@@ -339,6 +341,11 @@ impl Metrics {
                 r,
                 "kz_groups_history_entries_waiting",
                 "Acknowledged group changes whose history entry is queued, not yet written.",
+            ),
+            history_queue_bytes: gauge(
+                r,
+                "kz_groups_history_queue_bytes",
+                "Memory the queued group changes' documents take, in bytes (writes wait past 64 MiB).",
             ),
             history_recovered: counter(
                 r,

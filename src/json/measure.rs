@@ -4,7 +4,7 @@ use std::fmt;
 use std::mem::size_of;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::{JsonError, MAX_DEPTH};
 
@@ -48,6 +48,25 @@ pub(super) fn object_cost(len: usize) -> usize {
         _ => (len * 8 / 7).next_power_of_two(),
     };
     alloc(len * entry) + alloc(buckets * size_of::<usize>() + buckets + 16)
+}
+
+/// What a tree already built takes, counted as [`measure`] counts it: exact for a tree built at
+/// its final sizes (`json::build`), close for any other.
+pub(super) fn tree_cost(value: &Value) -> usize {
+    match value {
+        Value::String(s) => string_cost(s.len()),
+        Value::Array(items) => array_cost(items.len()) + items.iter().map(tree_cost).sum::<usize>(),
+        Value::Object(members) => object_tree_cost(members),
+        _ => 0,
+    }
+}
+
+pub(super) fn object_tree_cost(members: &Map<String, Value>) -> usize {
+    object_cost(members.len())
+        + members
+            .iter()
+            .map(|(key, value)| string_cost(key.len()) + tree_cost(value))
+            .sum::<usize>()
 }
 
 #[derive(Default)]

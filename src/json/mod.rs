@@ -58,6 +58,17 @@ pub fn build(
     build::build(bytes, measured, top_keys)
 }
 
+/// The memory an object's tree takes, by [`measure`]'s count (what a parsed document held in
+/// memory for a while is charged).
+pub fn object_cost(members: &Map<String, Value>) -> usize {
+    measure::object_tree_cost(members)
+}
+
+/// The memory a value's tree takes, by [`measure`]'s count.
+pub fn value_cost(value: &Value) -> usize {
+    measure::tree_cost(value)
+}
+
 /// Measures, then builds: for JSON that need not be accounted for before it is built.
 pub fn parse(bytes: &[u8]) -> Result<Value, JsonError> {
     let measured = measure(bytes)?;
@@ -116,6 +127,20 @@ mod tests {
         let group = json!({"data": {"name": "Sales", "endpoints": endpoints}}).to_string();
         assert!(group.len() > MIN_COST_CAP / 2);
         assert!(parse(group.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn a_built_objects_cost_is_what_measuring_its_text_said() {
+        for text in [
+            r#"{}"#,
+            r#"{"name":"Sales","endpoints":{"u1":{"type":"user","weight":1}},"tags":["a","",[]]}"#,
+            r#"{"a":{"b":{"c":{"d":"x\u00e9"}}},"n":[1,2.5,null,true,{"k":"v"}],"e":{}}"#,
+        ] {
+            let measured = measure(text.as_bytes()).unwrap();
+            let tree = into_object(build(text.as_bytes(), &measured, None).unwrap());
+            assert!(measured.cost > 0 || text == "{}");
+            assert_eq!(object_cost(&tree), measured.cost, "{text}");
+        }
     }
 
     #[test]

@@ -350,20 +350,26 @@ impl DocStore for CouchClient {
         let request = self
             .request(Method::POST, url)
             .json(&serde_json::json!({ "keys": keys }));
-        let answer = match self.json(request).await {
+        let mut answer = match self.json(request).await {
             Ok(answer) => answer,
             Err(StoreError::NotFound) => return Ok(vec![None; ids.len()]),
             Err(e) => return Err(e),
         };
-        let mut found: std::collections::HashMap<String, Value> = answer
-            .get("rows")
-            .and_then(Value::as_array)
-            .ok_or_else(|| bad_answer("an _all_docs answer without rows"))?
-            .iter()
-            .filter_map(|row| {
-                let doc = row.get("doc").filter(|d| d.is_object())?;
-                let key = row.get("key").and_then(Value::as_str)?;
-                Some((key.to_owned(), doc.clone()))
+        // The documents are moved out of the answer, never copied: they may be large.
+        let rows = answer
+            .get_mut("rows")
+            .and_then(Value::as_array_mut)
+            .map(std::mem::take)
+            .ok_or_else(|| bad_answer("an _all_docs answer without rows"))?;
+        let mut found: std::collections::HashMap<String, Value> = rows
+            .into_iter()
+            .filter_map(|mut row| {
+                let key = row.get("key").and_then(Value::as_str)?.to_owned();
+                let doc = row
+                    .get_mut("doc")
+                    .map(Value::take)
+                    .filter(Value::is_object)?;
+                Some((key, doc))
             })
             .collect();
         Ok(ids.iter().map(|id| found.remove(id.as_str())).collect())
