@@ -17,7 +17,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::{Backend, Config, HistoryBounds as Bounds};
@@ -26,6 +26,7 @@ use crate::domain::history::{self, Change, Entry, EntryId};
 use crate::domain::ids::{AccountId, DocId};
 use crate::json;
 use crate::metrics::Metrics;
+use crate::pipeline::memory::{Pool, Reservation};
 use crate::store::couch::history::CouchHistory;
 use crate::store::couch::CouchClient;
 use crate::store::embedded::history::EmbeddedHistory;
@@ -42,8 +43,6 @@ pub const QUEUE_BYTES: usize = 64 << 20;
 /// The memory the documents of revisions written over may take while they wait for their check
 /// (one larger than this is still held when it is the only one).
 const OVERWRITTEN_BYTES: usize = 16 << 20;
-/// The queue's memory is counted in these.
-const ROOM_UNIT: usize = 1024;
 /// Entries written in one call, at most.
 const BATCH: usize = 500;
 /// How long a batch gathers entries after its first: under load, few large writes rather than
@@ -73,8 +72,8 @@ pub fn open_store(config: &Config) -> Result<History, String> {
 pub struct Recorder {
     tx: mpsc::Sender<Queued>,
     rx: Mutex<Option<mpsc::Receiver<Queued>>>,
-    /// The queue's memory not taken, in [`ROOM_UNIT`]s.
-    room: Arc<Semaphore>,
+    /// The queue's memory ([`QUEUE_BYTES`]).
+    room: Pool,
     pub store: History,
     metrics: Arc<Metrics>,
     bounds: Bounds,
@@ -96,7 +95,7 @@ pub struct Recorder {
 /// A change waiting to be written, with the room its documents take in the queue.
 struct Queued {
     change: Change,
-    room: OwnedSemaphorePermit,
+    room: Reservation,
 }
 
 /// The memory a change's documents take.
@@ -153,7 +152,7 @@ impl Recorder {
         Self {
             tx,
             rx: Mutex::new(Some(rx)),
-            room: Arc::new(Semaphore::new(QUEUE_BYTES / ROOM_UNIT)),
+            room: Pool::new(QUEUE_BYTES),
             store,
             metrics,
             bounds,
@@ -191,22 +190,12 @@ impl Recorder {
         );
         self.lock_pending().insert(key);
         self.metrics.history_waiting.inc();
-        let units = held(&change)
-            .div_ceil(ROOM_UNIT)
-            .clamp(1, QUEUE_BYTES / ROOM_UNIT);
-        let queued = match self.room.clone().acquire_many_owned(units as u32).await {
-            Ok(room) => {
-                let bytes = (room.num_permits() * ROOM_UNIT) as i64;
-                self.metrics.history_queue_bytes.add(bytes);
-                let sent = self.tx.send(Queued { change, room }).await.is_ok();
-                if !sent {
-                    self.metrics.history_queue_bytes.sub(bytes);
-                }
-                sent
-            }
-            Err(_) => false,
-        };
-        if !queued {
+        // Every change takes some room, however small.
+        let room = self.room.reserve(held(&change).max(1)).await;
+        let bytes = room.bytes() as i64;
+        self.metrics.history_queue_bytes.add(bytes);
+        if self.tx.send(Queued { change, room }).await.is_err() {
+            self.metrics.history_queue_bytes.sub(bytes);
             // The worker is gone (a stop): the change feed finds it at the next start.
             self.metrics.history_waiting.dec();
         }
@@ -320,7 +309,7 @@ impl Recorder {
                 }
             }
             // The room is held until the entries are written.
-            let (changes, room): (Vec<Change>, Vec<OwnedSemaphorePermit>) =
+            let (changes, room): (Vec<Change>, Vec<Reservation>) =
                 queued.into_iter().map(|q| (q.change, q.room)).unzip();
             let n = changes.len() as i64;
             self.note_overwritten(&changes);
@@ -335,11 +324,9 @@ impl Recorder {
                     pending.remove(&pending_key(&account, &group, entry));
                 }
             }
-            let freed: usize = room.iter().map(OwnedSemaphorePermit::num_permits).sum();
+            let freed: usize = room.iter().map(Reservation::bytes).sum();
             drop(room);
-            self.metrics
-                .history_queue_bytes
-                .sub((freed * ROOM_UNIT) as i64);
+            self.metrics.history_queue_bytes.sub(freed as i64);
             self.metrics.history_waiting.sub(n);
             if pruned.elapsed() >= PRUNE_EVERY || self.touched_full() {
                 self.prune().await;
@@ -456,6 +443,7 @@ impl Recorder {
 mod tests {
     use super::*;
     use crate::domain::history::Actor;
+    use crate::pipeline::memory::UNIT;
     use crate::store::history::{AccountRange, HistoryStore};
     use crate::store::StoreResult;
     use serde_json::{Map, Value};
@@ -544,7 +532,7 @@ mod tests {
         let worker = recorder.start();
         let each = held(&large_edit(0));
         assert!(each > 2 << 20, "{each}");
-        let fit = (QUEUE_BYTES / ROOM_UNIT) / each.div_ceil(ROOM_UNIT);
+        let fit = (QUEUE_BYTES / UNIT) / each.div_ceil(UNIT);
         assert!(fit < QUEUE / 100, "the bytes bind before the count: {fit}");
         for i in 0..fit {
             tokio::time::timeout(Duration::from_secs(5), recorder.record(large_edit(i)))
@@ -561,7 +549,7 @@ mod tests {
             "a change past the queue's bytes was queued"
         );
         assert_eq!(metrics.history_waiting.get(), fit as i64 + 1);
-        let taken = (fit * each.div_ceil(ROOM_UNIT) * ROOM_UNIT) as i64;
+        let taken = (fit * each.div_ceil(UNIT) * UNIT) as i64;
         assert_eq!(metrics.history_queue_bytes.get(), taken);
         assert!(taken <= QUEUE_BYTES as i64);
         open.send(true).unwrap();

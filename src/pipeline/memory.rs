@@ -16,19 +16,23 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Below this a request's memory is not counted against the budget.
 pub const SMALL: usize = 64 * 1024;
-const UNIT: usize = 1024;
+/// Memory is counted in these.
+pub const UNIT: usize = 1024;
 
 pub struct MemoryBudget {
     bodies: Pool,
     trees: Pool,
 }
 
-struct Pool {
+/// An amount of memory that holders reserve from and give back to; while it is spent,
+/// reservations wait their turn (first come, first served). The request budget's two pools, and
+/// the history queue's bound (`history`).
+pub struct Pool {
     units: Arc<Semaphore>,
     total_units: usize,
 }
 
-/// Memory held for one request; given back when dropped.
+/// Memory held for one request (or one queued change); given back when dropped.
 #[derive(Default)]
 pub struct Reservation {
     permits: Vec<OwnedSemaphorePermit>,
@@ -55,7 +59,7 @@ impl Reservation {
 }
 
 impl Pool {
-    fn new(bytes: usize) -> Self {
+    pub fn new(bytes: usize) -> Self {
         let total_units = (bytes / UNIT).clamp(1, Semaphore::MAX_PERMITS);
         Self {
             units: Arc::new(Semaphore::new(total_units)),
@@ -64,11 +68,8 @@ impl Pool {
     }
 
     /// Waits until `bytes` can be held. More than the whole pool is held as the whole pool, so
-    /// such a request runs alone rather than never.
-    async fn reserve(&self, bytes: usize) -> Reservation {
-        if bytes < SMALL {
-            return Reservation::default();
-        }
+    /// such a holder runs alone rather than never.
+    pub async fn reserve(&self, bytes: usize) -> Reservation {
         let units = bytes.div_ceil(UNIT).min(self.total_units);
         let permits = self
             .units
@@ -91,12 +92,19 @@ impl MemoryBudget {
 
     /// Room for `bytes` more of a body being received.
     pub async fn reserve_body(&self, bytes: usize) -> Reservation {
-        self.bodies.reserve(bytes).await
+        Self::reserve(&self.bodies, bytes).await
     }
 
     /// Room for a parsed body's tree (and what its answer may echo of it).
     pub async fn reserve_tree(&self, bytes: usize) -> Reservation {
-        self.trees.reserve(bytes).await
+        Self::reserve(&self.trees, bytes).await
+    }
+
+    async fn reserve(pool: &Pool, bytes: usize) -> Reservation {
+        if bytes < SMALL {
+            return Reservation::default();
+        }
+        pool.reserve(bytes).await
     }
 
     /// Bytes not reserved right now.
