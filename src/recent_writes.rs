@@ -140,19 +140,17 @@ impl RecentWrites {
             }
         }
         let writes = state.dbs.get_or_insert_mut(key, VecDeque::new);
-        let mut gone = Vec::new();
-        writes.retain(|w| {
-            let keep = w.id != written.id && w.at.elapsed() < KEEP;
-            if !keep {
-                gone.push(w.bytes());
-            }
-            keep
-        });
+        // Oldest first: the expired ones lead. One clock read, not one per write held.
+        let now = written.at;
+        let mut gone = expire(writes, now);
+        if let Some(i) = writes.iter().position(|w| w.id == written.id) {
+            gone += writes.remove(i).map_or(0, |w| w.bytes());
+        }
         if writes.len() >= PER_DB {
-            gone.extend(writes.pop_front().map(|w| w.bytes()));
+            gone += writes.pop_front().map_or(0, |w| w.bytes());
         }
         writes.push_back(written);
-        state.bytes -= gone.into_iter().sum::<usize>();
+        state.bytes -= gone;
     }
 
     /// The writes of `db` still remembered, the latest of each document; empty (and no
@@ -162,10 +160,7 @@ impl RecentWrites {
         let Some(writes) = state.dbs.peek_mut(db.as_str()) else {
             return Vec::new();
         };
-        let mut gone = 0;
-        while writes.front().is_some_and(|w| w.at.elapsed() >= KEEP) {
-            gone += writes.pop_front().map_or(0, |w| w.bytes());
-        }
+        let gone = expire(writes, Instant::now());
         let held = writes.iter().cloned().collect::<Vec<_>>();
         if held.is_empty() {
             state.dbs.pop(db.as_str());
@@ -179,6 +174,19 @@ impl RecentWrites {
     fn bytes(&self) -> usize {
         self.state().bytes
     }
+}
+
+/// Drops the writes older than [`KEEP`] at `now` from the front of `writes` (they are in the
+/// order they were made), returning the text they held.
+fn expire(writes: &mut VecDeque<Written>, now: Instant) -> usize {
+    let mut gone = 0;
+    while writes
+        .front()
+        .is_some_and(|w| now.saturating_duration_since(w.at) >= KEEP)
+    {
+        gone += writes.pop_front().map_or(0, |w| w.bytes());
+    }
+    gone
 }
 
 /// The keys of `endpoints` whose `type` is `user` (the `crossbar_listing_by_user` view's keys).
@@ -247,6 +255,35 @@ mod tests {
             recent.record(&db(), &DocId::parse(&format!("g{i}")).unwrap(), None);
         }
         assert_eq!(recent.bytes(), 0);
+    }
+
+    #[test]
+    fn writes_older_than_the_keep_leave_and_give_their_text_back() {
+        let recent = RecentWrites::new();
+        let doc = json!({"pvt_type": "group", "name": "x".repeat(100)});
+        for i in 0..3 {
+            recent.record(
+                &db(),
+                &DocId::parse(&format!("g{i}")).unwrap(),
+                doc.as_object(),
+            );
+        }
+        let held = recent.bytes();
+        assert!(held > 300);
+        // The first two were made longer ago than a write is kept.
+        {
+            let mut state = recent.state();
+            let writes = state.dbs.peek_mut(db().as_str()).unwrap();
+            for w in writes.iter_mut().take(2) {
+                w.at = Instant::now() - KEEP - Duration::from_millis(1);
+            }
+        }
+        let writes = recent.of(&db());
+        assert_eq!(
+            writes.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(),
+            ["g2"]
+        );
+        assert_eq!(recent.bytes(), held / 3);
     }
 
     #[test]

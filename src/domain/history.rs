@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::group;
-use super::ids::{AccountId, DocId};
+use super::ids::{hex, AccountId, DocId};
 
 /// What a change did to the group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -323,10 +323,7 @@ impl std::fmt::Display for EntryId {
 
 /// The part of stored ids that names one group of one account.
 pub fn group_key(group: &DocId) -> String {
-    Md5::digest(group.as_str().as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Md5::digest(group.as_str().as_bytes()))
 }
 
 /// The prefix of every stored id of one group's entries.

@@ -40,6 +40,16 @@ fn design() -> Value {
     })
 }
 
+/// An entry as stored: its document id and account-wide order beside its fields.
+#[derive(serde::Serialize)]
+struct Stored<'a> {
+    #[serde(rename = "_id")]
+    id: String,
+    time_key: String,
+    #[serde(flatten)]
+    entry: &'a Entry,
+}
+
 pub struct CouchHistory {
     client: CouchClient,
     db: DbName,
@@ -143,15 +153,17 @@ impl HistoryStore for CouchHistory {
     async fn insert(&self, entries: &[Entry]) -> StoreResult<Vec<bool>> {
         let docs = entries
             .iter()
-            .map(|e| {
-                let (account, group) = e.ids().ok_or(StoreError::NotFound)?;
-                let mut doc = serde_json::to_value(e).map_err(|_| StoreError::NotFound)?;
-                doc["_id"] = Value::from(stored_id(&account, &group, &e.id));
-                doc["time_key"] = Value::from(time_key(e, &group));
-                Ok(doc)
+            .map(|entry| {
+                let (account, group) = entry.ids().ok_or(StoreError::NotFound)?;
+                Ok(Stored {
+                    id: stored_id(&account, &group, &entry.id),
+                    time_key: time_key(entry, &group),
+                    entry,
+                })
             })
             .collect::<StoreResult<Vec<_>>>()?;
-        let results = self.client.bulk_docs(&self.db, &docs).await?;
+        let ids: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
+        let results = self.client.bulk_write(&self.db, &docs, &ids).await?;
         results
             .into_iter()
             .map(|r| match r {

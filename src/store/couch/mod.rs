@@ -198,6 +198,32 @@ impl CouchClient {
             .map_err(transport_error)
     }
 
+    /// `_bulk_docs` of documents of any serialisable shape (`ids`: theirs), serialised
+    /// straight into the request's body: a batch is never copied into a tree first.
+    pub async fn bulk_write<T: serde::Serialize + Sync>(
+        &self,
+        db: &DbName,
+        docs: &[T],
+        ids: &[&str],
+    ) -> StoreResult<Vec<BulkResult>> {
+        #[derive(serde::Serialize)]
+        struct Body<'a, T> {
+            docs: &'a [T],
+        }
+        let url = self.url(&[db.as_str(), "_bulk_docs"], &[]);
+        let request = self.request(Method::POST, url).json(&Body { docs });
+        let answer = self.write(request, db, ids).await?;
+        let Value::Array(rows) = answer else {
+            return Err(bad_answer("a _bulk_docs answer is no array"));
+        };
+        if rows.len() != docs.len() {
+            return Err(bad_answer(
+                "a _bulk_docs answer with a row count unlike the request's",
+            ));
+        }
+        Ok(rows.into_iter().map(bulk_row).collect())
+    }
+
     /// A write of the documents `ids` of `db`: its answer as JSON; a 202 (fewer copies than the
     /// quorum) is told to the listeners of [`DocStore::accepted_docs`].
     async fn write(
@@ -418,24 +444,11 @@ impl DocStore for CouchClient {
     }
 
     async fn bulk_docs(&self, db: &DbName, docs: &[Value]) -> StoreResult<Vec<BulkResult>> {
-        let url = self.url(&[db.as_str(), "_bulk_docs"], &[]);
-        let body = serde_json::json!({ "docs": docs });
         let ids: Vec<&str> = docs
             .iter()
             .filter_map(|doc| doc.get("_id").and_then(Value::as_str))
             .collect();
-        let answer = self
-            .write(self.request(Method::POST, url).json(&body), db, &ids)
-            .await?;
-        let Value::Array(rows) = answer else {
-            return Err(bad_answer("a _bulk_docs answer is no array"));
-        };
-        if rows.len() != docs.len() {
-            return Err(bad_answer(
-                "a _bulk_docs answer with a row count unlike the request's",
-            ));
-        }
-        Ok(rows.into_iter().map(bulk_row).collect())
+        self.bulk_write(db, docs, &ids).await
     }
 
     /// A design document by its full id (`_design/groups`).

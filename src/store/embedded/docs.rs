@@ -8,10 +8,7 @@ use super::{changes, fault, native_views, sort_key, sql_error};
 use crate::store::{StoreError, StoreResult, View};
 
 fn new_rev(generation: u64, body: &str) -> String {
-    let digest: String = Md5::digest(body.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest = crate::domain::ids::hex(&Md5::digest(body.as_bytes()));
     format!("{generation}-{digest}")
 }
 
